@@ -1,0 +1,33 @@
+# Two commands set everything up: `make demo` and `make test`. Both create or reuse .venv.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.ibwidget-installed
+
+.PHONY: venv demo test lint bench clean
+
+$(STAMP): pyproject.toml requirements/torch.txt requirements/dev-extra.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -r requirements/torch.txt
+	$(BIN)/python -m pip install -q -c requirements/torch.txt -e '.[dev]'
+	$(BIN)/python -m pip install -q --no-deps -r requirements/dev-extra.txt
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check ibwidget tests benchmarks
+
+test: lint
+	$(BIN)/python -m pytest -q
+
+demo: $(STAMP)
+	$(BIN)/ibwidget train --dataset digits --epochs 20 --estimator hsic --probe 512 --out runs/digits.ibrun
+	$(BIN)/ibwidget info runs/digits.ibrun
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_estimators.py
+
+clean:
+	rm -rf $(VENV) build dist .pytest_cache .ruff_cache .hypothesis

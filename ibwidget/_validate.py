@@ -1,0 +1,96 @@
+"""Argument checks shared by kernels and estimators: loud, early, and saying what to pass instead."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+def as_float_tensor(x, name: str, like: torch.Tensor | None = None) -> torch.Tensor:
+    """Return ``x`` as a floating torch tensor; numpy arrays go to ``like``'s device."""
+    if isinstance(x, np.ndarray):
+        if x.dtype == object:
+            raise TypeError(f"{name} is a numpy array of objects; pass a numeric array or tensor.")
+        x = torch.from_numpy(np.ascontiguousarray(x))
+        if like is not None:
+            x = x.to(like.device)
+    elif not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor or numpy.ndarray, got {type(x).__name__}.")
+    if not (x.is_floating_point()):
+        raise TypeError(
+            f"{name} has dtype {x.dtype}; estimators need floating point. "
+            f"Pass {name}.float() (or .double()) instead."
+        )
+    return x
+
+
+def check_finite(x: torch.Tensor, name: str) -> None:
+    if not bool(torch.isfinite(x).all()):
+        bad = int((~torch.isfinite(x)).sum())
+        raise ValueError(
+            f"{name} contains {bad} NaN or infinite value(s); a diverged layer or a bad input? "
+            "Check the activations (or lower the learning rate) and pass finite values."
+        )
+
+
+def check_kernel(K: torch.Tensor, name: str, min_m: int = 2, check_symmetric: bool = True) -> int:
+    """Check ``K`` is a finite, square (batched ``(..., m, m)``), symmetric matrix; return m."""
+    if K.ndim < 2 or K.shape[-1] != K.shape[-2]:
+        raise ValueError(
+            f"{name} must be a square kernel matrix of shape (m, m) or (..., m, m), got shape {tuple(K.shape)}. "
+            "Build one with ibwidget.kernels.gram(Z) and a kernel such as kernels.gaussian(G, sigma)."
+        )
+    m = K.shape[-1]
+    if m < min_m:
+        raise ValueError(f"{name} is {m}x{m}; this estimator needs at least {min_m} samples (m >= {min_m}).")
+    check_finite(K, name)
+    if check_symmetric and m > 1:
+        scale = float(K.abs().amax()) if K.numel() else 0.0
+        asym = float((K - K.transpose(-1, -2)).abs().amax())
+        if asym > 1e-4 * scale + 1e-12:
+            raise ValueError(
+                f"{name} is not symmetric (max |K - K^T| = {asym:.3g}, max |K| = {scale:.3g}); "
+                "a kernel matrix must be symmetric. Pass a Gram matrix Z Z^T, not Z itself or a cross-kernel."
+            )
+    return m
+
+
+def check_pair(K: torch.Tensor, L: torch.Tensor, names=("K", "L"), min_m: int = 2):
+    """Validate two kernel matrices over the same m samples; return them on one device and dtype, and m."""
+    K = as_float_tensor(K, names[0], like=L if isinstance(L, torch.Tensor) else None)
+    L = as_float_tensor(L, names[1], like=K)
+    if K.device != L.device:
+        raise ValueError(
+            f"{names[0]} is on {K.device} but {names[1]} is on {L.device}; move both to one device, "
+            f"e.g. {names[1]}.to({names[0]}.device)."
+        )
+    mk = check_kernel(K, names[0], min_m)
+    ml = check_kernel(L, names[1], min_m)
+    if mk != ml:
+        raise ValueError(
+            f"{names[0]} is {mk}x{mk} but {names[1]} is {ml}x{ml}; both must be kernel matrices of the same "
+            "m samples, in the same order."
+        )
+    dtype = torch.promote_types(K.dtype, L.dtype)
+    return K.to(dtype), L.to(dtype), mk
+
+
+def check_sigma(sigma, name: str = "sigma"):
+    """Sigma must be positive and finite: a number, or a tensor of per-batch values."""
+    if isinstance(sigma, torch.Tensor | np.ndarray):
+        s = torch.as_tensor(sigma)
+        if not s.is_floating_point():
+            s = s.double()
+        if s.numel() == 0 or not bool(torch.isfinite(s).all()) or not bool((s > 0).all()):
+            raise ValueError(f"{name} must be positive and finite, got {sigma!r}. Pass e.g. {name}=5.0.")
+        return s
+    if isinstance(sigma, bool) or not isinstance(sigma, int | float):
+        raise TypeError(f"{name} must be a positive number, got {type(sigma).__name__} {sigma!r}.")
+    if not math.isfinite(sigma) or sigma <= 0:
+        raise ValueError(f"{name} must be positive and finite, got {sigma!r}. Pass e.g. {name}=5.0.")
+    return float(sigma)
+
+
+def unknown_name(kind: str, name, known) -> ValueError:
+    return ValueError(f"Unknown {kind} {name!r}. Known: {', '.join(repr(k) for k in known)}.")
