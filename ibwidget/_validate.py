@@ -7,6 +7,7 @@ import math
 import numpy as np
 import torch
 
+
 def as_float_tensor(x, name: str, like: torch.Tensor | None = None) -> torch.Tensor:
     """Return ``x`` as a floating torch tensor; numpy arrays go to ``like``'s device."""
     if isinstance(x, np.ndarray):
@@ -19,8 +20,7 @@ def as_float_tensor(x, name: str, like: torch.Tensor | None = None) -> torch.Ten
         raise TypeError(f"{name} must be a torch.Tensor or numpy.ndarray, got {type(x).__name__}.")
     if not (x.is_floating_point()):
         raise TypeError(
-            f"{name} has dtype {x.dtype}; estimators need floating point. "
-            f"Pass {name}.float() (or .double()) instead."
+            f"{name} has dtype {x.dtype}; estimators need floating point. Pass {name}.float() (or .double()) instead."
         )
     return x
 

@@ -407,20 +407,46 @@ def names() -> list[str]:
 
 
 register("hsic", hsic, label="HSIC({a}, {b})", variant="biased, 1/(m−1)²", options={"normalizer": "biased"})
-register("hsic_unbiased", hsic, label="HSIC({a}, {b})", variant="unbiased (Song 2012)",
-         options={"normalizer": "unbiased"})
+register(
+    "hsic_unbiased", hsic, label="HSIC({a}, {b})", variant="unbiased (Song 2012)", options={"normalizer": "unbiased"}
+)
 register("hsic_pyglow", hsic, label="HSIC({a}, {b})", variant="PyGlow, 1/(m−1)", options={"normalizer": "pyglow"})
 register("cka", cka, label="CKA({a}, {b})", options={"debiased": False})
 register("cka_debiased", cka, label="CKA({a}, {b})", variant="debiased", options={"debiased": True})
 register("nhsic", nhsic, label="nHSIC({a}, {b})", variant="eps=1e-5", options={"eps": 1e-5})
-register("renyi_mi", renyi_mi, label="I({a}; {b})", variant="matrix Rényi α=1.01", units="bits",
-         options={"alpha": 1.01})
-register("kde_upper", kde_mi, needs="distances", label="I({a}; {b})", variant="KDE upper", units="bits",
-         options={"bound": "upper"}, description="Kolchinsky & Tracey 2017 pairwise upper bound (noise var = sigma²)")
-register("kde_lower", kde_mi, needs="distances", label="I({a}; {b})", variant="KDE lower", units="bits",
-         options={"bound": "lower"}, description="Kolchinsky & Tracey 2017 pairwise lower bound (noise var = sigma²)")
-register("binning", binning_mi, needs="activations", label="I({a}; {b})", variant="binning, 30 bins", units="bits",
-         options={"bins": 30}, uses_sigma=False)
+register(
+    "renyi_mi", renyi_mi, label="I({a}; {b})", variant="matrix Rényi α=1.01", units="bits", options={"alpha": 1.01}
+)
+register(
+    "kde_upper",
+    kde_mi,
+    needs="distances",
+    label="I({a}; {b})",
+    variant="KDE upper",
+    units="bits",
+    options={"bound": "upper"},
+    description="Kolchinsky & Tracey 2017 pairwise upper bound (noise var = sigma²)",
+)
+register(
+    "kde_lower",
+    kde_mi,
+    needs="distances",
+    label="I({a}; {b})",
+    variant="KDE lower",
+    units="bits",
+    options={"bound": "lower"},
+    description="Kolchinsky & Tracey 2017 pairwise lower bound (noise var = sigma²)",
+)
+register(
+    "binning",
+    binning_mi,
+    needs="activations",
+    label="I({a}; {b})",
+    variant="binning, 30 bins",
+    units="bits",
+    options={"bins": 30},
+    uses_sigma=False,
+)
 
 
 # ------------------------------------------------------------------------------- PyGlow-style evaluators
