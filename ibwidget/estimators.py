@@ -92,7 +92,7 @@ def _hsic(K: torch.Tensor, L: torch.Tensor, normalizer: str) -> torch.Tensor:
     m = K.shape[-1]
     if normalizer == "unbiased":
         return _hsic_unbiased(K, L)
-    trace = _frob(_center(K), L)
+    trace = _frob(_center(K), _center(L))  # tr(KHLH); centering both keeps float32 rounding out of the sum
     return trace / ((m - 1) ** 2 if normalizer == "biased" else (m - 1))
 
 

@@ -1,0 +1,530 @@
+"""``Run``: a training run's config, history and per-epoch snapshots, re-estimable for any estimator and sigma.
+
+A snapshot keeps, for each tracked layer and the fixed probe of m samples, the packed upper triangle of the
+squared-distance matrix ``D2`` (m(m-1)/2 float32 values) and the squared norms ``diag(G)``: together they are the
+Gram matrix ``G = Z Z^T`` (``G_ij = (n_i + n_j - D2_ij) / 2``), so every Gram-based estimator can be recomputed for
+every epoch, later, for any sigma. Layers narrower than the probe also keep their activations (for binning).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+import os
+import tempfile
+import threading
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ibwidget import estimators as _estimators
+from ibwidget import kernels as _kernels
+from ibwidget._validate import check_sigma, unknown_name
+from ibwidget.estimators import _center
+
+__all__ = ["Run", "load_run", "TARGETS", "KERNELS"]
+
+TARGETS = ("labels", "output")
+KERNELS = ("gaussian", "linear")
+_HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy")
+_FAST_HSIC = {"biased", "pyglow"}
+_CHUNK = 32  # matrices unpacked at once on the generic path
+_FORMAT = "ibwidget.run"
+SCHEMA_VERSION = 1
+
+
+def _median_sigma(dist: torch.Tensor, rule: str) -> torch.Tensor:
+    """Median-heuristic sigma from packed squared distances (..., P) (mean of the two middle values)."""
+    values = dist if rule == "median_d2" else dist.sqrt()
+    n = values.shape[-1]
+    lo = values.kthvalue((n + 1) // 2, dim=-1).values
+    hi = values.kthvalue(n // 2 + 1, dim=-1).values if n % 2 == 0 else lo
+    med = 0.5 * (lo + hi)
+    med = med.sqrt() if rule == "median_d2" else med
+    return torch.where(med > 0, med, torch.ones_like(med))  # a dead layer: any width gives K = 1
+
+
+def _triu(m: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    iu = torch.triu_indices(m, m, offset=1, device=device)
+    return iu[0], iu[1]
+
+
+def pack_gram(G: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gram (m, m) -> (packed squared distances (P,), squared norms (m,)), P = m(m-1)/2."""
+    i, j = _triu(G.shape[-1], G.device)
+    D = _kernels._sq_distances(G)
+    return D[..., i, j].contiguous(), torch.diagonal(G, dim1=-2, dim2=-1).contiguous()
+
+
+def unpack(packed: torch.Tensor, m: int, diagonal: torch.Tensor | float = 0.0) -> torch.Tensor:
+    """Packed upper triangles (..., P) -> symmetric (..., m, m) with the given diagonal."""
+    i, j = _triu(m, packed.device)
+    full = packed.new_zeros(packed.shape[:-1] + (m, m))
+    full[..., i, j] = packed
+    full[..., j, i] = packed
+    if isinstance(diagonal, torch.Tensor):
+        full.diagonal(dim1=-2, dim2=-1).copy_(diagonal)
+    elif diagonal:
+        full.diagonal(dim1=-2, dim2=-1).fill_(diagonal)
+    return full
+
+
+class _Growable:
+    """A preallocated tensor that grows along dim 0 by doubling: appends without re-stacking history."""
+
+    def __init__(self, row_shape, dtype, device, capacity: int):
+        self._data = torch.empty((max(1, capacity), *row_shape), dtype=dtype, device=device)
+        self.size = 0
+
+    def append(self, row: torch.Tensor) -> None:
+        if self.size == self._data.shape[0]:
+            bigger = self._data.new_empty((2 * self.size, *self._data.shape[1:]))
+            bigger[: self.size] = self._data
+            self._data = bigger
+        self._data[self.size] = row
+        self.size += 1
+
+    def view(self, n: int | None = None) -> torch.Tensor:
+        return self._data[: self.size if n is None else n]
+
+
+class Run:
+    """Config, Keras-style ``history`` and per-epoch snapshots of one training run (epoch 0 = before training).
+
+    Built by the engine (or :func:`load_run`); read by the widgets. Thread-safe: the training thread appends, any
+    other thread may call :meth:`trajectories` meanwhile.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        layer_names: Sequence[str],
+        layer_dims: Sequence[int],
+        probe_x: torch.Tensor,
+        probe_labels: torch.Tensor,
+        num_classes: int | None = None,
+        config: dict | None = None,
+        device: str | torch.device = "cpu",
+        capacity: int = 8,
+        output_is_probabilities: bool = False,
+    ):
+        if len(layer_names) != len(layer_dims) or not layer_names:
+            raise ValueError("a Run needs at least one tracked layer, with one dimension per layer name.")
+        if len(set(layer_names)) != len(layer_names):
+            raise ValueError(f"layer names must be unique, got {list(layer_names)}.")
+        self.name = str(name)
+        self.layer_names = list(layer_names)
+        self.layer_dims = [int(d) for d in layer_dims]
+        self.device = torch.device(device)
+        self.config = dict(config or {})
+        self.output_is_probabilities = bool(output_is_probabilities)
+        self.history: dict[str, list[float]] = {k: [] for k in _HISTORY_KEYS}
+        self.custom_dynamics: dict[str, list[np.ndarray]] = {}
+        self.batch_dynamics: list[np.ndarray] = []
+        self._lock = threading.RLock()
+        self._median_cache: dict = {}
+        self.probe_x = probe_x.detach().to(self.device, torch.float32)
+        self.probe_labels = probe_labels.detach().to(self.device, torch.long)
+        self.m = int(self.probe_x.shape[0])
+        if self.m < 4:
+            raise ValueError(f"the probe has {self.m} samples; use at least 4 (512 is the default).")
+        if self.probe_labels.shape != (self.m,):
+            raise ValueError(f"probe labels must have shape ({self.m},), got {tuple(self.probe_labels.shape)}.")
+        self.num_classes = int(num_classes or int(self.probe_labels.max()) + 1)
+        self.input_dim = int(self.probe_x[0].numel())
+        self._x_dist, self._x_norms = pack_gram(_kernels.gram(self.probe_x))
+        P = self.m * (self.m - 1) // 2
+        self._dist = {n: _Growable((P,), torch.float32, self.device, capacity) for n in self.layer_names}
+        self._norms = {n: _Growable((self.m,), torch.float32, self.device, capacity) for n in self.layer_names}
+        self._acts: dict[str, _Growable] = {}
+        self._outputs: _Growable | None = None
+        self.epochs: list[int] = []
+
+    # ------------------------------------------------------------------------------------------ recording
+
+    def add_snapshot(self, epoch: int, grams: dict, output: torch.Tensor, activations: dict | None = None) -> None:
+        """Record one epoch: a Gram (m, m) per layer, the model's raw output (m, C), optional narrow activations."""
+        packed = {n: pack_gram(grams[n].to(self.device, torch.float32)) for n in self.layer_names}
+        output = output.detach().to(self.device, torch.float32).reshape(self.m, -1)
+        with self._lock:
+            for n, (dist, norms) in packed.items():
+                self._dist[n].append(dist)
+                self._norms[n].append(norms)
+            if self._outputs is None:
+                self._outputs = _Growable(tuple(output.shape), torch.float32, self.device, self._dist[n]._data.shape[0])
+            self._outputs.append(output)
+            for n, a in (activations or {}).items():
+                a = a.detach().to(self.device, torch.float32).reshape(self.m, -1)
+                if n not in self._acts:
+                    self._acts[n] = _Growable(tuple(a.shape), torch.float32, self.device, self._dist[n]._data.shape[0])
+                self._acts[n].append(a)
+            self.epochs.append(int(epoch))
+
+    def log_epoch(self, logs: dict) -> None:
+        """Append one epoch's metrics (keys of ``history``; missing ones are recorded as NaN)."""
+        with self._lock:
+            for k in set(self.history) | set(logs):
+                self.history.setdefault(k, [math.nan] * (len(self.history["loss"])))
+            n = len(self.history["loss"])
+            for k, values in self.history.items():
+                if len(values) == n:
+                    values.append(float(logs.get(k, math.nan)))
+
+    @property
+    def num_snapshots(self) -> int:
+        """Recorded snapshots, epoch 0 (before training) included."""
+        return len(self.epochs)
+
+    def nbytes(self) -> int:
+        """Bytes held by the snapshots."""
+        with self._lock:
+            arrays = [g.view() for g in (*self._dist.values(), *self._norms.values(), *self._acts.values())]
+            arrays += [self._outputs.view()] if self._outputs is not None else []
+            return sum(a.numel() * a.element_size() for a in arrays)
+
+    def __repr__(self) -> str:
+        return f"Run({self.name!r}, {self.num_snapshots} snapshots, layers={self.layer_names}, probe={self.m})"
+
+    # ------------------------------------------------------------------------------------------ estimation
+
+    def _view(self, layers):
+        """A consistent copy-free view of the snapshots: (dist (E, L, P), norms (E, L, m), outputs (E, m, C))."""
+        with self._lock:
+            n = len(self.epochs)
+            if n == 0:
+                raise ValueError("this run has no snapshot yet; train at least until epoch 0 is recorded.")
+            dist = torch.stack([self._dist[name].view(n) for name in layers], 1)
+            norms = torch.stack([self._norms[name].view(n) for name in layers], 1)
+            outputs = self._outputs.view(n)
+            acts = {name: self._acts[name].view(n) for name in layers if name in self._acts}
+        return dist, norms, outputs, acts
+
+    def _resolve_layers(self, layers):
+        if layers is None:
+            return list(self.layer_names)
+        unknown = [n for n in layers if n not in self.layer_names]
+        if unknown:
+            raise unknown_name("layer", unknown[0], self.layer_names)
+        return list(layers)
+
+    def _sigma(self, rule, sigma, dist: torch.Tensor, norms: torch.Tensor, dims, key=None) -> torch.Tensor | float:
+        """Kernel width per matrix (a float, or a tensor of dist's batch shape)."""
+        if rule == "fixed":
+            return check_sigma(sigma)
+        if rule == "sqrt_d":
+            s = check_sigma(sigma)
+            if dist.ndim == 1:  # the input X
+                return s * math.sqrt(self.input_dim)
+            root_d = torch.tensor([math.sqrt(d) for d in dims], dtype=dist.dtype, device=dist.device)
+            return (s * root_d).expand(dist.shape[:-1])
+        if rule in ("median_d2", "median_d"):
+            if key is None:
+                return _median_sigma(dist, rule)
+            key = (rule, key)
+            if key not in self._median_cache:  # keyed by layers and snapshot count: snapshots never change
+                self._median_cache[key] = _median_sigma(dist, rule)
+            return self._median_cache[key]
+        raise unknown_name("sigma rule", rule, _kernels.SIGMA_RULES)
+
+    def _target_kernel(self, target, kernel, sigma_rule, sigma, outputs) -> torch.Tensor:
+        """Kernel of Y: (m, m) for labels (one-hot, linear), (E, m, m) for the network's output."""
+        if target == "labels":
+            return _kernels.label_kernel(self.probe_labels, self.num_classes).to(self.device)
+        probs = outputs if self.output_is_probabilities else torch.softmax(outputs, -1)
+        G = probs @ probs.transpose(-1, -2)
+        if kernel == "linear":
+            return G
+        dist, norms = pack_gram(G)
+        s = self._sigma(sigma_rule, sigma, dist, norms, [probs.shape[-1]] * probs.shape[0])
+        s = s[..., None, None] if isinstance(s, torch.Tensor) else s
+        return _kernels._gaussian(G, s)
+
+    def trajectories(
+        self,
+        estimator: str = "hsic",
+        sigma: float = 5.0,
+        target: str = "labels",
+        sigma_rule: str = "fixed",
+        kernel: str = "gaussian",
+        sigma_x: float | None = None,
+        sigma_y: float | None = None,
+        layers: Sequence[str] | None = None,
+    ) -> np.ndarray:
+        """Information-plane coordinates for every recorded epoch: ndarray (epochs, layers, 2), float64.
+
+        ``[:, :, 0]`` is the dependence of each layer T on the input X, ``[:, :, 1]`` on the target Y (true labels,
+        one-hot with a linear kernel; or the network's softmax ``output``, PyGlow's choice, with ``kernel``).
+        ``kernel`` and ``sigma``/``sigma_rule`` apply to T and X (``sigma_x`` overrides X's base sigma,
+        ``sigma_y`` the output's); for KDE estimators sigma² is the noise variance.
+        """
+        spec = _estimators.get(estimator)
+        if target not in TARGETS:
+            raise unknown_name("target", target, TARGETS)
+        if kernel not in KERNELS:
+            raise unknown_name("kernel", kernel, KERNELS)
+        layers = self._resolve_layers(layers)
+        dims = [self.layer_dims[self.layer_names.index(n)] for n in layers]
+        dist, norms, outputs, acts = self._view(layers)
+        if spec.needs == "activations":
+            return self._activation_trajectories(spec, layers, acts, outputs, target)
+        sigma_h = self._sigma(sigma_rule, sigma, dist, norms, dims, key=(tuple(layers), dist.shape[0]))
+        sigma_xv = self._sigma(sigma_rule, sigma if sigma_x is None else sigma_x, self._x_dist, self._x_norms, [], "X")
+        if spec.needs == "distances":
+            return self._distance_trajectories(spec, dist, sigma_h, target, outputs)
+        K_y = self._target_kernel(target, kernel, sigma_rule, sigma if sigma_y is None else sigma_y, outputs)
+        if spec.fn is _estimators.hsic and spec.options.get("normalizer") in _FAST_HSIC:
+            return self._fast_hsic(spec.options["normalizer"], kernel, dist, norms, sigma_h, sigma_xv, K_y)
+        return self._generic(spec, kernel, dist, norms, sigma_h, sigma_xv, K_y)
+
+    def _layer_kernels(self, kernel, dist, norms, sigma) -> torch.Tensor:
+        m = self.m
+        if kernel == "linear":
+            G_off = 0.5 * (norms[..., :, None] + norms[..., None, :]) - 0.5 * unpack(dist, m)
+            G_off.diagonal(dim1=-2, dim2=-1).copy_(norms)
+            return G_off
+        s = sigma[..., None] if isinstance(sigma, torch.Tensor) else sigma
+        return unpack(torch.exp(dist * (-0.5 / (s * s))), m, 1.0)
+
+    def _x_kernel(self, kernel, sigma_x) -> torch.Tensor:
+        return self._layer_kernels(kernel, self._x_dist, self._x_norms, sigma_x)
+
+    def _fast_hsic(self, normalizer, kernel, dist, norms, sigma_h, sigma_x, K_y) -> np.ndarray:
+        """HSIC(T, Z) = sum_ij K_ij (H L H)_ij: one pass over the packed triangles against centred targets."""
+        m = self.m
+        i, j = _triu(m, dist.device)
+        scale = (m - 1) ** 2 if normalizer == "biased" else (m - 1)
+        Lx = _center(self._x_kernel(kernel, sigma_x).double())
+        Ly = _center(K_y.double())
+        E, L, _ = dist.shape
+        if kernel == "gaussian":
+            s = sigma_h[..., None] if isinstance(sigma_h, torch.Tensor) else sigma_h
+            K_off = torch.exp(dist * (-0.5 / (s * s)))  # (E, L, P)
+            diag_x = torch.diagonal(Lx, dim1=-2, dim2=-1).sum(-1)
+            diag_y = torch.diagonal(Ly, dim1=-2, dim2=-1).sum(-1)
+            diag_terms = (diag_x.expand(E, L), (diag_y[:, None] if diag_y.ndim else diag_y).expand(E, L))
+        else:  # linear: sum G∘Lc = -1/2 sum D2∘Lc, since Lc's rows sum to zero
+            K_off = -0.5 * dist
+            diag_terms = (torch.zeros(E, L, dtype=torch.float64, device=dist.device),) * 2
+        out = []
+        for Lc, diag in ((Lx, diag_terms[0]), (Ly, diag_terms[1])):
+            packed = Lc[..., i, j].to(K_off.dtype)  # (P,) or (E, P)
+            if packed.ndim == 1:
+                off = (K_off.reshape(E * L, -1) @ packed).reshape(E, L)
+            else:
+                off = torch.einsum("elp,ep->el", K_off, packed)
+            out.append((2.0 * off.double() + diag) / scale)
+        return torch.stack(out, -1).cpu().numpy()
+
+    def _generic(self, spec, kernel, dist, norms, sigma_h, sigma_x, K_y) -> np.ndarray:
+        E, L, _ = dist.shape
+        K_x = self._x_kernel(kernel, sigma_x)
+        flat_dist, flat_norms = dist.reshape(E * L, -1), norms.reshape(E * L, -1)
+        flat_sigma = sigma_h.reshape(E * L) if isinstance(sigma_h, torch.Tensor) else sigma_h
+        K_y_flat = K_y if K_y.ndim == 2 else K_y[:, None].expand(E, L, self.m, self.m).reshape(E * L, self.m, self.m)
+        out = torch.empty(E * L, 2, dtype=torch.float64)
+        for start in range(0, E * L, _CHUNK):
+            sl = slice(start, start + _CHUNK)
+            s = flat_sigma[sl] if isinstance(flat_sigma, torch.Tensor) else flat_sigma
+            K = self._layer_kernels(kernel, flat_dist[sl], flat_norms[sl], s)
+            ky = K_y_flat if K_y_flat.ndim == 2 else K_y_flat[sl]
+            out[sl, 0] = torch.as_tensor(spec(K, K_x.to(K.dtype))).double().cpu()
+            out[sl, 1] = torch.as_tensor(spec(K, ky.to(K.dtype))).double().cpu()
+        return out.reshape(E, L, 2).numpy()
+
+    def _distance_trajectories(self, spec, dist, sigma_h, target, outputs) -> np.ndarray:
+        E, L, _ = dist.shape
+        out = np.empty((E, L, 2))
+        for e in range(E):
+            labels = self.probe_labels if target == "labels" else outputs[e].argmax(-1)
+            for layer in range(L):
+                s = float(sigma_h[e, layer]) if isinstance(sigma_h, torch.Tensor) else sigma_h
+                D = unpack(dist[e, layer], self.m)
+                out[e, layer, 0] = float(spec(D, s * s))
+                out[e, layer, 1] = float(spec(D, s * s, labels=labels))
+        return out
+
+    def _activation_trajectories(self, spec, layers, acts, outputs, target) -> np.ndarray:
+        missing = [n for n in layers if n not in acts]
+        if missing:
+            raise ValueError(
+                f"{spec.name!r} reads activations, which this run kept only for layers narrower than the probe; "
+                f"missing: {missing}. Record with keep_activations='all', or pass layers=[...] of narrow layers."
+            )
+        E = len(next(iter(acts.values())))
+        x_codes = torch.arange(self.m)  # probe inputs are distinct samples: I(T;X) = H(T)
+        out = np.empty((E, len(layers), 2))
+        for e in range(E):
+            labels = self.probe_labels if target == "labels" else outputs[e].argmax(-1)
+            for li, name in enumerate(layers):
+                out[e, li, 0] = float(spec(acts[name][e], x_codes))
+                out[e, li, 1] = float(spec(acts[name][e], labels))
+        return out
+
+    def saturation(self, sigma: float = 5.0, sigma_rule: str = "fixed") -> np.ndarray:
+        """Mean off-diagonal Gaussian kernel value per (epoch, layer): ~1 sigma too large, ~0 too small."""
+        dist, norms, _, _ = self._view(self.layer_names)
+        s = self._sigma(sigma_rule, sigma, dist, norms, self.layer_dims)
+        s = s[..., None] if isinstance(s, torch.Tensor) else s
+        return torch.exp(dist * (-0.5 / (s * s))).mean(-1).double().cpu().numpy()
+
+    # ------------------------------------------------------------------------------------------ files
+
+    def save(self, path) -> Path:
+        """Write the run to ``path`` (``.ibrun``: a zip of ``meta.json`` and ``.npy`` arrays; no pickle).
+
+        Atomic: written to a temporary file beside ``path``, flushed to disk, then renamed over it, so a crash
+        mid-save never leaves a broken file in place of a good one.
+        """
+        path = Path(path)
+        with self._lock:
+            n = len(self.epochs)
+            meta = {
+                "format": _FORMAT,
+                "schema_version": SCHEMA_VERSION,
+                "name": self.name,
+                "layer_names": self.layer_names,
+                "layer_dims": self.layer_dims,
+                "num_classes": self.num_classes,
+                "epochs": self.epochs,
+                "history": self.history,
+                "config": _jsonable(self.config),
+                "output_is_probabilities": self.output_is_probabilities,
+                "activations": sorted(self._acts),
+                "custom_dynamics": sorted(self.custom_dynamics),
+            }
+            arrays = {"probe_x": self.probe_x, "probe_labels": self.probe_labels}
+            if n:
+                arrays["outputs"] = self._outputs.view(n)
+            for i, name in enumerate(self.layer_names):
+                arrays[f"dist_{i}"] = self._dist[name].view(n)
+                arrays[f"norms_{i}"] = self._norms[name].view(n)
+                if name in self._acts:
+                    arrays[f"acts_{i}"] = self._acts[name].view(n)
+            for k, name in enumerate(meta["custom_dynamics"]):
+                arrays[f"custom_{k}"] = np.asarray(self.custom_dynamics[name], dtype=np.float64)
+            if self.batch_dynamics:
+                arrays["batch_dynamics"] = np.asarray(self.batch_dynamics, dtype=np.float64)
+            arrays = {k: v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else v for k, v in arrays.items()}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                with zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
+                    zf.writestr("meta.json", json.dumps(meta, indent=1))
+                    for key, arr in arrays.items():
+                        buf = io.BytesIO()
+                        np.save(buf, np.ascontiguousarray(arr), allow_pickle=False)
+                        zf.writestr(f"arrays/{key}.npy", buf.getvalue())
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        return path
+
+    @classmethod
+    def load(cls, path, device: str | torch.device = "cpu") -> Run:
+        """Read a run written by :meth:`save`; a damaged or unknown file raises ``ValueError`` saying why."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"no run file at {path}; save one with run.save(path).")
+        try:
+            with zipfile.ZipFile(path) as zf:
+                names = set(zf.namelist())
+                if "meta.json" not in names:
+                    raise ValueError(f"{path} is a zip archive but not an ibwidget run (no meta.json).")
+                meta = json.loads(zf.read("meta.json"))
+                if not isinstance(meta, dict) or meta.get("format") != _FORMAT:
+                    raise ValueError(f"{path} is not an ibwidget run file (format {meta.get('format')!r}).")
+                version = meta.get("schema_version")
+                if not isinstance(version, int) or version > SCHEMA_VERSION:
+                    raise ValueError(
+                        f"{path} was written with run-file schema {version!r}, newer than this ibwidget reads "
+                        f"({SCHEMA_VERSION}); upgrade ibwidget to open it."
+                    )
+                arrays = {}
+                for entry in names:
+                    if entry.startswith("arrays/") and entry.endswith(".npy"):
+                        arrays[entry[7:-4]] = np.load(io.BytesIO(zf.read(entry)), allow_pickle=False)
+        except zipfile.BadZipFile as exc:
+            raise ValueError(f"{path} is not a readable ibwidget run file (truncated or corrupted: {exc}).") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ValueError(f"{path} has a corrupted meta.json ({exc}).") from None
+        except (OSError, EOFError) as exc:
+            if isinstance(exc, FileNotFoundError):
+                raise
+            raise ValueError(f"{path} is truncated or corrupted ({exc}).") from None
+        try:
+            return cls._from_parts(meta, arrays, device)
+        except (KeyError, IndexError, TypeError, RuntimeError) as exc:
+            raise ValueError(
+                f"{path} is an incomplete or inconsistent run file ({type(exc).__name__}: {exc})."
+            ) from None
+
+    @classmethod
+    def _from_parts(cls, meta: dict, arrays: dict, device) -> Run:
+        n = len(meta["epochs"])
+        run = cls(
+            meta["name"],
+            meta["layer_names"],
+            meta["layer_dims"],
+            torch.from_numpy(arrays["probe_x"]),
+            torch.from_numpy(arrays["probe_labels"]),
+            num_classes=meta["num_classes"],
+            config=meta.get("config", {}),
+            device=device,
+            capacity=max(n, 1),
+            output_is_probabilities=meta.get("output_is_probabilities", False),
+        )
+        P = run.m * (run.m - 1) // 2
+        for i, name in enumerate(run.layer_names):
+            dist, norms = arrays[f"dist_{i}"], arrays[f"norms_{i}"]
+            if dist.shape != (n, P) or norms.shape != (n, run.m):
+                raise RuntimeError(f"layer {name!r} holds arrays of shape {dist.shape}, expected {(n, P)}")
+            for e in range(n):
+                run._dist[name].append(torch.from_numpy(dist[e]).to(run.device))
+                run._norms[name].append(torch.from_numpy(norms[e]).to(run.device))
+        acts_names = set(meta.get("activations", []))
+        for i, name in enumerate(run.layer_names):
+            if name in acts_names:
+                acts = torch.from_numpy(arrays[f"acts_{i}"]).to(run.device)
+                run._acts[name] = _Growable(tuple(acts.shape[1:]), torch.float32, run.device, max(n, 1))
+                for e in range(n):
+                    run._acts[name].append(acts[e])
+        if n:
+            outputs = torch.from_numpy(arrays["outputs"]).to(run.device)
+            if outputs.shape[0] != n:
+                raise RuntimeError(f"outputs hold {outputs.shape[0]} epochs, expected {n}")
+            run._outputs = _Growable(tuple(outputs.shape[1:]), torch.float32, run.device, n)
+            for e in range(n):
+                run._outputs.append(outputs[e])
+        run.epochs = [int(e) for e in meta["epochs"]]
+        run.history = {k: [float(v) for v in vals] for k, vals in meta["history"].items()}
+        for k, name in enumerate(meta.get("custom_dynamics", [])):
+            run.custom_dynamics[name] = list(arrays[f"custom_{k}"])
+        if "batch_dynamics" in arrays:
+            run.batch_dynamics = list(arrays["batch_dynamics"])
+        return run
+
+
+def load_run(path, device: str | torch.device = "cpu") -> Run:
+    """Open a run saved with :meth:`Run.save`."""
+    return Run.load(path, device)
+
+
+def _jsonable(value):
+    """Config values as JSON: numbers, strings, lists and dicts as they are; anything else by its repr."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return repr(value)
