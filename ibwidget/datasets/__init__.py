@@ -1,0 +1,10 @@
+"""Datasets as ``(train, val, test)`` DataLoaders: ``digits`` (offline), ``mnist`` and ``cifar10`` (torchvision).
+
+Each submodule has ``load_data(batch_size=64, num_workers=0, validation_split=0.2, ...)`` (PyGlow's argument order).
+Importing this package loads no data (and does not import torchvision or scikit-learn).
+"""
+
+from ibwidget.datasets import cifar10, digits, mnist
+from ibwidget.datasets._common import DatasetNotFoundError, default_root, num_classes, to_tensors
+
+__all__ = ["cifar10", "digits", "mnist", "DatasetNotFoundError", "default_root", "num_classes", "to_tensors"]

@@ -1,0 +1,444 @@
+"""The training loop, run in a background thread, with pause/resume/stop and plain-data events.
+
+The engine owns the model's training; after every epoch the recorder snapshots the probe into the
+:class:`~ibwidget.run.Run`. Callbacks (Lightning-style names, one ``event`` argument) run in the training
+thread and receive frozen dataclasses of plain Python numbers, never tensors on the device: a widget must hand
+them to its own thread (it never touches a widget trait from here).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from ibwidget import _compile
+from ibwidget.estimators import HSIC as _HSICEvaluator
+from ibwidget.estimators import Estimator
+from ibwidget.recorder import DEFAULT_MEMORY_BUDGET, Recorder, make_probe
+from ibwidget.run import Run
+from ibwidget.taps import Tap, default_layer_names
+
+__all__ = ["Engine", "BatchEvent", "EpochEvent", "resolve_device", "STATUSES"]
+
+STATUSES = ("idle", "running", "paused", "stopping", "stopped", "finished", "failed")
+_EVENTS = ("on_epoch_end", "on_batch_end", "on_exception", "on_finish")
+
+
+def resolve_device(device="auto") -> torch.device:
+    """``"auto"``: CUDA when available, else the CPU; ``"cuda"`` without CUDA is an error that says so."""
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device='cuda' but no CUDA device is available here; pass device='auto' or 'cpu'.")
+    return device
+
+
+def device_label(device: torch.device) -> str:
+    """E.g. ``"cuda:0 NVIDIA H100"`` or ``"cpu"``."""
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        return f"cuda:{index} {torch.cuda.get_device_name(index)}"
+    return str(device)
+
+
+@dataclass(frozen=True)
+class BatchEvent:
+    """Progress within an epoch (throttled): rate in batches per second, eta in seconds for this epoch."""
+
+    epoch: int
+    num_epochs: int
+    batch: int
+    num_batches: int
+    loss: float
+    rate: float
+    eta: float
+
+
+@dataclass(frozen=True)
+class EpochEvent:
+    """An epoch ended and its snapshot is in the run: ``logs`` holds loss and metrics (train and val)."""
+
+    epoch: int
+    num_epochs: int
+    logs: dict = field(default_factory=dict)
+    seconds: float = 0.0
+    snapshots: int = 0
+
+
+class _Stop(Exception):
+    pass
+
+
+class Engine:
+    """Train ``model`` on ``train_loader`` in a background thread, snapshotting ``layers`` on a fixed probe.
+
+    ``start()`` returns at once; ``pause()``, ``resume()`` and ``stop()`` act between batches; ``wait()`` joins and
+    re-raises a failure. A finished or stopped run continues with ``start(epochs=more)``.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        train_loader,
+        val_loader=None,
+        *,
+        epochs: int = 10,
+        loss="cross_entropy",
+        optimizer="SGD",
+        lr: float | None = None,
+        metrics=("accuracy",),
+        layers: list[str] | None = None,
+        probe: int = 512,
+        probe_data=None,
+        seed: int | None = 0,
+        device="auto",
+        name: str | None = None,
+        keep_activations: str = "narrow",
+        memory_budget: int = DEFAULT_MEMORY_BUDGET,
+        batch_event_interval: float = 0.2,
+        evaluators=(),
+        mode: str = "probe",
+        forward: Callable | None = None,
+        config: dict | None = None,
+        **optimizer_kwargs,
+    ):
+        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
+            raise ValueError(f"epochs must be a non-negative integer, got {epochs!r}.")
+        if mode not in ("probe", "batches"):
+            raise ValueError(
+                f"mode must be 'probe' (default) or 'batches' (PyGlow's per-batch averaging), got {mode!r}."
+            )
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
+        self.device = resolve_device(device)
+        self.model = model.to(self.device)
+        self.train_loader = train_loader
+        self.val_loader = val_loader
+        self.num_epochs = epochs
+        self.loss_fn = _compile.resolve_loss(loss)
+        if isinstance(self.loss_fn, nn.Module):
+            self.loss_fn = self.loss_fn.to(self.device)
+        self.optimizer = _compile.resolve_optimizer(optimizer, self.model.parameters(), lr=lr, **optimizer_kwargs)
+        self.metrics = _compile.resolve_metrics(metrics)
+        self.layers = list(layers) if layers is not None else default_layer_names(self.model)
+        if not self.layers:
+            raise ValueError("the model has no layer with parameters to track; pass layers=[...] by module name.")
+        self.seed = seed
+        self.mode = mode
+        self.evaluators = list(evaluators)
+        for ev in self.evaluators:
+            if not isinstance(ev, Estimator):
+                raise TypeError(f"evaluators must be ibwidget.estimators.Estimator instances, got {type(ev).__name__}.")
+        self.batch_event_interval = float(batch_event_interval)
+        self.forward = forward or self.model
+        source = probe_data if probe_data is not None else (val_loader if val_loader is not None else train_loader)
+        probe_x, probe_y = make_probe(source, probe, seed=0 if seed is None else seed)
+        self.recorder = Recorder(
+            self.model,
+            self.layers,
+            probe_x,
+            probe_y,
+            self.device,
+            keep_activations,
+            memory_budget,
+            forward=self.forward,
+        )
+        self.recorder.check_budget(epochs + 1)
+        cfg = {
+            "epochs": epochs,
+            "probe": int(probe_x.shape[0]),
+            "seed": seed,
+            "device": str(self.device),
+            "optimizer": type(self.optimizer).__name__,
+            "lr": self.optimizer.param_groups[0].get("lr"),
+            "loss": loss if isinstance(loss, str) else type(loss).__name__,
+            "model": type(model).__name__,
+            "mode": mode,
+        }
+        cfg.update(config or {})
+        self.run = Run(
+            name or type(model).__name__,
+            self.layers,
+            [1] * len(self.layers),
+            probe_x,
+            probe_y,
+            num_classes=_num_classes(probe_y, train_loader),
+            config=cfg,
+            device=self.device,
+            capacity=epochs + 1,
+        )
+        self._callbacks: dict[str, list[Callable]] = {e: [] for e in _EVENTS}
+        self._lock = threading.Lock()
+        self._resume = threading.Event()
+        self._resume.set()
+        self._stop_requested = False
+        self._thread: threading.Thread | None = None
+        self.status = "idle"
+        self.reason = ""
+        self.error: BaseException | None = None
+        self.traceback = ""
+        self.epoch = 0  # completed epochs
+        self._target_epochs = epochs
+
+    # ------------------------------------------------------------------------------------------ control
+
+    def on(self, event: str, fn: Callable) -> Callable:
+        """Register ``fn(event)`` for ``"epoch_end"``, ``"batch_end"``, ``"exception"`` or ``"finish"``."""
+        key = event if event.startswith("on_") else f"on_{event}"
+        if key not in self._callbacks:
+            raise ValueError(f"unknown event {event!r}; known: {', '.join(e[3:] for e in _EVENTS)}.")
+        self._callbacks[key].append(fn)
+        return fn
+
+    def off(self, event: str, fn: Callable) -> None:
+        """Remove a function registered with :meth:`on`."""
+        key = event if event.startswith("on_") else f"on_{event}"
+        self._callbacks[key] = [f for f in self._callbacks.get(key, []) if f != fn]
+
+    def add_callback(self, callback) -> None:
+        """Register an object with any of the methods ``on_epoch_end``, ``on_batch_end``, ``on_exception``, ``on_finish``."""
+        found = [e for e in _EVENTS if callable(getattr(callback, e, None))]
+        if not found:
+            raise TypeError(f"{type(callback).__name__} defines none of {', '.join(_EVENTS)}.")
+        for e in found:
+            self._callbacks[e].append(getattr(callback, e))
+
+    def start(self, epochs: int | None = None) -> Engine:
+        """Start training in a background thread; after a finished or stopped run, ``epochs`` more epochs."""
+        with self._lock:
+            if self._thread is not None and self._thread.is_alive():
+                raise RuntimeError(f"training is already {self.status}; pause(), resume() or stop() it instead.")
+            if self.status == "failed":
+                raise RuntimeError(f"this run failed ({self.reason}); build a new one to train again.")
+            if epochs is not None:
+                if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+                    raise ValueError(f"epochs must be a positive integer, got {epochs!r}.")
+                self.recorder.check_budget(self.epoch + epochs + 1)
+                self._target_epochs = self.epoch + epochs
+            elif self.status in ("finished", "stopped") and self.epoch >= self._target_epochs:
+                raise RuntimeError("this run has trained all its epochs; call start(epochs=N) to train N more.")
+            self._stop_requested = False
+            self._resume.set()
+            self.status = "running"
+            self._thread = threading.Thread(target=self._main, name="ibwidget-training", daemon=True)
+            self._thread.start()
+        return self
+
+    def pause(self) -> None:
+        """Hold training after the current batch."""
+        with self._lock:
+            if self.status == "running":
+                self._resume.clear()
+                self.status = "paused"
+
+    def resume(self) -> None:
+        """Continue a paused run."""
+        with self._lock:
+            if self.status == "paused":
+                self.status = "running"
+                self._resume.set()
+
+    def stop(self, wait: bool = True, timeout: float | None = 30.0) -> None:
+        """Stop after the current batch; completed epochs stay in the run."""
+        with self._lock:
+            if self.status in ("running", "paused"):
+                self.status = "stopping"
+                self._stop_requested = True
+                self._resume.set()
+        if wait:
+            self.wait(timeout, raise_error=False)
+
+    def wait(self, timeout: float | None = None, raise_error: bool = True) -> Run:
+        """Join the training thread; re-raise its exception if it failed. Returns the run."""
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+            if thread.is_alive():
+                raise TimeoutError(f"training still {self.status} after {timeout} s.")
+        if raise_error and self.error is not None:
+            raise self.error
+        return self.run
+
+    @property
+    def is_alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    # ------------------------------------------------------------------------------------------ the thread
+
+    def _emit(self, event: str, payload) -> None:
+        for fn in list(self._callbacks[event]):
+            fn(payload)
+
+    def _checkpoint(self) -> None:
+        """Between batches: block while paused, leave the loop when stopping."""
+        if not self._resume.is_set():
+            self._resume.wait()
+        if self._stop_requested:
+            raise _Stop
+
+    def _main(self) -> None:
+        try:
+            if self.seed is not None:
+                torch.manual_seed(self.seed)
+                np.random.seed(self.seed % 2**32)
+            if self.run.num_snapshots == 0:
+                self._snapshot(0)
+            while self.epoch < self._target_epochs:
+                self._checkpoint()
+                t0 = time.perf_counter()
+                logs = self._train_epoch(self.epoch + 1)
+                if self.val_loader is not None:
+                    logs.update({f"val_{k}": v for k, v in self._evaluate(self.val_loader).items()})
+                self._snapshot(self.epoch + 1)
+                self.run.log_epoch(logs)
+                self.epoch += 1
+                self._emit(
+                    "on_epoch_end",
+                    EpochEvent(
+                        self.epoch, self._target_epochs, dict(logs), time.perf_counter() - t0, self.run.num_snapshots
+                    ),
+                )
+            self._finish("finished")
+        except _Stop:
+            self._finish("stopped")
+        except BaseException as exc:  # noqa: BLE001 - every failure is kept and re-raised by wait()
+            self.error = exc
+            self.traceback = traceback.format_exc()
+            with self._lock:
+                self.status = "failed"
+                self.reason = f"{type(exc).__name__}: {exc}"
+            try:
+                self._emit("on_exception", exc)
+            finally:
+                self._emit("on_finish", self.status)
+
+    def _finish(self, status: str) -> None:
+        with self._lock:
+            self.status = status
+            self.reason = ""
+        self._emit("on_finish", status)
+
+    def _batches(self, loader):
+        for batch in loader:
+            if not isinstance(batch, list | tuple) or len(batch) < 2:
+                raise TypeError("each batch must be (inputs, targets); got " + type(batch).__name__)
+            yield batch[0].to(self.device, non_blocking=True), batch[1].to(self.device, non_blocking=True)
+
+    def _train_epoch(self, epoch: int) -> dict:
+        self.model.train()
+        num_batches = len(self.train_loader) if hasattr(self.train_loader, "__len__") else 0
+        total_loss = torch.zeros((), device=self.device, dtype=torch.float64)
+        metric_sums = dict.fromkeys(self.metrics, 0.0)
+        seen = 0
+        t_start = last_event = time.perf_counter()
+        batch_segments = []
+        tap = Tap(self.model, self.layers) if self.mode == "batches" else None
+        try:
+            if tap is not None:
+                tap.__enter__()
+            for b, (x, y) in enumerate(self._batches(self.train_loader), 1):
+                self._checkpoint()
+                self.optimizer.zero_grad(set_to_none=True)
+                output = self.forward(x)
+                loss = self.loss_fn(output, y)
+                loss.backward()
+                self.optimizer.step()
+                n = x.shape[0]
+                total_loss += loss.detach().double() * n
+                seen += n
+                if tap is not None:
+                    batch_segments.append(self._evaluate_segment(x, tap.outputs, output.detach()))
+                for k, fn in self.metrics.items():
+                    metric_sums[k] = metric_sums[k] + _metric_sum(fn, output.detach(), y)
+                now = time.perf_counter()
+                if now - last_event >= self.batch_event_interval or b == num_batches:
+                    value = float(loss.detach())
+                    if not math.isfinite(value):
+                        raise FloatingPointError(
+                            f"the training loss became {value} at epoch {epoch}, batch {b}; the run stopped. "
+                            "Lower the learning rate or check the inputs for NaN."
+                        )
+                    last_event = now
+                    rate = b / max(now - t_start, 1e-9)
+                    eta = (num_batches - b) / rate if num_batches else math.nan
+                    self._emit("on_batch_end", BatchEvent(epoch, self._target_epochs, b, num_batches, value, rate, eta))
+        finally:
+            if tap is not None:
+                tap.remove()
+        if seen == 0:
+            raise ValueError("the training loader yielded no batch; check the dataset and batch_size.")
+        mean_loss = float(total_loss) / seen
+        if not math.isfinite(mean_loss):
+            raise FloatingPointError(
+                f"the training loss became {mean_loss} in epoch {epoch}; the run stopped. Lower the learning rate."
+            )
+        if batch_segments:
+            self.run.batch_dynamics.append(np.asarray(batch_segments))
+        return {"loss": mean_loss, **{k: float(v) / seen for k, v in metric_sums.items()}}
+
+    def _evaluate_segment(self, x, hidden: dict, output) -> np.ndarray:
+        """PyGlow's per-batch dynamics: (evaluators, layers, 2) for one training batch."""
+        seg = [x, *(hidden[n] for n in self.layers), output]
+        return np.asarray(
+            [[[float(v) for v in pair] for pair in ev.eval_dynamics_segment(seg)] for ev in self.evaluators]
+        )
+
+    def _evaluate(self, loader) -> dict:
+        was_training = self.model.training
+        self.model.eval()
+        total, seen = 0.0, 0
+        metric_sums = dict.fromkeys(self.metrics, 0.0)
+        try:
+            with torch.no_grad():
+                for x, y in self._batches(loader):
+                    output = self.forward(x)
+                    n = x.shape[0]
+                    total += float(self.loss_fn(output, y)) * n
+                    for k, fn in self.metrics.items():
+                        metric_sums[k] = metric_sums[k] + _metric_sum(fn, output, y)
+                    seen += n
+        finally:
+            self.model.train(was_training)
+        if seen == 0:
+            return {}
+        return {"loss": total / seen, **{k: float(v) / seen for k, v in metric_sums.items()}}
+
+    def _snapshot(self, epoch: int) -> None:
+        grams, output, kept, acts = self.recorder.snapshot()
+        if self.run.num_snapshots == 0:
+            self.run.layer_dims = list(self.recorder.layer_dims)
+        self.run.add_snapshot(epoch, grams, output, kept)
+        custom = [ev for ev in self.evaluators if not isinstance(ev, _HSICEvaluator)]
+        if custom and self.mode == "probe":
+            seg = [self.recorder.probe_x, *(acts[n] for n in self.layers), output]
+            for ev in custom:
+                with torch.no_grad():
+                    values = [[float(a), float(b)] for a, b in ev.eval_dynamics_segment(seg)]
+                self.run.custom_dynamics.setdefault(type(ev).__name__, []).append(np.asarray(values))
+
+    def __repr__(self) -> str:
+        return f"Engine(epoch {self.epoch}/{self._target_epochs}, {len(self.layers)} layers, {self.status})"
+
+
+def _metric_sum(fn, output: torch.Tensor, y: torch.Tensor):
+    """A metric summed over the batch; accuracy stays on the device (no sync per batch)."""
+    if fn is _compile.accuracy and output.ndim == 2 and y.ndim == 1:
+        return (output.argmax(1) == y).sum()
+    return fn(output, y) * output.shape[0]
+
+
+def _num_classes(probe_y: torch.Tensor, loader) -> int:
+    dataset = getattr(loader, "dataset", None)
+    classes = getattr(dataset, "classes", None)
+    if classes is not None:
+        return len(classes)
+    return int(probe_y.max()) + 1

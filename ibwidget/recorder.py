@@ -1,0 +1,136 @@
+"""The fixed probe set and per-epoch snapshots of each tapped layer.
+
+After every epoch (and once before training, epoch 0) the probe is passed through the model in ``eval()`` mode
+without gradients; each tapped layer's Gram matrix ``G = Z Z^T`` (float32, on the training device) goes into the
+:class:`~ibwidget.run.Run`. Memory is fixed per epoch and checked against a budget before training starts.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ibwidget import kernels as _kernels
+from ibwidget.taps import Tap
+
+__all__ = ["make_probe", "Recorder", "DEFAULT_MEMORY_BUDGET"]
+
+DEFAULT_MEMORY_BUDGET = 2 * 1024**3  #: bytes of snapshots a run may hold (2 GiB)
+_KEEP = ("narrow", "all", "none")
+
+
+def make_probe(data, size: int = 512, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """A fixed, seeded subset of ``size`` samples (x, labels) from a DataLoader, Dataset or (x, y) tensors."""
+    if isinstance(size, bool) or not isinstance(size, int) or size < 4:
+        raise ValueError(f"probe must be an integer number of samples >= 4, got {size!r} (512 is the default).")
+    if isinstance(data, tuple | list) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data):
+        x, y = data
+    else:
+        dataset = getattr(data, "dataset", data)
+        if not hasattr(dataset, "__len__") or not hasattr(dataset, "__getitem__"):
+            raise TypeError(
+                f"cannot take a probe from {type(data).__name__}; pass a DataLoader, a map-style Dataset, "
+                "or a tuple (x, labels) of tensors."
+            )
+        n = len(dataset)
+        g = torch.Generator().manual_seed(seed)
+        idx = torch.randperm(n, generator=g)[: min(size, n)].sort().values
+        items = [dataset[int(i)] for i in idx]
+        x = torch.stack([torch.as_tensor(item[0]) for item in items])
+        y = torch.as_tensor([int(item[1]) for item in items])
+        return x.float(), y.long()
+    if x.shape[0] != y.shape[0]:
+        raise ValueError(f"probe inputs ({x.shape[0]}) and labels ({y.shape[0]}) differ in length.")
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randperm(x.shape[0], generator=g)[: min(size, x.shape[0])].sort().values
+    return x[idx].float(), y[idx].long()
+
+
+class Recorder:
+    """Snapshots of ``layers`` of ``model`` on a fixed probe: Grams, the model output, narrow activations.
+
+    ``keep_activations``: ``"narrow"`` keeps activations of layers narrower than the probe (cheap; enables the
+    binning estimator), ``"all"`` of every layer, ``"none"`` of none. ``forward`` defaults to ``model``;
+    :class:`ibwidget.IBSequential` passes its logits function.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        layers: list[str],
+        probe_x: torch.Tensor,
+        probe_labels: torch.Tensor,
+        device: torch.device,
+        keep_activations: str = "narrow",
+        memory_budget: int = DEFAULT_MEMORY_BUDGET,
+        chunk_size: int = 256,
+        forward=None,
+    ):
+        if keep_activations not in _KEEP:
+            raise ValueError(f"keep_activations must be one of {_KEEP}, got {keep_activations!r}.")
+        self.model = model
+        self.layers = list(layers)
+        self.device = torch.device(device)
+        self.probe_x = probe_x.to(self.device)
+        self.probe_labels = probe_labels
+        self.keep_activations = keep_activations
+        self.memory_budget = int(memory_budget)
+        self.chunk_size = int(chunk_size)
+        self.forward = forward or model
+        self.m = int(probe_x.shape[0])
+        self.layer_dims: list[int] | None = None
+
+    def _activations(self) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """Forward the probe in eval mode, no grad; restore the model's mode after."""
+        was_training = self.model.training
+        parts: dict[str, list[torch.Tensor]] = {n: [] for n in self.layers}
+        outputs = []
+        self.model.eval()
+        try:
+            with torch.no_grad(), Tap(self.model, self.layers, reduce=lambda n, t: t.reshape(t.shape[0], -1)) as tap:
+                for start in range(0, self.m, self.chunk_size):
+                    tap.clear()
+                    out = self.forward(self.probe_x[start : start + self.chunk_size])
+                    outputs.append(out.detach().reshape(out.shape[0], -1).float())
+                    for n in self.layers:
+                        if n not in tap.outputs:
+                            raise RuntimeError(
+                                f"layer {n!r} was not called in the model's forward pass, so it cannot be tracked; "
+                                "choose layers the forward pass uses."
+                            )
+                        parts[n].append(tap.outputs[n].float())
+        finally:
+            self.model.train(was_training)
+        acts = {n: torch.cat(p) for n, p in parts.items()}
+        if self.layer_dims is None:
+            self.layer_dims = [int(acts[n].shape[1]) for n in self.layers]
+        return acts, torch.cat(outputs)
+
+    def snapshot(self) -> tuple[dict[str, torch.Tensor], torch.Tensor, dict[str, torch.Tensor], dict]:
+        """(Grams per layer, raw model output (m, C), activations kept, all activations) for the current weights."""
+        acts, output = self._activations()
+        grams = {n: _kernels.gram(a) for n, a in acts.items()}
+        kept = {n: a for n, a in acts.items() if self._keeps(a.shape[1])}
+        return grams, output, kept, acts
+
+    def _keeps(self, dim: int) -> bool:
+        return self.keep_activations == "all" or (self.keep_activations == "narrow" and dim < self.m)
+
+    def bytes_per_epoch(self) -> int:
+        """Snapshot bytes one epoch adds (known after the first snapshot)."""
+        if self.layer_dims is None:
+            self._activations()
+        P = self.m * (self.m - 1) // 2
+        per_layer = sum(4 * (P + self.m + (self.m * d if self._keeps(d) else 0)) for d in self.layer_dims)
+        return per_layer + 4 * self.m * 16  # + the model's output (a few classes)
+
+    def check_budget(self, total_snapshots: int) -> None:
+        """Refuse, with advice, a run whose snapshots would exceed the memory budget."""
+        need = self.bytes_per_epoch() * int(total_snapshots)
+        if need > self.memory_budget:
+            raise MemoryError(
+                f"recording {len(self.layers)} layers on a probe of {self.m} for {total_snapshots} snapshots needs "
+                f"{need / 2**20:.0f} MiB, over the memory budget of {self.memory_budget / 2**20:.0f} MiB. "
+                "Use a smaller probe (probe=256), track fewer layers (layers=[...]), fewer epochs, or raise "
+                "memory_budget=..."
+            )
