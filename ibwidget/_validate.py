@@ -85,6 +85,8 @@ def check_sigma(sigma, name: str = "sigma"):
         if s.numel() == 0 or not bool(torch.isfinite(s).all()) or not bool((s > 0).all()):
             raise ValueError(f"{name} must be positive and finite, got {sigma!r}. Pass e.g. {name}=5.0.")
         return s
+    if isinstance(sigma, np.number):  # np.float32(5.0), e.g. from np.median: an ordinary number
+        sigma = sigma.item()
     if isinstance(sigma, bool) or not isinstance(sigma, int | float):
         raise TypeError(f"{name} must be a positive number, got {type(sigma).__name__} {sigma!r}.")
     if not math.isfinite(sigma) or sigma <= 0:
