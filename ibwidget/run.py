@@ -16,16 +16,18 @@ import os
 import tempfile
 import threading
 import zipfile
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ibwidget import _packed
 from ibwidget import estimators as _estimators
 from ibwidget import kernels as _kernels
+from ibwidget._packed import unpack
 from ibwidget._validate import check_sigma, unknown_name
-from ibwidget.estimators import _center
 
 __all__ = ["Run", "load_run", "TARGETS", "KERNELS"]
 
@@ -49,29 +51,9 @@ def _median_sigma(dist: torch.Tensor, rule: str) -> torch.Tensor:
     return torch.where(med > 0, med, torch.ones_like(med))  # a dead layer: any width gives K = 1
 
 
-def _triu(m: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    iu = torch.triu_indices(m, m, offset=1, device=device)
-    return iu[0], iu[1]
-
-
 def pack_gram(G: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Gram (m, m) -> (packed squared distances (P,), squared norms (m,)), P = m(m-1)/2."""
-    i, j = _triu(G.shape[-1], G.device)
-    D = _kernels._sq_distances(G)
-    return D[..., i, j].contiguous(), torch.diagonal(G, dim1=-2, dim2=-1).contiguous()
-
-
-def unpack(packed: torch.Tensor, m: int, diagonal: torch.Tensor | float = 0.0) -> torch.Tensor:
-    """Packed upper triangles (..., P) -> symmetric (..., m, m) with the given diagonal."""
-    i, j = _triu(m, packed.device)
-    full = packed.new_zeros(packed.shape[:-1] + (m, m))
-    full[..., i, j] = packed
-    full[..., j, i] = packed
-    if isinstance(diagonal, torch.Tensor):
-        full.diagonal(dim1=-2, dim2=-1).copy_(diagonal)
-    elif diagonal:
-        full.diagonal(dim1=-2, dim2=-1).fill_(diagonal)
-    return full
+    """Gram (..., m, m) -> (packed squared distances (..., P), squared norms (..., m)), P = m(m-1)/2."""
+    return _packed.pack(_kernels._sq_distances(G)).contiguous(), torch.diagonal(G, dim1=-2, dim2=-1).contiguous()
 
 
 class _Growable:
@@ -88,6 +70,10 @@ class _Growable:
             self._data = bigger
         self._data[self.size] = row
         self.size += 1
+
+    @property
+    def capacity(self) -> int:
+        return self._data.shape[0]
 
     def view(self, n: int | None = None) -> torch.Tensor:
         return self._data[: self.size if n is None else n]
@@ -139,8 +125,9 @@ class Run:
         self.input_dim = int(self.probe_x[0].numel())
         self._x_dist, self._x_norms = pack_gram(_kernels.gram(self.probe_x))
         P = self.m * (self.m - 1) // 2
-        self._dist = {n: _Growable((P,), torch.float32, self.device, capacity) for n in self.layer_names}
-        self._norms = {n: _Growable((self.m,), torch.float32, self.device, capacity) for n in self.layer_names}
+        L = len(self.layer_names)
+        self._dist = _Growable((L, P), torch.float32, self.device, capacity)  # packed D2 per epoch and layer
+        self._norms = _Growable((L, self.m), torch.float32, self.device, capacity)  # diag(G)
         self._acts: dict[str, _Growable] = {}
         self._outputs: _Growable | None = None
         self.epochs: list[int] = []
@@ -149,19 +136,22 @@ class Run:
 
     def add_snapshot(self, epoch: int, grams: dict, output: torch.Tensor, activations: dict | None = None) -> None:
         """Record one epoch: a Gram (m, m) per layer, the model's raw output (m, C), optional narrow activations."""
-        packed = {n: pack_gram(grams[n].to(self.device, torch.float32)) for n in self.layer_names}
+        missing = [n for n in self.layer_names if n not in grams]
+        if missing:
+            raise ValueError(f"add_snapshot needs a Gram for every tracked layer; missing {missing}.")
+        dist, norms = pack_gram(torch.stack([grams[n].to(self.device, torch.float32) for n in self.layer_names]))
         output = output.detach().to(self.device, torch.float32).reshape(self.m, -1)
         with self._lock:
-            for n, (dist, norms) in packed.items():
-                self._dist[n].append(dist)
-                self._norms[n].append(norms)
+            capacity = self._dist.capacity
+            self._dist.append(dist)
+            self._norms.append(norms)
             if self._outputs is None:
-                self._outputs = _Growable(tuple(output.shape), torch.float32, self.device, self._dist[n]._data.shape[0])
+                self._outputs = _Growable(tuple(output.shape), torch.float32, self.device, capacity)
             self._outputs.append(output)
             for n, a in (activations or {}).items():
                 a = a.detach().to(self.device, torch.float32).reshape(self.m, -1)
                 if n not in self._acts:
-                    self._acts[n] = _Growable(tuple(a.shape), torch.float32, self.device, self._dist[n]._data.shape[0])
+                    self._acts[n] = _Growable(tuple(a.shape), torch.float32, self.device, capacity)
                 self._acts[n].append(a)
             self.epochs.append(int(epoch))
 
@@ -183,7 +173,7 @@ class Run:
     def nbytes(self) -> int:
         """Bytes held by the snapshots."""
         with self._lock:
-            arrays = [g.view() for g in (*self._dist.values(), *self._norms.values(), *self._acts.values())]
+            arrays = [g.view() for g in (self._dist, self._norms, *self._acts.values())]
             arrays += [self._outputs.view()] if self._outputs is not None else []
             return sum(a.numel() * a.element_size() for a in arrays)
 
@@ -198,8 +188,10 @@ class Run:
             n = len(self.epochs)
             if n == 0:
                 raise ValueError("this run has no snapshot yet; train at least until epoch 0 is recorded.")
-            dist = torch.stack([self._dist[name].view(n) for name in layers], 1)
-            norms = torch.stack([self._norms[name].view(n) for name in layers], 1)
+            dist, norms = self._dist.view(n), self._norms.view(n)
+            if layers != self.layer_names:
+                index = torch.tensor([self.layer_names.index(name) for name in layers], device=self.device)
+                dist, norms = dist.index_select(1, index), norms.index_select(1, index)
             outputs = self._outputs.view(n)
             acts = {name: self._acts[name].view(n) for name in layers if name in self._acts}
         return dist, norms, outputs, acts
@@ -244,6 +236,12 @@ class Run:
         s = s[..., None, None] if isinstance(s, torch.Tensor) else s
         return _kernels._gaussian(G, s)
 
+    def _x_kernel(self, kernel, sigma_x) -> torch.Tensor:
+        """Kernel of the probe inputs X, (m, m)."""
+        if kernel == "linear":
+            return _kernels.gram(self.probe_x)
+        return unpack(torch.exp(self._x_dist * (-0.5 / (sigma_x * sigma_x))), self.m, 1.0)
+
     def trajectories(
         self,
         estimator: str = "hsic",
@@ -273,80 +271,68 @@ class Run:
         if spec.needs == "activations":
             return self._activation_trajectories(spec, layers, acts, outputs, target)
         sigma_h = self._sigma(sigma_rule, sigma, dist, norms, dims, key=(tuple(layers), dist.shape[0]))
-        sigma_xv = self._sigma(sigma_rule, sigma if sigma_x is None else sigma_x, self._x_dist, self._x_norms, [], "X")
-        if spec.needs == "distances":
-            return self._distance_trajectories(spec, dist, sigma_h, target, outputs)
+        E, L, P = dist.shape
+        epoch_of = torch.arange(E, device=self.device).repeat_interleave(L)
+        flat_sigma = sigma_h.reshape(E * L) if isinstance(sigma_h, torch.Tensor) else torch.full((E * L,), sigma_h)
+        flat_sigma = flat_sigma.to(self.device, torch.float32)
+        if spec.needs == "distances":  # KDE: sigma^2 is the noise variance, 4x for the lower bound
+            labels = self.probe_labels if target == "labels" else outputs.argmax(-1)
+            targets = (_packed.Target.of_labels(None), _packed.Target.of_labels(labels))
+            var = flat_sigma * flat_sigma * (4.0 if spec.options.get("bound") == "lower" else 1.0)
+            return self._estimate_chunks(spec, dist.reshape(E * L, P), -0.5 / var, epoch_of, targets).reshape(E, L, 2)
+        s_x = self._sigma(sigma_rule, sigma if sigma_x is None else sigma_x, self._x_dist, self._x_norms, [], "X")
+        K_x = self._x_kernel(kernel, s_x)
         K_y = self._target_kernel(target, kernel, sigma_rule, sigma if sigma_y is None else sigma_y, outputs)
-        if spec.fn is _estimators.hsic and spec.options.get("normalizer") in _FAST_HSIC:
-            return self._fast_hsic(spec.options["normalizer"], kernel, dist, norms, sigma_h, sigma_xv, K_y)
-        return self._generic(spec, kernel, dist, norms, sigma_h, sigma_xv, K_y)
+        option = next(iter(spec.options.values()), None)
+        if spec.fn in (_estimators.hsic, _estimators.cka) and option in _packed.PACKED[spec.fn.__name__]:
+            targets = (_packed.Target.of(K_x), _packed.Target.of(K_y))
+            gaussian = kernel == "gaussian"
+            factor = -0.5 / (flat_sigma * flat_sigma) if gaussian else torch.full_like(flat_sigma, -0.5)
+            out = self._estimate_chunks(spec, dist.reshape(E * L, P), factor, epoch_of, targets, gaussian)
+            return out.reshape(E, L, 2)
+        return self._generic(spec, kernel, dist, norms, flat_sigma, epoch_of, K_x, K_y)
 
-    def _layer_kernels(self, kernel, dist, norms, sigma) -> torch.Tensor:
-        m = self.m
-        if kernel == "linear":
-            G_off = 0.5 * (norms[..., :, None] + norms[..., None, :]) - 0.5 * unpack(dist, m)
-            G_off.diagonal(dim1=-2, dim2=-1).copy_(norms)
-            return G_off
-        s = sigma[..., None] if isinstance(sigma, torch.Tensor) else sigma
-        return unpack(torch.exp(dist * (-0.5 / (s * s))), m, 1.0)
+    def _estimate_chunks(self, spec, dist, factor, epoch_of, targets, gaussian=True) -> np.ndarray:
+        """Packed estimation of (B, P) distance rows in cache-sized chunks; returns (B, 2) float64.
 
-    def _x_kernel(self, kernel, sigma_x) -> torch.Tensor:
-        return self._layer_kernels(kernel, self._x_dist, self._x_norms, sigma_x)
+        The kernel's off-diagonal values are ``exp(factor * D2)`` (Gaussian, diagonal 1) or ``factor * D2``
+        (linear, as ``-D2/2`` with diagonal 0), computed into reused buffers: float32 exp, float64 statistics.
+        """
+        B, P = dist.shape
+        name, option = spec.fn.__name__, next(iter(spec.options.values()), None)
+        chunk = min(B, max(1, 2**20 // max(P, 1)))
+        work32 = torch.empty(chunk, P, device=self.device)
+        work64 = torch.empty(chunk, P, dtype=torch.float64, device=self.device)
+        out = torch.empty(B, 2, dtype=torch.float64, device=self.device)
+        for start in range(0, B, chunk):
+            sl = slice(start, start + chunk)
+            n = dist[sl].shape[0]
+            k32, k = work32[:n], work64[:n]
+            torch.mul(dist[sl], factor[sl, None], out=k32)
+            if gaussian:
+                k32.exp_()
+            k.copy_(k32)
+            rows = [t.rows(epoch_of[sl]) for t in targets]
+            out[sl] = _packed.estimate(name, option, k, self.m, rows, 1.0 if gaussian else 0.0)
+        return out.cpu().numpy()
 
-    def _fast_hsic(self, normalizer, kernel, dist, norms, sigma_h, sigma_x, K_y) -> np.ndarray:
-        """HSIC(T, Z) = sum_ij K_ij (H L H)_ij: one pass over the packed triangles against centred targets."""
-        m = self.m
-        i, j = _triu(m, dist.device)
-        scale = (m - 1) ** 2 if normalizer == "biased" else (m - 1)
-        Lx = _center(self._x_kernel(kernel, sigma_x).double())
-        Ly = _center(K_y.double())
-        E, L, _ = dist.shape
-        if kernel == "gaussian":
-            s = sigma_h[..., None] if isinstance(sigma_h, torch.Tensor) else sigma_h
-            K_off = torch.exp(dist * (-0.5 / (s * s)))  # (E, L, P)
-            diag_x = torch.diagonal(Lx, dim1=-2, dim2=-1).sum(-1)
-            diag_y = torch.diagonal(Ly, dim1=-2, dim2=-1).sum(-1)
-            diag_terms = (diag_x.expand(E, L), (diag_y[:, None] if diag_y.ndim else diag_y).expand(E, L))
-        else:  # linear: sum G∘Lc = -1/2 sum D2∘Lc, since Lc's rows sum to zero
-            K_off = -0.5 * dist
-            diag_terms = (torch.zeros(E, L, dtype=torch.float64, device=dist.device),) * 2
-        out = []
-        for Lc, diag in ((Lx, diag_terms[0]), (Ly, diag_terms[1])):
-            packed = Lc[..., i, j].to(K_off.dtype)  # (P,) or (E, P)
-            if packed.ndim == 1:
-                off = (K_off.reshape(E * L, -1) @ packed).reshape(E, L)
-            else:
-                off = torch.einsum("elp,ep->el", K_off, packed)
-            out.append((2.0 * off.double() + diag) / scale)
-        return torch.stack(out, -1).cpu().numpy()
-
-    def _generic(self, spec, kernel, dist, norms, sigma_h, sigma_x, K_y) -> np.ndarray:
-        E, L, _ = dist.shape
-        K_x = self._x_kernel(kernel, sigma_x)
-        flat_dist, flat_norms = dist.reshape(E * L, -1), norms.reshape(E * L, -1)
-        flat_sigma = sigma_h.reshape(E * L) if isinstance(sigma_h, torch.Tensor) else sigma_h
-        K_y_flat = K_y if K_y.ndim == 2 else K_y[:, None].expand(E, L, self.m, self.m).reshape(E * L, self.m, self.m)
+    def _generic(self, spec, kernel, dist, norms, flat_sigma, epoch_of, K_x, K_y) -> np.ndarray:
+        """Any registered estimator: kernels unpacked to (chunk, m, m) and passed to its function."""
+        E, L, P = dist.shape
+        flat_dist, flat_norms = dist.reshape(E * L, P), norms.reshape(E * L, -1)
         out = torch.empty(E * L, 2, dtype=torch.float64)
         for start in range(0, E * L, _CHUNK):
             sl = slice(start, start + _CHUNK)
-            s = flat_sigma[sl] if isinstance(flat_sigma, torch.Tensor) else flat_sigma
-            K = self._layer_kernels(kernel, flat_dist[sl], flat_norms[sl], s)
-            ky = K_y_flat if K_y_flat.ndim == 2 else K_y_flat[sl]
+            if kernel == "linear":
+                K = 0.5 * (flat_norms[sl, :, None] + flat_norms[sl, None, :]) - 0.5 * unpack(flat_dist[sl], self.m)
+                K.diagonal(dim1=-2, dim2=-1).copy_(flat_norms[sl])
+            else:
+                s = flat_sigma[sl, None]
+                K = unpack(torch.exp(flat_dist[sl] * (-0.5 / (s * s))), self.m, 1.0)
+            ky = K_y if K_y.ndim == 2 else K_y[epoch_of[sl]]
             out[sl, 0] = torch.as_tensor(spec(K, K_x.to(K.dtype))).double().cpu()
             out[sl, 1] = torch.as_tensor(spec(K, ky.to(K.dtype))).double().cpu()
         return out.reshape(E, L, 2).numpy()
-
-    def _distance_trajectories(self, spec, dist, sigma_h, target, outputs) -> np.ndarray:
-        E, L, _ = dist.shape
-        out = np.empty((E, L, 2))
-        for e in range(E):
-            labels = self.probe_labels if target == "labels" else outputs[e].argmax(-1)
-            for layer in range(L):
-                s = float(sigma_h[e, layer]) if isinstance(sigma_h, torch.Tensor) else sigma_h
-                D = unpack(dist[e, layer], self.m)
-                out[e, layer, 0] = float(spec(D, s * s))
-                out[e, layer, 1] = float(spec(D, s * s, labels=labels))
-        return out
 
     def _activation_trajectories(self, spec, layers, acts, outputs, target) -> np.ndarray:
         missing = [n for n in layers if n not in acts]
@@ -400,9 +386,9 @@ class Run:
             arrays = {"probe_x": self.probe_x, "probe_labels": self.probe_labels}
             if n:
                 arrays["outputs"] = self._outputs.view(n)
+            arrays["dist"] = self._dist.view(n)
+            arrays["norms"] = self._norms.view(n)
             for i, name in enumerate(self.layer_names):
-                arrays[f"dist_{i}"] = self._dist[name].view(n)
-                arrays[f"norms_{i}"] = self._norms[name].view(n)
                 if name in self._acts:
                     arrays[f"acts_{i}"] = self._acts[name].view(n)
             for k, name in enumerate(meta["custom_dynamics"]):
@@ -441,7 +427,9 @@ class Run:
                 if "meta.json" not in names:
                     raise ValueError(f"{path} is a zip archive but not an ibwidget run (no meta.json).")
                 meta = json.loads(zf.read("meta.json"))
-                if not isinstance(meta, dict) or meta.get("format") != _FORMAT:
+                if not isinstance(meta, dict):
+                    raise ValueError(f"{path} has a corrupted meta.json (a JSON {type(meta).__name__}, not an object).")
+                if meta.get("format") != _FORMAT:
                     raise ValueError(f"{path} is not an ibwidget run file (format {meta.get('format')!r}).")
                 version = meta.get("schema_version")
                 if not isinstance(version, int) or version > SCHEMA_VERSION:
@@ -452,8 +440,11 @@ class Run:
                 arrays = {}
                 for entry in names:
                     if entry.startswith("arrays/") and entry.endswith(".npy"):
-                        arrays[entry[7:-4]] = np.load(io.BytesIO(zf.read(entry)), allow_pickle=False)
-        except zipfile.BadZipFile as exc:
+                        try:
+                            arrays[entry[7:-4]] = np.load(io.BytesIO(zf.read(entry)), allow_pickle=False)
+                        except ValueError as exc:  # not a .npy, or one holding pickled objects
+                            raise ValueError(f"{path}: the array {entry} is corrupted ({exc})") from None
+        except (zipfile.BadZipFile, zlib.error) as exc:  # zlib: damaged compressed data, found before the CRC check
             raise ValueError(f"{path} is not a readable ibwidget run file (truncated or corrupted: {exc}).") from None
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ValueError(f"{path} has a corrupted meta.json ({exc}).") from None
@@ -484,24 +475,29 @@ class Run:
             output_is_probabilities=meta.get("output_is_probabilities", False),
         )
         P = run.m * (run.m - 1) // 2
-        for i, name in enumerate(run.layer_names):
-            dist, norms = arrays[f"dist_{i}"], arrays[f"norms_{i}"]
-            if dist.shape != (n, P) or norms.shape != (n, run.m):
-                raise RuntimeError(f"layer {name!r} holds arrays of shape {dist.shape}, expected {(n, P)}")
-            for e in range(n):
-                run._dist[name].append(torch.from_numpy(dist[e]).to(run.device))
-                run._norms[name].append(torch.from_numpy(norms[e]).to(run.device))
+        L = len(run.layer_names)
+        dist, norms = arrays["dist"], arrays["norms"]
+        if dist.shape != (n, L, P) or norms.shape != (n, L, run.m):
+            raise RuntimeError(f"snapshot arrays have shape {dist.shape} and {norms.shape}, expected {(n, L, P)}")
+        for e in range(n):
+            run._dist.append(torch.from_numpy(dist[e]).to(run.device))
+            run._norms.append(torch.from_numpy(norms[e]).to(run.device))
         acts_names = set(meta.get("activations", []))
         for i, name in enumerate(run.layer_names):
             if name in acts_names:
                 acts = torch.from_numpy(arrays[f"acts_{i}"]).to(run.device)
+                if tuple(acts.shape) != (n, run.m, run.layer_dims[i]):
+                    raise RuntimeError(
+                        f"layer {name!r} holds activations of shape {tuple(acts.shape)}, "
+                        f"expected {(n, run.m, run.layer_dims[i])}"
+                    )
                 run._acts[name] = _Growable(tuple(acts.shape[1:]), torch.float32, run.device, max(n, 1))
                 for e in range(n):
                     run._acts[name].append(acts[e])
         if n:
             outputs = torch.from_numpy(arrays["outputs"]).to(run.device)
-            if outputs.shape[0] != n:
-                raise RuntimeError(f"outputs hold {outputs.shape[0]} epochs, expected {n}")
+            if outputs.ndim != 3 or outputs.shape[:2] != (n, run.m):
+                raise RuntimeError(f"outputs have shape {tuple(outputs.shape)}, expected ({n}, {run.m}, classes)")
             run._outputs = _Growable(tuple(outputs.shape[1:]), torch.float32, run.device, n)
             for e in range(n):
                 run._outputs.append(outputs[e])

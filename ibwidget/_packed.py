@@ -1,0 +1,172 @@
+"""Estimators evaluated straight from packed upper triangles of kernel matrices, many matrices at once.
+
+A symmetric kernel K over m samples is held as its off-diagonal upper triangle ``k`` (P = m(m-1)/2 values) and its
+diagonal ``d``. HSIC (all normalisers), CKA (plain and debiased) and the KDE bounds need only a few statistics of K:
+its row sums, sum and sum of squares, and inner products with the (pre-centred) target kernels. Computing those in
+chunks from ``k`` costs one pass over half the matrix, with no (m, m) matrix ever built; the results equal
+:mod:`ibwidget.estimators` on the full matrices (tested). Biased HSIC and CKA depend on K only through ``H K H``, so
+kernels are evaluated in float64 from the float32 distances, so saturated kernels (values near 1) keep their
+structure.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+
+import torch
+
+F64 = torch.float64
+PACKED = {
+    "hsic": {"biased", "pyglow", "unbiased"},
+    "cka": {False, True},
+    "kde_mi": {"upper", "lower"},
+}
+
+
+@lru_cache(maxsize=8)
+def _triu_cached(m: int, device: str):
+    iu = torch.triu_indices(m, m, offset=1, device=device)
+    return iu[0].contiguous(), iu[1].contiguous()
+
+
+def triu(m: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row and column indices of the strict upper triangle of an (m, m) matrix."""
+    return _triu_cached(m, str(torch.device(device)))
+
+
+def pack(full: torch.Tensor) -> torch.Tensor:
+    """(..., m, m) -> (..., P): the strict upper triangle."""
+    i, j = triu(full.shape[-1], full.device)
+    return full[..., i, j]
+
+
+def unpack(k: torch.Tensor, m: int, diagonal: torch.Tensor | float = 0.0) -> torch.Tensor:
+    """(..., P) -> symmetric (..., m, m) with the given diagonal (a number or (..., m))."""
+    i, j = triu(m, k.device)
+    full = k.new_zeros(k.shape[:-1] + (m * m,))
+    full.index_copy_(-1, i * m + j, k)
+    full = full.reshape(k.shape[:-1] + (m, m))
+    full = full + full.transpose(-1, -2)
+    if isinstance(diagonal, torch.Tensor):
+        full.diagonal(dim1=-2, dim2=-1).copy_(diagonal)
+    elif diagonal:
+        full.diagonal(dim1=-2, dim2=-1).fill_(diagonal)
+    return full
+
+
+def _center(K: torch.Tensor) -> torch.Tensor:
+    return K - K.mean(-1, keepdim=True) - K.mean(-2, keepdim=True) + K.mean((-2, -1), keepdim=True)
+
+
+@dataclass
+class Target:
+    """Precomputed statistics of a target kernel L (m, m), or one per epoch (E, m, m), in float64."""
+
+    lc: torch.Tensor  # packed centred kernel (..., P)
+    lc_trace: torch.Tensor  # trace of the centred kernel (...)
+    norm2: torch.Tensor  # ||H L H||_F^2 (...)
+    l_off: torch.Tensor  # packed L (..., P)
+    l_rows: torch.Tensor  # row sums of L with zeroed diagonal (..., m)
+    hsic_u_self: torch.Tensor  # unbiased HSIC(L, L) (...)
+    labels: torch.Tensor | None = None  # (m,) or (E, m) integer codes, for KDE
+
+    @classmethod
+    def of(cls, L: torch.Tensor, labels: torch.Tensor | None = None) -> Target:
+        L = L.to(F64)
+        m = L.shape[-1]
+        Lc = _center(L)
+        L_off = L - torch.diag_embed(torch.diagonal(L, dim1=-2, dim2=-1))
+        rows = L_off.sum(-1)
+        total = rows.sum(-1)
+        hsic_u = (
+            (L_off * L_off).sum((-2, -1)) + total * total / ((m - 1) * (m - 2)) - 2.0 / (m - 2) * (rows * rows).sum(-1)
+        ) / (m * (m - 3))
+        return cls(
+            lc=pack(Lc),
+            lc_trace=torch.diagonal(Lc, dim1=-2, dim2=-1).sum(-1),
+            norm2=(Lc * Lc).sum((-2, -1)),
+            l_off=pack(L_off),
+            l_rows=rows,
+            hsic_u_self=hsic_u,
+            labels=labels,
+        )
+
+    @classmethod
+    def of_labels(cls, labels: torch.Tensor | None) -> Target:
+        """A target that is only class labels (m,) or (E, m), or none (the input X), for KDE."""
+        return cls(*(None,) * 6, labels=labels)
+
+    def rows(self, epochs: torch.Tensor) -> Target:
+        """The statistics for each matrix of a chunk (per-epoch targets are gathered by epoch index)."""
+        reference = self.lc if self.lc is not None else self.labels
+        if reference is None or reference.ndim == 1:
+            return self
+        pick = lambda t: None if t is None else t[epochs]  # noqa: E731
+        return Target(
+            *(pick(getattr(self, f)) for f in ("lc", "lc_trace", "norm2", "l_off", "l_rows", "hsic_u_self", "labels"))
+        )
+
+
+def _dot(k: torch.Tensor, packed: torch.Tensor) -> torch.Tensor:
+    """Row-wise inner products of (B, P) with (P,) or (B, P)."""
+    return k @ packed if packed.ndim == 1 else (k * packed).sum(-1)
+
+
+def _row_sums(k: torch.Tensor, m: int) -> torch.Tensor:
+    """Row sums (B, m) of the symmetric matrices whose strict upper triangles are k (B, P), zero diagonal."""
+    i, j = triu(m, k.device)
+    r = k.new_zeros(k.shape[:-1] + (m,))
+    r.index_add_(-1, i, k)
+    r.index_add_(-1, j, k)
+    return r
+
+
+def estimate(fn_name: str, option, k: torch.Tensor, m: int, targets, diagonal: float = 1.0) -> torch.Tensor:
+    """One estimator for a chunk of B kernels against each target: (B, len(targets)), from ``k`` (B, P) float64.
+
+    ``k`` holds the off-diagonal values of a kernel whose diagonal is the constant ``diagonal`` (Gaussian: 1;
+    linear: taken as ``-D2/2`` with diagonal 0, which equals G under centring: biased and unbiased HSIC and CKA
+    are unchanged by ``K -> K + a 1^T + 1 a^T``). Statistics of K shared by the targets are computed once.
+    """
+    if fn_name == "hsic" and option in ("biased", "pyglow"):  # needs only inner products: one pass
+        scale = (m - 1) ** 2 if option == "biased" else (m - 1)
+        return torch.stack([(2.0 * _dot(k, t.lc) + diagonal * t.lc_trace) / scale for t in targets], -1)
+    r = _row_sums(k, m)  # row sums without the diagonal
+    if fn_name == "kde_mi":
+        full = -torch.log((diagonal + r) / m).mean(-1)
+        out = []
+        for t in targets:
+            if t.labels is None:
+                out.append(full / math.log(2.0))
+                continue
+            i, j = triu(m, k.device)
+            codes = t.labels
+            r_same = diagonal + _row_sums(k * (codes[..., i] == codes[..., j]).to(k.dtype), m)
+            counts = (codes[..., :, None] == codes[..., None, :]).sum(-1).to(k.dtype)
+            out.append((full + torch.log(r_same / counts).mean(-1)) / math.log(2.0))
+        return torch.stack(out, -1)
+    sum_k2 = torch.einsum("bp,bp->b", k, k)
+    if option == "unbiased" or (fn_name == "cka" and option is True):
+        total = 2.0 * k.sum(-1)
+        scale = 1.0 / (m * (m - 3))
+        self_u = scale * (2.0 * sum_k2 + total * total / ((m - 1) * (m - 2)) - 2.0 / (m - 2) * (r * r).sum(-1))
+        out = []
+        for t in targets:
+            hsic_u = scale * (
+                2.0 * _dot(k, t.l_off)
+                + total * t.l_rows.sum(-1) / ((m - 1) * (m - 2))
+                - 2.0 / (m - 2) * (r * t.l_rows).sum(-1)
+            )
+            out.append(hsic_u if fn_name == "hsic" else _ratio(hsic_u, self_u * t.hsic_u_self))
+        return torch.stack(out, -1)
+    r = r + diagonal
+    norm2 = m * diagonal**2 + 2.0 * sum_k2 - (2.0 / m) * (r * r).sum(-1) + r.sum(-1) ** 2 / (m * m)  # ||HKH||_F^2
+    norm2 = norm2.clamp_min(0.0)
+    return torch.stack([_ratio(2.0 * _dot(k, t.lc) + diagonal * t.lc_trace, norm2 * t.norm2) for t in targets], -1)
+
+
+def _ratio(num: torch.Tensor, den_sq: torch.Tensor) -> torch.Tensor:
+    ok = den_sq > 0
+    return torch.where(ok, num / torch.sqrt(torch.where(ok, den_sq, torch.ones_like(den_sq))), torch.zeros_like(num))
