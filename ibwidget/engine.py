@@ -177,6 +177,7 @@ class Engine:
             capacity=epochs + 1,
         )
         self._callbacks: dict[str, list[Callable]] = {e: [] for e in _EVENTS}
+        self._resident_cache: dict[int, tuple | None] = {}
         self._lock = threading.Lock()
         self._resume = threading.Event()
         self._resume.set()
@@ -205,7 +206,7 @@ class Engine:
         self._callbacks[key] = [f for f in self._callbacks.get(key, []) if f != fn]
 
     def add_callback(self, callback) -> None:
-        """Register an object with any of the methods ``on_epoch_end``, ``on_batch_end``, ``on_exception``, ``on_finish``."""
+        """Register an object having any of ``on_epoch_end``, ``on_batch_end``, ``on_exception``, ``on_finish``."""
         found = [e for e in _EVENTS if callable(getattr(callback, e, None))]
         if not found:
             raise TypeError(f"{type(callback).__name__} defines none of {', '.join(_EVENTS)}.")
@@ -327,7 +328,45 @@ class Engine:
             self.reason = ""
         self._emit("on_finish", status)
 
+    def _resident(self, loader):
+        """(x, y) of an in-memory TensorDataset (or a Subset of one) moved to the device once, else None.
+
+        Batches are then indexed on the device in the order the loader's own batch sampler gives (same batches,
+        same shuffling), skipping per-sample collation and host-to-device copies.
+        """
+        key = id(loader)
+        if key in self._resident_cache:
+            return self._resident_cache[key]
+        found = None
+        data = getattr(loader, "dataset", None)
+        indices = None
+        if isinstance(data, torch.utils.data.Subset):
+            data, indices = data.dataset, torch.as_tensor(data.indices, dtype=torch.long)
+        if (
+            isinstance(loader, torch.utils.data.DataLoader)
+            and isinstance(data, torch.utils.data.TensorDataset)
+            and len(data.tensors) == 2
+            and loader.batch_sampler is not None
+            and loader.collate_fn is torch.utils.data.default_collate
+        ):
+            x, y = data.tensors
+            if indices is not None:
+                x, y = x[indices], y[indices]
+            nbytes = x.numel() * x.element_size() + y.numel() * y.element_size()
+            limit = torch.cuda.mem_get_info(self.device)[0] // 4 if self.device.type == "cuda" else 2 * 1024**3
+            if nbytes <= limit:
+                found = (x.to(self.device), y.to(self.device))
+        self._resident_cache[key] = found
+        return found
+
     def _batches(self, loader):
+        resident = self._resident(loader)
+        if resident is not None:
+            x_all, y_all = resident
+            for idx in loader.batch_sampler:
+                idx = torch.as_tensor(idx, device=self.device)
+                yield x_all[idx], y_all[idx]
+            return
         for batch in loader:
             if not isinstance(batch, list | tuple) or len(batch) < 2:
                 raise TypeError("each batch must be (inputs, targets); got " + type(batch).__name__)
@@ -385,9 +424,15 @@ class Engine:
             self.run.batch_dynamics.append(np.asarray(batch_segments))
         return {"loss": mean_loss, **{k: float(v) / seen for k, v in metric_sums.items()}}
 
+    def _output_target(self, output: torch.Tensor) -> torch.Tensor:
+        """The network's output as the target Y of the dynamics: its softmax, as ``Run.trajectories(target="output")``
+        and PyGlow (whose final softmax layer produced it) use, even when the loss made the model return logits."""
+        output = output.reshape(output.shape[0], -1)
+        return output if self.run.output_is_probabilities else torch.softmax(output, -1)
+
     def _evaluate_segment(self, x, hidden: dict, output) -> np.ndarray:
         """PyGlow's per-batch dynamics: (evaluators, layers, 2) for one training batch."""
-        seg = [x, *(hidden[n] for n in self.layers), output]
+        seg = [x, *(hidden[n] for n in self.layers), self._output_target(output)]
         return np.asarray(
             [[[float(v) for v in pair] for pair in ev.eval_dynamics_segment(seg)] for ev in self.evaluators]
         )
@@ -419,7 +464,7 @@ class Engine:
         self.run.add_snapshot(epoch, grams, output, kept)
         custom = [ev for ev in self.evaluators if not isinstance(ev, _HSICEvaluator)]
         if custom and self.mode == "probe":
-            seg = [self.recorder.probe_x, *(acts[n] for n in self.layers), output]
+            seg = [self.recorder.probe_x, *(acts[n] for n in self.layers), self._output_target(output)]
             for ev in custom:
                 with torch.no_grad():
                     values = [[float(a), float(b)] for a, b in ev.eval_dynamics_segment(seg)]

@@ -1,0 +1,183 @@
+"""Widget latency, in the kernel process (CPU): epoch end -> widget message, and a sigma change -> redraw.
+
+1. Trainer on the offline digits, the seed model: for each epoch, the time from the end of the epoch (an engine
+   callback in the training thread) to the comm message that carries the new point of the information plane.
+   Also the training time of the same run with the bare Engine (no widget), to show the widget does not slow it.
+2. RunView of a synthetic run of 100 epochs x 5 layers: the time from setting the sigma slider to the comm message
+   with the redrawn plane, beside ``Run.trajectories`` alone for the same sigma (the widget's own overhead is the
+   difference). Target: <= 150 ms.
+
+Messages are timed with a recording comm in place of ipykernel's (the widgets serialise their state exactly as in a
+kernel; only the socket write is skipped). Prints a table and a last line of key=value pairs.
+Usage: python benchmarks/bench_widget.py [--epochs 5] [--probes 128,256] [--repeats 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import threading
+import time
+
+import comm
+import numpy as np
+import torch
+
+MESSAGES: list[tuple[float, str, dict]] = []  # (time, comm id, state keys -> shape or value)
+_LOCK = threading.Lock()
+
+
+class _RecordingComm(comm.DummyComm):
+    def publish_msg(self, msg_type, data=None, metadata=None, buffers=None, **keys):
+        state = (data or {}).get("state", {})
+        summary = {k: (tuple(v["shape"]) if isinstance(v, dict) and "shape" in v else None) for k, v in state.items()}
+        with _LOCK:
+            MESSAGES.append((time.perf_counter(), self.comm_id, summary))
+
+
+comm.create_comm = lambda *args, **kwargs: _RecordingComm(*args, **kwargs)
+
+import ibwidget as ib  # noqa: E402 - after the comm is replaced
+from ibwidget import kernels  # noqa: E402
+from ibwidget.cli import seed_model  # noqa: E402
+from ibwidget.engine import Engine  # noqa: E402
+from ibwidget.widget import RunView, Trainer  # noqa: E402
+
+
+def _first_message(comm_id: str, after: float, key: str = "x", length: int | None = None) -> float | None:
+    with _LOCK:
+        for t, cid, summary in MESSAGES:
+            if cid == comm_id and t >= after and key in summary and (length is None or summary[key] == (length,)):
+                return t
+    return None
+
+
+def _model():
+    torch.manual_seed(0)
+    model = seed_model((1, 8, 8), device="cpu")
+    model.compile(optimizer="SGD", loss="cross_entropy", metrics=["accuracy"], lr=0.01, momentum=0.9)
+    return model
+
+
+def _train_engine(train, val, epochs: int, probe: int) -> float:
+    engine = Engine(_model(), train, val, epochs=epochs, probe=probe, device="cpu")
+    t0 = time.perf_counter()
+    engine.start()
+    engine.wait()
+    return time.perf_counter() - t0
+
+
+def _train_trainer(train, val, epochs: int, probe: int) -> tuple[float, list[float]]:
+    trainer = Trainer(_model(), train, val, epochs=epochs, probe=probe, device="cpu")
+    ends: list[tuple[int, float]] = []
+    trainer.engine.on("epoch_end", lambda ev: ends.append((ev.epoch, time.perf_counter())))
+    scatter = trainer.marks["plane_points"][0][-1].comm.comm_id
+    t0 = time.perf_counter()
+    trainer.start()
+    trainer.engine.wait()
+    seconds = time.perf_counter() - t0
+    trainer.wait()
+    latencies = []
+    for epoch, t_end in ends:
+        t_msg = _first_message(scatter, t_end, "x", epoch + 1)
+        latencies.append((t_msg - t_end) * 1e3 if t_msg is not None else float("nan"))
+    trainer.close()
+    return seconds, latencies
+
+
+def bench_epochs(epochs: int, probe: int, rounds: int = 2) -> dict:
+    """Trainer and bare Engine, alternated after a warm-up; the fastest round of each."""
+    train, val, _ = ib.datasets.digits.load_data(batch_size=64, seed=0)
+    _train_engine(train, val, 1, probe)  # warm-up: first-call costs of torch
+    engine_s, widget_s, latencies = [], [], []
+    for _ in range(rounds):
+        engine_s.append(_train_engine(train, val, epochs, probe))
+        seconds, lat = _train_trainer(train, val, epochs, probe)
+        widget_s.append(seconds)
+        latencies += lat
+    return {"latencies": latencies, "widget_train_s": min(widget_s), "engine_train_s": min(engine_s)}
+
+
+def synthetic_run(epochs: int, layers: int, m: int) -> ib.Run:
+    """Layers whose features drift epoch by epoch (random walk), against a fixed input and labels."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(m, 64, generator=g)
+    y = torch.randint(0, 10, (m,), generator=g)
+    run = ib.Run(
+        "synthetic", [f"layer{i}" for i in range(layers)], [32] * layers, x, y, num_classes=10, capacity=epochs + 1
+    )
+    feats = [torch.randn(m, 32, generator=g) for _ in range(layers)]
+    for e in range(epochs + 1):
+        feats = [f + 0.1 * torch.randn(m, 32, generator=g) for f in feats]
+        run.add_snapshot(
+            e, {f"layer{i}": kernels.gram(f) for i, f in enumerate(feats)}, torch.randn(m, 10, generator=g)
+        )
+    return run
+
+
+def bench_sigma(m: int, repeats: int, epochs: int = 100, layers: int = 5) -> dict:
+    run = synthetic_run(epochs, layers, m)
+    view = RunView(run)
+    scatter = view.marks["plane_points"][0][0].comm.comm_id
+    sigmas = [1.5 + 0.75 * i for i in range(repeats + 1)]
+    redraw, synced, direct = [], [], []
+    for i, sigma in enumerate(sigmas):
+        t0 = time.perf_counter()
+        view.controls.sigma.value = sigma
+        view.sync(timeout=120)
+        t_sync = time.perf_counter()
+        t_msg = _first_message(scatter, t0)
+        sigma_set = view.controls.sigma.value
+        t1 = time.perf_counter()
+        run.trajectories("hsic", sigma=sigma_set * 1.001)  # not cached anywhere
+        t_direct = time.perf_counter() - t1
+        if i == 0:
+            continue  # warm-up
+        redraw.append((t_msg - t0) * 1e3)
+        synced.append((t_sync - t0) * 1e3)
+        direct.append(t_direct * 1e3)
+    view.close()
+    return {"redraw": redraw, "sync": synced, "direct": direct}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--probe", type=int, default=256, help="probe of the training run (part 1)")
+    parser.add_argument("--probes", default="128,256", help="probe sizes of the 100x5 synthetic run (part 2)")
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+
+    result = bench_epochs(args.epochs, args.probe)
+    lat = result["latencies"]
+    print(f"1. digits, seed model, probe {args.probe}, {args.epochs} epochs on the CPU")
+    print(f"{'round':>6} {'epoch':>6} {'epoch end -> widget message (ms)':>34}")
+    for i, ms in enumerate(lat):
+        print(f"{i // args.epochs + 1:>6} {i % args.epochs + 1:>6} {ms:>34.1f}")
+    ratio = result["widget_train_s"] / result["engine_train_s"]
+    print(
+        f"training time (best of 2): Trainer {result['widget_train_s']:.2f} s, bare Engine "
+        f"{result['engine_train_s']:.2f} s (ratio {ratio:.2f})\n"
+    )
+
+    print("2. sigma change, 100 epochs x 5 layers, hsic (median of repeats)")
+    print(f"{'probe':>6} {'redraw msg (ms)':>16} {'sync (ms)':>10} {'trajectories (ms)':>18} {'overhead (ms)':>14}")
+    pairs = {
+        "epoch_update_ms_median": statistics.median(lat),
+        "epoch_update_ms_max": max(lat),
+        "train_ratio_trainer_vs_engine": ratio,
+    }
+    for m in (int(p) for p in args.probes.split(",")):
+        r = bench_sigma(m, args.repeats)
+        red, syn, dire = (statistics.median(r[k]) for k in ("redraw", "sync", "direct"))
+        print(f"{m:>6} {red:>16.1f} {syn:>10.1f} {dire:>18.1f} {red - dire:>14.1f}")
+        pairs[f"sigma_redraw_ms_p{m}"] = red
+        pairs[f"sigma_trajectories_ms_p{m}"] = dire
+        pairs[f"sigma_overhead_ms_p{m}"] = red - dire
+    pairs["target_ms"] = 150
+    print(" ".join(f"{k}={v:.1f}" if isinstance(v, float) else f"{k}={v}" for k, v in pairs.items()))
+
+
+if __name__ == "__main__":
+    np.seterr(all="ignore")
+    main()

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# GPU check, one prepared script for a bare CUDA machine (torch preinstalled, no network).
+# Carry the PyGlow wheel in .whl/ (see README "GPU check"); everything else is this checkout.
+# Prints: the device, the CUDA variants of the estimator tests, the seed-model tracking benchmark for full
+# 750-batch epochs (plain PyTorch vs ibwidget tracked vs PyGlow tracked), and re-estimation latency on the GPU.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+if ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/ibw-site .whl/*.whl \
+    && export PYTHONPATH="$PYTHONPATH:/tmp/ibw-site"
+fi
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
+echo "== CUDA variants of the estimator tests"
+python3 -m pytest -q -p no:cacheprovider -k cuda tests/test_kernels.py tests/test_estimators.py tests/test_estimator_errors.py 2>&1 | tail -3
+echo "== tracking overhead, full epochs"
+python3 benchmarks/bench_tracking.py --device cuda --batches 750 --epochs 3
+echo "== re-estimation on the GPU"
+python3 benchmarks/bench_reestimate.py --device cuda --epochs 100
