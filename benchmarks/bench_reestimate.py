@@ -93,7 +93,8 @@ def main() -> None:
         print(f"{name:<46}{timings[name] * 1e3:>10.1f}")
     print(f"max |packed - direct| = {check:.2e}")
     print(
-        f"device={args.device} sigma_change_ms={t_sigma * 1e3:.1f} direct_ms={t_direct * 1e3:.0f} speedup={t_direct / t_sigma:.1f} "
+        f"device={args.device} sigma_change_ms={t_sigma * 1e3:.1f} direct_ms={t_direct * 1e3:.0f} "
+        f"speedup={t_direct / t_sigma:.1f} "
         f"cka_ms={timings['cka'] * 1e3:.0f} target_ms=100 epochs={args.epochs} layers={len(WIDTHS)} probe={args.probe}"
     )
 
