@@ -9,7 +9,7 @@
 
 Messages are timed with a recording comm in place of ipykernel's (the widgets serialise their state exactly as in a
 kernel; only the socket write is skipped). Prints a table and a last line of key=value pairs.
-Usage: python benchmarks/bench_widget.py [--epochs 5] [--probes 128,256] [--repeats 5]
+Usage: python benchmarks/bench_widget.py [--epochs 5] [--probes 128,256,512] [--repeats 5]
 """
 
 from __future__ import annotations
@@ -144,7 +144,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--probe", type=int, default=256, help="probe of the training run (part 1)")
-    parser.add_argument("--probes", default="128,256", help="probe sizes of the 100x5 synthetic run (part 2)")
+    parser.add_argument("--probes", default="128,256,512", help="probe sizes of the 100x5 synthetic run (part 2)")
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
 
@@ -175,7 +175,12 @@ def main() -> None:
         pairs[f"sigma_trajectories_ms_p{m}"] = dire
         pairs[f"sigma_overhead_ms_p{m}"] = red - dire
     pairs["target_ms"] = 150
-    print(" ".join(f"{k}={v:.1f}" if isinstance(v, float) else f"{k}={v}" for k, v in pairs.items()))
+    print(
+        " ".join(
+            f"{k}={v:.2f}" if "ratio" in k else f"{k}={v:.1f}" if isinstance(v, float) else f"{k}={v}"
+            for k, v in pairs.items()
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -11,7 +11,9 @@ __all__ = [
     "Engine",
     "IBSequential",
     "Run",
+    "RunView",
     "Sequential",
+    "Trainer",
     "datasets",
     "estimators",
     "kernels",
@@ -20,3 +22,14 @@ __all__ = [
     "models",
     "__version__",
 ]
+
+_WIDGETS = ("Trainer", "RunView")
+
+
+def __getattr__(name: str):
+    # The widgets import ipywidgets and bqplot: loaded on first use, so headless training and the CLI stay light.
+    if name in _WIDGETS:
+        from ibwidget import widget
+
+        return getattr(widget, name)
+    raise AttributeError(f"module 'ibwidget' has no attribute {name!r}")

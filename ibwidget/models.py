@@ -43,6 +43,7 @@ class Sequential(nn.Module):
         self._loss = None
         self._loss_spec = None
         self._metrics = None
+        self._warn_key = object()  # once-per-model warnings: id(self) is reused after a model is freed
 
     # ------------------------------------------------------------------------------------------ building
 
@@ -121,7 +122,7 @@ class Sequential(nn.Module):
         self._loss_spec = loss
         self._metrics = _compile.resolve_metrics(metrics)
         last = self.layers[-1]
-        skip = _compile.check_output_activation(getattr(last, "activation_name", None), loss, once_key=id(self))
+        skip = _compile.check_output_activation(getattr(last, "activation_name", None), loss, once_key=self._warn_key)
         if hasattr(last, "apply_output_activation"):
             last.apply_output_activation = not skip
 

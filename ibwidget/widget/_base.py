@@ -1,0 +1,311 @@
+"""What Trainer and RunView share: controls, figures, the UI thread, redraws from stored snapshots, export."""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import time
+from collections.abc import Sequence
+
+import ipywidgets as widgets
+import numpy as np
+
+from ibwidget import estimators as _estimators
+from ibwidget.widget._applier import _Applier, _Batch
+from ibwidget.widget._controls import Controls, View
+from ibwidget.widget._figures import Figures, RunData
+
+FIGURE_NAMES = ("plane", "dep_x", "dep_y", "loss", "accuracy")
+_EXPORTS = {"trainer": [("PNG", "png"), ("SVG", "svg"), ("run file", "run")], "view": [("PNG", "png"), ("SVG", "svg")]}
+
+
+def _safe_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "ibwidget"
+
+
+def _label(cls: str, value: str = "", **layout) -> widgets.Label:
+    label = widgets.Label(value, layout=widgets.Layout(**layout) if layout else widgets.Layout())
+    label.add_class(cls)
+    return label
+
+
+def _layer_labels(runs) -> tuple[list[str], list[str]]:
+    count = max(len(run.layer_names) for run in runs)
+    labels, tips = [], []
+    for i in range(count):
+        names = list(dict.fromkeys(run.layer_names[i] for run in runs if i < len(run.layer_names)))
+        labels.append(" / ".join(names))
+        tips.append(f"layer {i}: {' / '.join(names)} (show or hide in every figure)")
+    return labels, tips
+
+
+def _history(run) -> dict[str, list[float]]:
+    """A copy of ``run.history`` (the training thread appends to it; dict and list copies are atomic)."""
+    return {k: list(v) for k, v in dict(run.history).items()}
+
+
+def _walk(root: widgets.Widget) -> list[widgets.Widget]:
+    """Every widget reachable from ``root`` through synced traits (children, marks, scales, layout, ...)."""
+    seen: dict[int, widgets.Widget] = {}
+    stack = [root]
+    while stack:
+        w = stack.pop()
+        if id(w) in seen:
+            continue
+        seen[id(w)] = w
+        for name in w.keys:
+            value = getattr(w, name, None)
+            if isinstance(value, widgets.Widget):
+                stack.append(value)
+            elif isinstance(value, list | tuple):
+                stack.extend(v for v in value if isinstance(v, widgets.Widget))
+            elif isinstance(value, dict):
+                stack.extend(v for v in value.values() if isinstance(v, widgets.Widget))
+    return list(seen.values())
+
+
+class _RunsBox(widgets.VBox):
+    """Base of :class:`Trainer` and :class:`RunView` (private)."""
+
+    _export_kind = "view"
+
+    def _setup(
+        self,
+        runs: Sequence,
+        display_names: Sequence[str],
+        estimators,
+        sigma: float,
+        sigma_rule: str,
+        target: str,
+        epoch_max: int,
+        compare: bool,
+    ) -> None:
+        """Build every widget (main thread). The UI thread is started by the subclass with ``_applier.start()``."""
+        self._runs = list(runs)
+        self._display_names = list(display_names)
+        self._epoch_max = int(epoch_max)
+        self._cache: dict[int, tuple] = {}
+        self._sat_cache: dict = {}
+        self._sat_key: tuple | None = None
+        self._sat_next = 0.0
+        self._good_params: tuple | None = None
+        self._drawn: tuple | None = None
+        self._notice_kind = ""
+        self.last_error = ""
+        self._applier = _Applier(self._apply, self._show_error)
+        labels, tips = _layer_labels(self._runs)
+        self._controls = Controls(labels, tips, estimators, sigma, sigma_rule, target, self._request_redraw)
+        self._figures = Figures(self._display_names, [r.layer_names for r in self._runs], self._epoch_max, compare)
+        self.notice = _label("ibw-notice", "", min_width="200px")
+        self.saturation = _label("ibw-saturation", "", min_width="200px")
+        self.export_format = widgets.Dropdown(
+            options=_EXPORTS[self._export_kind], value="png", layout=widgets.Layout(width="110px")
+        )
+        self.export_format.add_class("ibw-export-format")
+        self.export_button = widgets.Button(description="Export", icon="download", tooltip="save figures / run file")
+        self.export_button.add_class("ibw-export")
+        self.export_button.on_click(lambda _: self._applier.put("export", self.export_format.value))
+        figs = self._figures.figures
+        self._figure_box = widgets.VBox(
+            [
+                widgets.HBox(
+                    [figs["plane"], widgets.VBox([figs["dep_x"], figs["dep_y"]])],
+                    layout=widgets.Layout(flex_flow="row wrap"),
+                ),
+                widgets.HBox([figs["loss"], figs["accuracy"]], layout=widgets.Layout(flex_flow="row wrap")),
+            ]
+        )
+
+    # ------------------------------------------------------------------------------------------ public
+
+    @property
+    def controls(self) -> Controls:
+        """The control widgets: ``estimator``, ``sigma``, ``sigma_rule``, ``target``, ``layers`` (a list)."""
+        return self._controls
+
+    @property
+    def figures(self) -> dict:
+        """The bqplot figures by name: plane, dep_x, dep_y, loss, accuracy."""
+        return dict(self._figures.figures)
+
+    @property
+    def marks(self) -> dict:
+        """Marks by figure: ``plane_lines``/``plane_points``/``dep_x``/``dep_y`` [run][layer]; ``loss``/``accuracy``
+        [run]["train"|"val"]."""
+        return self._figures.marks
+
+    @property
+    def runs(self) -> list:
+        return list(self._runs)
+
+    def sync(self, timeout: float | None = 10.0) -> None:
+        """Block until every pending update (training events, control changes) is applied to the widgets."""
+        self._applier.sync(timeout)
+
+    def save_png(self, path=None) -> list[str]:
+        """Ask the front-end (bqplot ``Figure.save_png``) to save each figure; returns the file names.
+
+        ``path``: a folder (each figure as ``<folder>/<figure>.png``) or a prefix (``<prefix>-<figure>.png``).
+        The browser writes the files (into its downloads folder); nothing happens without a live front-end.
+        """
+        return self._save("png", path)
+
+    def save_svg(self, path=None) -> list[str]:
+        """Like :meth:`save_png`, as SVG (bqplot ``Figure.save_svg``)."""
+        return self._save("svg", path)
+
+    def close(self) -> None:
+        """Stop the UI thread and close this widget and every widget inside it."""
+        if hasattr(self, "_applier"):  # absent if __init__ failed
+            self._applier.close()
+        for w in _walk(self):
+            if w is not self:
+                w.close()
+        super().close()
+
+    # ------------------------------------------------------------------------------------------ internals
+
+    def _request_redraw(self) -> None:
+        self._applier.put("redraw")
+
+    def _save(self, ext: str, path) -> list[str]:
+        names = self._export_names(ext, path)
+        for key, filename in names.items():
+            fig = self._figures.figures[key]
+            fig.save_png(filename) if ext == "png" else fig.save_svg(filename)
+        return list(names.values())
+
+    def _export_names(self, ext: str, path) -> dict[str, str]:
+        if path is None:
+            return {k: f"{_safe_name(self._display_names[0])}-{k}.{ext}" for k in FIGURE_NAMES}
+        p = os.fspath(path)
+        if os.path.isdir(p) or p.endswith(("/", os.sep)):
+            return {k: os.path.join(p, f"{k}.{ext}") for k in FIGURE_NAMES}
+        if p.lower().endswith("." + ext):
+            p = p[: -len(ext) - 1]
+        return {k: f"{p}-{k}.{ext}" for k in FIGURE_NAMES}
+
+    def _export(self, fmt: str) -> None:
+        if fmt in ("png", "svg"):
+            files = self._save(fmt, None)
+            self._set_notice("export", f"asked the browser to save {len(files)} {fmt.upper()} files ({files[0]}, …)")
+        elif fmt == "run":
+            path = self.save_run(f"{_safe_name(self._display_names[0])}.ibrun")
+            self._set_notice("export", f"saved the run to {os.path.abspath(path)}")
+
+    def _set_notice(self, kind: str, text: str) -> None:
+        self._notice_kind = kind
+        self.notice.value = text
+
+    def _show_error(self, exc: BaseException, tb: str) -> None:
+        """The UI thread's last resort: any unexpected error shows here instead of killing the thread."""
+        self.last_error = tb
+        self._set_notice("error", f"display error: {type(exc).__name__}: {exc}")
+
+    def _trajectories(self, r: int, run, params: tuple, n: int) -> np.ndarray:
+        cached = self._cache.get(r)
+        if cached is not None and cached[0] == (params, n):
+            return cached[1]
+        estimator, sigma, rule, target = params
+        traj = run.trajectories(estimator, sigma=sigma, target=target, sigma_rule=rule)
+        self._cache[r] = ((params, traj.shape[0]), traj)
+        return traj
+
+    def _compute(self, params: tuple) -> list[RunData | None]:
+        data = []
+        for r, run in enumerate(self._runs):
+            n = run.num_snapshots
+            history = _history(run)
+            if n == 0:
+                data.append(RunData(np.zeros(0, np.float32), None, history))
+                continue
+            traj = self._trajectories(r, run, params, n)
+            epochs = np.asarray(run.epochs[: traj.shape[0]], dtype=np.float32)
+            data.append(RunData(epochs, traj[: len(epochs)], history))
+        return data
+
+    def _redraw(self, view: View) -> None:
+        """Recompute every recorded epoch for ``view`` (cached per run) and apply it; errors keep the last plot."""
+        params, note = view.params, ""
+        try:
+            data = self._compute(params)
+            self._good_params = params
+        except Exception as exc:  # noqa: BLE001 - e.g. binning on a layer without activations
+            note = f"{params[0]}: {exc}"
+            if self._good_params is not None and self._good_params != params:
+                note += f" — still showing {self._good_params[0]}."
+                params = self._good_params
+                data = self._compute(params)
+            else:  # nothing drawable yet: still show loss and accuracy
+                data = [RunData(np.zeros(0, np.float32), None, _history(run)) for run in self._runs]
+        estimator, _, _, target = params
+        spec = _estimators.get(estimator)
+        y_name = "Y" if target == "labels" else "Ŷ"
+        with self._figures.hold():
+            self._figures.set_labels(spec.axis_label("T", "X"), spec.axis_label("T", y_name))
+            self._figures.update_trajectories(data, view.visible, self._epoch_max)
+            self._figures.update_history(data, self._epoch_max)
+        self._controls.sigma.disabled = not self._controls.sigma_enabled(view)
+        if note:
+            self._set_notice("estimator", note)
+        elif self._notice_kind in ("estimator", "error"):
+            self._set_notice("", "")
+        self._drawn = (params, tuple(run.num_snapshots for run in self._runs))
+
+    def _update_saturation(self, view: View, force: bool = False) -> None:
+        """The gauge: mean off-diagonal Gaussian kernel value over the visible layers at the last epoch.
+
+        ``Run.saturation`` costs about one redraw; while only new epochs arrive it is refreshed at most once per
+        ten times its own cost, so that the gauge never takes more than a tenth of a core from training.
+        """
+        key = (view.estimator, view.sigma, view.sigma_rule, view.visible)
+        now = time.perf_counter()
+        if not force and key == self._sat_key and now < self._sat_next:
+            return
+        self._sat_key = key
+        self._sat_compute(view)
+        self._sat_next = now + 10.0 * (time.perf_counter() - now)
+
+    def _sat_compute(self, view: View) -> None:
+        spec = _estimators.get(view.estimator)
+        if not spec.uses_sigma or spec.needs == "activations":
+            self.saturation.value = f"kernel saturation: n/a ({spec.name} uses no kernel)"
+            return
+        values = []
+        for run in self._runs:
+            n = run.num_snapshots
+            if n == 0:
+                continue
+            key = (id(run), view.sigma, view.sigma_rule, n)
+            if key not in self._sat_cache:
+                self._sat_cache = {k: v for k, v in self._sat_cache.items() if k[0] != id(run)}
+                self._sat_cache[key] = np.asarray(run.saturation(view.sigma, view.sigma_rule))[n - 1]
+            row = self._sat_cache[key]
+            values += [float(row[i]) for i in range(len(row)) if i >= len(view.visible) or view.visible[i]]
+        if not values:
+            self.saturation.value = "kernel saturation: -"
+            return
+        s = float(np.mean(values))
+        hint = " — σ too large" if s > 0.9 else " — σ too small" if s < 0.05 else ""
+        if math.isnan(s):
+            hint = ""
+        self.saturation.value = f"kernel saturation {s:.2f}{hint}"
+
+    def _apply(self, batch: _Batch) -> None:
+        """UI thread: apply one coalesced batch of requests."""
+        view = self._controls.view()
+        counts = tuple(run.num_snapshots for run in self._runs)
+        if batch.redraw or batch.data or self._drawn is None or self._drawn[1] != counts:
+            self._redraw(view)
+        if not batch.more_pending:
+            self._update_saturation(view, force=batch.finish is not None or batch.full)
+        for fmt in batch.exports:
+            self._export(fmt)
+        if batch.full:
+            self._resend_all()
+
+    def _resend_all(self) -> None:
+        """Send every widget's whole state once (nbclient keeps only messages sent while a cell runs)."""
+        for w in _walk(self):
+            w.send_state()

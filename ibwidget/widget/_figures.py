@@ -1,0 +1,331 @@
+"""The bqplot figures: created once with all their marks; later only the marks' and scales' traits change."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import bqplot as bq
+import ipywidgets as widgets
+import numpy as np
+
+from ibwidget.widget._style import EPOCH_SCHEME, TRAIN_COLOR, VAL_COLOR, layer_color, run_style
+
+_EMPTY = np.zeros(0, dtype=np.float32)
+FIGURE_CLASSES = {
+    "plane": "ibw-plane",
+    "dep_x": "ibw-dep-x",
+    "dep_y": "ibw-dep-y",
+    "loss": "ibw-loss",
+    "accuracy": "ibw-acc",
+}
+TITLES = {
+    "plane": "Information plane",
+    "dep_x": "Dependence on X",
+    "dep_y": "Dependence on Y",
+    "loss": "Loss",
+    "accuracy": "Accuracy",
+}
+
+
+@dataclass(frozen=True)
+class RunData:
+    """What one run shows: epochs (E,), trajectories (E, L, 2) or None, and its Keras-style history."""
+
+    epochs: np.ndarray
+    traj: np.ndarray | None
+    history: dict
+
+
+def _f32(values) -> np.ndarray:
+    return np.ascontiguousarray(np.asarray(values, dtype=np.float32))
+
+
+def _finite_pair(x, y) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    x, y = _f32(x), _f32(y)
+    keep = np.isfinite(x) & np.isfinite(y)
+    return x[keep], y[keep], keep
+
+
+def _domain(arrays: Sequence[np.ndarray], pad: float = 0.06) -> tuple[float, float] | None:
+    arrays = [a[np.isfinite(a)] for a in arrays if a.size]
+    arrays = [a for a in arrays if a.size]
+    if not arrays:
+        return None
+    lo = float(min(a.min() for a in arrays))
+    hi = float(max(a.max() for a in arrays))
+    span = hi - lo
+    if span <= 0:
+        span = abs(hi) * 0.1 or 1e-3
+    return lo - pad * span, hi + pad * span
+
+
+def _set_domain(scale, domain) -> None:
+    if domain is not None:
+        scale.min, scale.max = float(domain[0]), float(domain[1])
+
+
+class Figures:
+    """The five figures of a Trainer/RunView and their marks (one Lines + one Scatter per layer per run)."""
+
+    def __init__(self, run_names: Sequence[str], run_layers: Sequence[Sequence[str]], epoch_max: int, compare: bool):
+        self.run_names = list(run_names)
+        self.run_layers = [list(names) for names in run_layers]
+        self.compare = compare
+        self.num_layers = max(len(names) for names in self.run_layers)
+        self.scales: dict[str, dict[str, bq.Scale]] = {}
+        self.axes: dict[str, list[bq.Axis]] = {}
+        self.tooltips: list[list[bq.Tooltip]] = []
+        self.marks: dict[str, list] = {
+            "plane_lines": [],
+            "plane_points": [],
+            "dep_x": [],
+            "dep_y": [],
+            "loss": [],
+            "accuracy": [],
+            "legend": [],
+        }
+        self.figures: dict[str, bq.Figure] = {}
+        self._build_plane(epoch_max)
+        for key in ("dep_x", "dep_y"):
+            self._build_dependence(key, epoch_max)
+        for key in ("loss", "accuracy"):
+            self._build_history(key, epoch_max)
+        for key, fig in self.figures.items():
+            fig.add_class(FIGURE_CLASSES[key])
+
+    # ------------------------------------------------------------------------------------------ building
+
+    def _figure(self, key, marks, axes, width, height, right=20, legend="top-left") -> bq.Figure:
+        fig = bq.Figure(
+            marks=marks,
+            axes=axes,
+            title=TITLES[key],
+            animation_duration=0,
+            fig_margin={"top": 40, "bottom": 48, "left": 72, "right": right},
+            legend_location=legend,
+            layout=widgets.Layout(width=width, height=height, min_width="260px"),
+        )
+        self.figures[key] = fig
+        return fig
+
+    def _build_plane(self, epoch_max: int) -> None:
+        sx, sy = bq.LinearScale(), bq.LinearScale()
+        sc = bq.ColorScale(scheme=EPOCH_SCHEME, min=0.0, max=float(max(epoch_max, 1)))
+        self.scales["plane"] = {"x": sx, "y": sy, "color": sc}
+        ax = bq.Axis(scale=sx, label="dependence on X", tick_format=".3~g", grid_lines="dashed", num_ticks=6)
+        ay = bq.Axis(
+            scale=sy,
+            side="left",
+            label="dependence on Y",
+            tick_format=".3~g",
+            grid_lines="dashed",
+            label_offset="55px",
+        )
+        ac = bq.ColorAxis(scale=sc, side="right", label="epoch", tick_format=".0f")
+        self.axes["plane"] = [ax, ay, ac]
+        lines_all, points_all = [], []
+        for r, layers in enumerate(self.run_layers):
+            style, marker = run_style(r)
+            lines, points, tips = [], [], []
+            for i, name in enumerate(layers):
+                color = layer_color(i)
+                lines.append(
+                    bq.Lines(
+                        x=_EMPTY,
+                        y=_EMPTY,
+                        scales={"x": sx, "y": sy},
+                        colors=[color],
+                        line_style=style,
+                        stroke_width=2,
+                        labels=[name],
+                        display_legend=False,
+                    )
+                )
+                tip = bq.Tooltip(
+                    fields=["name", "color", "x", "y"],
+                    formats=["", ".0f", ".4g", ".4g"],
+                    labels=["layer", "epoch", "vs X", "vs Y"],
+                )
+                tips.append(tip)
+                points.append(
+                    bq.Scatter(
+                        x=_EMPTY,
+                        y=_EMPTY,
+                        color=_EMPTY,
+                        scales={"x": sx, "y": sy, "color": sc},
+                        marker=marker,
+                        default_size=42,
+                        stroke=color,
+                        stroke_width=1.5,
+                        names=[],
+                        names_unique=False,
+                        display_names=False,
+                        tooltip=tip,
+                        labels=[name],
+                    )
+                )
+            self.marks["plane_lines"].append(lines)
+            self.marks["plane_points"].append(points)
+            self.tooltips.append(tips)
+            lines_all += lines
+            points_all += points
+        self._figure("plane", lines_all + points_all, [ax, ay, ac], "540px", "440px", right=80)
+
+    def _build_dependence(self, key: str, epoch_max: int) -> None:
+        sx, sy = bq.LinearScale(min=0.0, max=float(max(epoch_max, 1))), bq.LinearScale()
+        self.scales[key] = {"x": sx, "y": sy}
+        ax = bq.Axis(scale=sx, label="epoch", tick_format=".0f")
+        ay = bq.Axis(scale=sy, side="left", label=TITLES[key], tick_format=".3~g", label_offset="55px")
+        self.axes[key] = [ax, ay]
+        all_marks = []
+        for r, layers in enumerate(self.run_layers):
+            style, marker = run_style(r)
+            marks = [
+                bq.Lines(
+                    x=_EMPTY,
+                    y=_EMPTY,
+                    scales={"x": sx, "y": sy},
+                    colors=[layer_color(i)],
+                    line_style=style,
+                    marker=marker,
+                    marker_size=18,
+                    stroke_width=2,
+                    labels=[name],
+                    display_legend=False,
+                )
+                for i, name in enumerate(layers)
+            ]
+            self.marks[key].append(marks)
+            all_marks += marks
+        if self.compare:  # one legend entry per run, in its line style
+            for r, name in enumerate(self.run_names):
+                style, marker = run_style(r)
+                entry = bq.Lines(
+                    x=_EMPTY,
+                    y=_EMPTY,
+                    scales={"x": sx, "y": sy},
+                    colors=["#333333"],
+                    line_style=style,
+                    marker=marker,
+                    marker_size=18,
+                    labels=[name],
+                    display_legend=True,
+                )
+                self.marks["legend"].append(entry)
+                all_marks.append(entry)
+        self._figure(key, all_marks, [ax, ay], "400px", "300px")
+
+    def _build_history(self, key: str, epoch_max: int) -> None:
+        sx, sy = bq.LinearScale(min=0.0, max=float(max(epoch_max, 1))), bq.LinearScale()
+        self.scales[key] = {"x": sx, "y": sy}
+        ax = bq.Axis(scale=sx, label="epoch", tick_format=".0f")
+        ay = bq.Axis(scale=sy, side="left", label=key, tick_format=".3~g", label_offset="50px")
+        self.axes[key] = [ax, ay]
+        all_marks = []
+        for r, name in enumerate(self.run_names):
+            style, marker = run_style(r)
+            prefix = f"{name} · " if self.compare else ""
+            pair = {
+                split: bq.Lines(
+                    x=_EMPTY,
+                    y=_EMPTY,
+                    scales={"x": sx, "y": sy},
+                    colors=[color],
+                    line_style=style,
+                    marker=marker,
+                    marker_size=14,
+                    stroke_width=2,
+                    labels=[prefix + split],
+                    display_legend=True,
+                )
+                for split, color in (("train", TRAIN_COLOR), ("val", VAL_COLOR))
+            }
+            self.marks[key].append(pair)
+            all_marks += list(pair.values())
+        self._figure(
+            key, all_marks, [ax, ay], "400px", "300px", legend="top-right" if key == "loss" else "bottom-right"
+        )
+
+    # ------------------------------------------------------------------------------------------ updating
+
+    def all_widgets(self) -> list:
+        """Every bqplot widget here (figures, marks, scales, axes, tooltips)."""
+        out = list(self.figures.values())
+        for fig in self.figures.values():
+            out += list(fig.marks) + list(fig.axes)
+        for scales in self.scales.values():
+            out += list(scales.values())
+        out += [t for tips in self.tooltips for t in tips]
+        return out
+
+    def set_labels(self, x_label: str, y_label: str) -> None:
+        ax, ay, _ = self.axes["plane"]
+        ax.label, ay.label = x_label, y_label
+        self.axes["dep_x"][1].label = x_label
+        self.axes["dep_y"][1].label = y_label
+        for tips in self.tooltips:
+            for tip in tips:
+                tip.labels = ["layer", "epoch", x_label, y_label]
+
+    def update_trajectories(self, data: Sequence[RunData | None], visible: Sequence[bool], epoch_max: int) -> None:
+        """Set every layer's marks from ``data`` (one entry per run) and fit the scales to the visible layers."""
+        xs, ys, epochs_seen = [], [], [0.0]
+        for r, d in enumerate(data):
+            if d is None or d.traj is None:
+                continue
+            epochs = _f32(d.epochs)
+            epochs_seen.append(float(epochs.max()) if epochs.size else 0.0)
+            for i, name in enumerate(self.run_layers[r]):
+                show = bool(visible[i]) if i < len(visible) else True
+                x, y, keep = _finite_pair(d.traj[:, i, 0], d.traj[:, i, 1])
+                ep = epochs[keep]
+                line, points = self.marks["plane_lines"][r][i], self.marks["plane_points"][r][i]
+                label = f"{self.run_names[r]} · {name}" if self.compare else name
+                line.x, line.y, line.visible = x, y, show
+                points.x, points.y, points.color, points.visible = x, y, ep, show
+                if len(points.names) != len(x):
+                    points.names = [label] * len(x)
+                ex, vx, _ = _finite_pair(epochs, d.traj[:, i, 0])
+                ey, vy, _ = _finite_pair(epochs, d.traj[:, i, 1])
+                dx, dy = self.marks["dep_x"][r][i], self.marks["dep_y"][r][i]
+                dx.x, dx.y, dx.visible = ex, vx, show
+                dy.x, dy.y, dy.visible = ey, vy, show
+                if show:
+                    xs.append(x)
+                    ys.append(y)
+        top = float(max(epoch_max, max(epochs_seen), 1))
+        plane = self.scales["plane"]
+        _set_domain(plane["x"], _domain(xs))
+        _set_domain(plane["y"], _domain(ys))
+        plane["color"].max = top
+        for key, values in (("dep_x", xs), ("dep_y", ys)):
+            self.scales[key]["x"].max = top
+            _set_domain(self.scales[key]["y"], _domain(values))
+
+    def update_history(self, data: Sequence[RunData | None], epoch_max: int) -> None:
+        """Loss and accuracy, train and val, per run (history index k is epoch k + 1)."""
+        top = float(max(epoch_max, 1))
+        for key, metric in (("loss", "loss"), ("accuracy", "accuracy")):
+            values = []
+            for r, d in enumerate(data):
+                if d is None:
+                    continue
+                for split, name in (("train", metric), ("val", f"val_{metric}")):
+                    series = d.history.get(name) or []
+                    x, y, _ = _finite_pair(np.arange(1, len(series) + 1), series)
+                    mark = self.marks[key][r][split]
+                    mark.x, mark.y = x, y
+                    values.append(y)
+                    top = max(top, float(len(series)))
+            self.scales[key]["x"].max = top
+            _set_domain(self.scales[key]["y"], _domain(values))
+
+    @contextlib.contextmanager
+    def hold(self):
+        """Batch every trait change of the figures into one message per widget."""
+        with contextlib.ExitStack() as stack:
+            for w in self.all_widgets():
+                stack.enter_context(w.hold_sync())
+            yield

@@ -1,0 +1,66 @@
+"""``RunView``: the Trainer's figures and controls for saved runs, overlaid for comparison."""
+
+from __future__ import annotations
+
+import os
+
+import ipywidgets as widgets
+
+from ibwidget.run import Run, load_run
+from ibwidget.widget._applier import _Batch
+from ibwidget.widget._base import _RunsBox
+from ibwidget.widget._style import legend_html
+
+__all__ = ["RunView"]
+
+
+def _as_runs(runs) -> list[Run]:
+    if isinstance(runs, Run | str | os.PathLike):
+        runs = [runs]
+    out = []
+    for run in runs:
+        if isinstance(run, str | os.PathLike):
+            run = load_run(run)
+        if not isinstance(run, Run):
+            raise TypeError(f"RunView takes ibwidget Runs or run-file paths, got {type(run).__name__}.")
+        out.append(run)
+    if not out:
+        raise ValueError("RunView needs at least one run: RunView(run) or RunView([run_a, run_b]).")
+    return out
+
+
+def _unique(names: list[str]) -> list[str]:
+    seen: dict[str, int] = {}
+    out = []
+    for name in names:
+        seen[name] = seen.get(name, 0) + 1
+        out.append(name if seen[name] == 1 else f"{name} ({seen[name]})")
+    return out
+
+
+class RunView(_RunsBox):
+    """Saved runs (``Run`` objects or ``.ibrun`` paths) in the Trainer's figures, one line style per run.
+
+    The controls redraw every run from its stored snapshots; layer toggle i shows or hides layer i of every run.
+    """
+
+    def __init__(
+        self, runs, estimators=("hsic", "cka"), sigma: float = 5.0, sigma_rule: str = "fixed", target: str = "labels"
+    ):
+        super().__init__()
+        runs = _as_runs(runs)
+        names = _unique([run.name for run in runs])
+        epoch_max = max((run.epochs[-1] if run.epochs else 0) for run in runs)
+        self._setup(runs, names, estimators, sigma, sigma_rule, target, epoch_max, compare=len(runs) > 1)
+        self.legend = widgets.HTML(legend_html(names))
+        self.legend.add_class("ibw-legend")
+        info = widgets.HBox([self.saturation, self.notice, self.export_format, self.export_button])
+        self.children = [self.legend, self._controls.box, info, self._figure_box]
+        self.add_class("ibw-runview")
+        self._apply(_Batch(redraw=True))  # draw on this (the main) thread: the view is complete when shown
+        self._applier.start()
+
+    def __repr__(self) -> str:
+        names = ", ".join(self._display_names)
+        layers = max(len(run.layer_names) for run in self._runs)
+        return f"RunView({len(self._runs)} run{'s' * (len(self._runs) > 1)}: {names}; {layers} layers)"

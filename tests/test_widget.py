@@ -1,0 +1,465 @@
+"""The Trainer and RunView widgets, in process (no kernel): state after training, redraws, threads, export."""
+
+from __future__ import annotations
+
+import threading
+
+import bqplot as bq
+import ipywidgets as widgets
+import numpy as np
+import pytest
+import torch
+import traitlets
+from torch import nn
+
+import ibwidget as ib
+from ibwidget.widget import RunView, Trainer
+
+EPOCHS = 3
+PROBE = 64
+
+
+@pytest.fixture(scope="module")
+def digits():
+    train, val, _ = ib.datasets.digits.load_data(batch_size=64, seed=0)
+    return train, val
+
+
+def small_model(dropout: float = 0.0, compiled: bool = True):
+    """Dense(100) is wider than the probe (no activations kept: binning fails on it), the others narrower."""
+    torch.manual_seed(0)
+    model = ib.IBSequential(input_shape=(1, 8, 8), device="cpu")
+    model.add(ib.layers.Flatten())
+    model.add(ib.layers.Dense(100, activation="relu"))
+    if dropout:
+        model.add(ib.layers.Dropout(dropout))
+    model.add(ib.layers.Dense(16, activation="relu"))
+    model.add(ib.layers.Dense(10))
+    if compiled:
+        model.compile(optimizer="SGD", loss="cross_entropy", metrics=["accuracy"], lr=0.05, momentum=0.9)
+    return model
+
+
+def all_widgets(root: widgets.Widget) -> list[widgets.Widget]:
+    seen, stack = {}, [root]
+    while stack:
+        w = stack.pop()
+        if id(w) in seen:
+            continue
+        seen[id(w)] = w
+        for name in w.keys:
+            value = getattr(w, name, None)
+            values = (
+                value.values() if isinstance(value, dict) else value if isinstance(value, list | tuple) else [value]
+            )
+            stack.extend(v for v in values if isinstance(v, widgets.Widget))
+    return list(seen.values())
+
+
+class ThreadLog:
+    """Records the thread of every trait change and every comm message of a widget tree."""
+
+    def __init__(self, root):
+        self.changes: list[str] = []
+        self.sends: list[str] = []
+        self._ids = set()
+        for w in all_widgets(root):
+            self._ids.add(id(w))
+            w.observe(lambda change: self.changes.append(threading.current_thread().name), names=traitlets.All)
+
+    def patch_send(self, monkeypatch):
+        original = widgets.Widget._send
+        log = self
+
+        def _send(widget, msg, buffers=None):
+            if id(widget) in log._ids:
+                log.sends.append(threading.current_thread().name)
+            return original(widget, msg, buffers)
+
+        monkeypatch.setattr(widgets.Widget, "_send", _send)
+
+
+@pytest.fixture(scope="module")
+def trained(digits):
+    train, val = digits
+    trainer = Trainer(small_model(), train, val, epochs=EPOCHS, probe=PROBE, name="baseline")
+    log = ThreadLog(trainer)
+    with pytest.MonkeyPatch.context() as mp:
+        log.patch_send(mp)
+        trainer.start()
+        trainer.wait(timeout=120)
+    yield trainer, log
+    trainer.close()
+
+
+def set_view(trainer, estimator="hsic", sigma=5.0, sigma_rule="fixed", target="labels", visible=None):
+    c = trainer.controls
+    c.estimator.value, c.sigma.value, c.sigma_rule.value, c.target.value = estimator, sigma, sigma_rule, target
+    for button, show in zip(c.layers, visible or [True] * len(c.layers), strict=True):
+        button.value = show
+    trainer.sync()
+
+
+def assert_marks_match(view, traj, run_index=0, layers=None):
+    run = view.runs[run_index]
+    epochs = np.asarray(run.epochs, dtype=np.float32)
+    for i in layers if layers is not None else range(traj.shape[1]):
+        points = view.marks["plane_points"][run_index][i]
+        line = view.marks["plane_lines"][run_index][i]
+        assert points.x.dtype == np.float32 and points.y.dtype == np.float32
+        np.testing.assert_allclose(points.x, traj[:, i, 0].astype(np.float32), rtol=1e-6, atol=0)
+        np.testing.assert_allclose(points.y, traj[:, i, 1].astype(np.float32), rtol=1e-6, atol=0)
+        np.testing.assert_array_equal(points.color, epochs)
+        np.testing.assert_array_equal(line.x, points.x)
+        np.testing.assert_array_equal(line.y, points.y)
+        np.testing.assert_allclose(view.marks["dep_x"][run_index][i].y, points.x)
+        np.testing.assert_allclose(view.marks["dep_y"][run_index][i].y, points.y)
+        np.testing.assert_array_equal(view.marks["dep_x"][run_index][i].x, epochs)
+
+
+# ------------------------------------------------------------------------------------------ after training
+
+
+def test_final_state_holds_one_point_per_layer_per_recorded_epoch(trained):
+    trainer, _ = trained
+    run = trainer.run
+    assert run.epochs == list(range(EPOCHS + 1))
+    for i in range(len(run.layer_names)):
+        assert len(trainer.marks["plane_points"][0][i].x) == EPOCHS + 1
+        assert list(trainer.marks["plane_points"][0][i].names) == [run.layer_names[i]] * (EPOCHS + 1)
+    assert_marks_match(trainer, run.trajectories("hsic", sigma=5.0, target="labels"))
+
+
+def test_run_bar_after_finishing(trained):
+    trainer, _ = trained
+    assert trainer.status == "finished" == trainer.status_label.value
+    assert trainer.epoch_label.value == f"epoch {EPOCHS}/{EPOCHS}"
+    assert trainer.progress.value == 1.0 and trainer.progress.bar_style == "success"
+    assert "batches/s" in trainer.rate_label.value and "ETA 0:00" in trainer.rate_label.value
+    assert trainer.device_label.value == "cpu"
+    assert trainer.start_button.disabled and trainer.pause_button.disabled and trainer.stop_button.disabled
+    assert repr(trainer) == f"Trainer(epoch {EPOCHS}/{EPOCHS}, 3 layers, finished)"
+
+
+def test_history_lines_hold_loss_and_accuracy(trained):
+    trainer, _ = trained
+    history = trainer.run.history
+    for key, metric in (("loss", "loss"), ("accuracy", "accuracy")):
+        for split, name in (("train", metric), ("val", f"val_{metric}")):
+            mark = trainer.marks[key][0][split]
+            np.testing.assert_allclose(mark.y, np.float32(history[name]), rtol=1e-6)
+            np.testing.assert_array_equal(mark.x, np.arange(1, EPOCHS + 1, dtype=np.float32))
+            assert mark.labels == [split]
+
+
+def test_training_thread_never_touches_a_widget(trained):
+    _, log = trained
+    assert log.changes and log.sends
+    assert "ibwidget-training" not in set(log.changes) | set(log.sends)
+    assert "ibwidget-ui" in set(log.changes) and "ibwidget-ui" in set(log.sends)
+
+
+def test_axis_labels_name_estimator_normaliser_and_units(trained):
+    trainer, _ = trained
+    set_view(trainer, "hsic")
+    ax, ay, colorbar = trainer.figures["plane"].axes
+    assert ax.label == "HSIC(T, X) · biased, 1/(m−1)²" and ay.label == "HSIC(T, Y) · biased, 1/(m−1)²"
+    assert colorbar.label == "epoch" and isinstance(colorbar, bq.ColorAxis)
+    assert trainer.figures["dep_x"].axes[1].label == ax.label
+    set_view(trainer, "kde_upper", target="output")
+    assert trainer.figures["plane"].axes[0].label == "I(T; X) · KDE upper [bits]"
+    assert trainer.figures["plane"].axes[1].label == "I(T; Ŷ) · KDE upper [bits]"
+    tip = trainer.marks["plane_points"][0][0].tooltip
+    assert tip.fields == ["name", "color", "x", "y"] and tip.labels[:2] == ["layer", "epoch"]
+    assert tip.labels[2:] == ["I(T; X) · KDE upper [bits]", "I(T; Ŷ) · KDE upper [bits]"]
+    set_view(trainer)
+
+
+@pytest.mark.parametrize(
+    "view",
+    [
+        {"estimator": "cka"},
+        {"sigma": 0.7},
+        {"target": "output"},
+        {"sigma_rule": "median_d"},
+        {"estimator": "hsic_unbiased", "sigma": 20.0, "target": "output", "sigma_rule": "sqrt_d"},
+    ],
+    ids=["estimator", "sigma", "target", "median-rule", "all"],
+)
+def test_controls_redraw_exactly_as_run_trajectories(trained, view):
+    trainer, _ = trained
+    set_view(trainer, **view)
+    full = {"estimator": "hsic", "sigma": 5.0, "sigma_rule": "fixed", "target": "labels", **view}
+    sigma = trainer.controls.sigma.value  # the log slider's own rounding of the value set
+    traj = trainer.run.trajectories(
+        full["estimator"], sigma=sigma, target=full["target"], sigma_rule=full["sigma_rule"]
+    )
+    assert_marks_match(trainer, traj)
+    assert trainer.controls.sigma.disabled == full["sigma_rule"].startswith("median")
+    set_view(trainer)
+
+
+def test_layer_toggle_hides_marks_and_rescales_to_visible_layers(trained):
+    trainer, _ = trained
+    run = trainer.run
+    traj = run.trajectories("hsic", sigma=5.0)
+    set_view(trainer, visible=[True, False, True])
+    for key in ("plane_lines", "plane_points", "dep_x", "dep_y"):
+        assert [m.visible for m in trainer.marks[key][0]] == [True, False, True]
+    shown = traj[:, [0, 2], :]
+    assert_marks_match(trainer, traj)  # hidden marks keep their values; only `visible` changes
+    sx = trainer._figures.scales["plane"]["x"]
+    assert sx.min <= shown[..., 0].min() and sx.max >= shown[..., 0].max()
+    span = shown[..., 0].max() - shown[..., 0].min()
+    assert sx.max - sx.min < 1.2 * span + 1e-9  # fitted to the visible layers, with a little padding
+    set_view(trainer)
+    assert all(m.visible for m in trainer.marks["plane_points"][0])
+
+
+def test_layer_toggles_are_coloured_like_their_trajectories(trained):
+    trainer, _ = trained
+    for i, button in enumerate(trainer.controls.layers):
+        color = trainer.marks["plane_lines"][0][i].colors[0]
+        assert color in button.layout.border and button.style.text_color == color
+        assert trainer.marks["plane_points"][0][i].stroke == color
+        assert {"ibw-layer", f"ibw-layer-{i}"} <= set(button._dom_classes)
+        assert button.description == trainer.run.layer_names[i]
+
+
+def test_activation_estimator_error_keeps_the_previous_plot(trained):
+    trainer, _ = trained
+    set_view(trainer, "cka")
+    before = [m.x.copy() for m in trainer.marks["plane_points"][0]]
+    set_view(trainer, "binning")
+    assert "binning" in trainer.notice.value and "still showing cka" in trainer.notice.value
+    for mark, x in zip(trainer.marks["plane_points"][0], before, strict=True):
+        np.testing.assert_array_equal(mark.x, x)
+    assert trainer.figures["plane"].axes[0].label.startswith("CKA")
+    assert trainer.controls.sigma.disabled  # binning uses no sigma
+    assert "n/a" in trainer.saturation.value
+    set_view(trainer)
+    assert trainer.notice.value == ""
+
+
+def test_saturation_gauge(trained):
+    trainer, _ = trained
+    set_view(trainer, sigma=1000.0)
+    assert "too large" in trainer.saturation.value
+    set_view(trainer, sigma=0.01)
+    assert "too small" in trainer.saturation.value
+    set_view(trainer)
+    value = float(trainer.saturation.value.split()[2])
+    sat = trainer.run.saturation(trainer.controls.sigma.value)[-1].mean()
+    assert value == pytest.approx(sat, abs=0.006)
+
+
+def test_css_classes_for_the_browser_tests(trained):
+    trainer, _ = trained
+    expected = {
+        trainer: "ibw-trainer",
+        trainer.start_button: "ibw-start",
+        trainer.pause_button: "ibw-pause",
+        trainer.stop_button: "ibw-stop",
+        trainer.status_label: "ibw-status",
+        trainer.epoch_label: "ibw-epoch",
+        trainer.device_label: "ibw-device",
+        trainer.progress: "ibw-progress",
+        trainer.controls.estimator: "ibw-estimator",
+        trainer.controls.sigma: "ibw-sigma",
+        trainer.controls.sigma_rule: "ibw-sigma-rule",
+        trainer.controls.target: "ibw-target",
+        trainer.figures["plane"]: "ibw-plane",
+        trainer.figures["dep_x"]: "ibw-dep-x",
+        trainer.figures["dep_y"]: "ibw-dep-y",
+        trainer.figures["loss"]: "ibw-loss",
+        trainer.figures["accuracy"]: "ibw-acc",
+        trainer.export_button: "ibw-export",
+    }
+    tree = {id(w) for w in all_widgets(trainer)}
+    for widget, cls in expected.items():
+        assert cls in widget._dom_classes and id(widget) in tree, cls
+    assert [f.title for f in trainer.figures.values()] == [
+        "Information plane",
+        "Dependence on X",
+        "Dependence on Y",
+        "Loss",
+        "Accuracy",
+    ]
+    assert all(f.animation_duration == 0 for f in trainer.figures.values())
+    options = list(trainer.controls.estimator.options)
+    assert options[:2] == ["hsic", "cka"] and set(options) == set(ib.estimators.names())
+    assert set(trainer.controls.sigma_rule.options) == set(ib.kernels.SIGMA_RULES)
+    assert trainer.controls["target"].options == ("labels", "output")
+
+
+def test_export_png_svg_and_run_file(trained, tmp_path, monkeypatch):
+    trainer, _ = trained
+    sent = []
+    monkeypatch.setattr(bq.Figure, "send", lambda fig, msg, buffers=None: sent.append((fig, msg)))
+    files = trainer.save_png(tmp_path)
+    assert files == [str(tmp_path / f"{k}.png") for k in ("plane", "dep_x", "dep_y", "loss", "accuracy")]
+    assert [m["type"] for _, m in sent] == ["save_png"] * 5 and [m["filename"] for _, m in sent] == files
+    assert [f for f, _ in sent] == list(trainer.figures.values())
+    sent.clear()
+    assert trainer.save_svg(tmp_path / "fig.svg")[0] == str(tmp_path / "fig-plane.svg")
+    assert sent[0][1]["type"] == "save_svg"
+    monkeypatch.chdir(tmp_path)
+    trainer.export_format.value = "run"
+    trainer.export_button.click()
+    trainer.sync()
+    assert (tmp_path / "baseline.ibrun").is_file() and "saved the run" in trainer.notice.value
+    assert ib.load_run(tmp_path / "baseline.ibrun").epochs == trainer.run.epochs
+    trainer.export_format.value = "png"
+    sent.clear()
+    trainer.export_button.click()
+    trainer.sync()
+    assert [m["filename"] for _, m in sent][0] == "baseline-plane.png"
+    assert trainer.save_run(tmp_path / "again.ibrun").is_file()
+
+
+def test_ui_thread_errors_show_and_do_not_kill_it(trained, monkeypatch):
+    trainer, _ = trained
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("figure broke")
+
+    monkeypatch.setattr(trainer._figures, "update_history", boom)
+    trainer.controls.sigma.value = 2.0
+    trainer.sync()
+    assert trainer.notice.value.startswith("display error: RuntimeError: figure broke")
+    assert "figure broke" in trainer.last_error
+    monkeypatch.undo()
+    set_view(trainer)
+    assert trainer.notice.value == "" and trainer._applier.alive
+
+
+# ------------------------------------------------------------------------------------------ other runs
+
+
+class _Exploding(nn.Module):
+    """Fails in the third training batch of epoch 2."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(64, 24), nn.ReLU(), nn.Linear(24, 10))
+        self.calls = 0
+
+    def forward(self, x):
+        if self.training:
+            self.calls += 1
+            if self.calls == 18 + 3:
+                raise RuntimeError("boom in the model")
+        return self.net(x)
+
+
+def test_a_failed_run_keeps_its_figures_and_a_readable_status(digits):
+    train, val = digits
+    assert len(train) == 18
+    trainer = Trainer(_Exploding(), train, val, epochs=4, probe=PROBE, layers=["net.1", "net.3"], lr=0.05)
+    trainer.start()
+    run = trainer.wait(timeout=60)
+    assert trainer.status == "failed: RuntimeError: boom in the model" == trainer.status_label.value
+    assert isinstance(trainer.engine.error, RuntimeError)
+    assert run.epochs == [0, 1] and trainer.epoch_label.value == "epoch 1/4"
+    assert_marks_match(trainer, run.trajectories())
+    assert trainer.progress.bar_style == "danger" and trainer.start_button.disabled
+    trainer.close()
+
+
+def test_pause_resume_stop_and_continue(digits):
+    train, val = digits
+    trainer = Trainer(small_model(), train, val, epochs=4, probe=PROBE)
+    at_epoch = {1: threading.Event(), 2: threading.Event()}
+
+    def hold(event):  # training thread: only engine calls here
+        if event.epoch == 1:
+            trainer.engine.pause()
+            at_epoch[1].set()
+        elif event.epoch == 2:
+            trainer.engine.stop(wait=False)
+            at_epoch[2].set()
+
+    trainer.engine.on("epoch_end", hold)
+    trainer.start()
+    assert at_epoch[1].wait(30)
+    trainer.pause()  # already paused by the callback; refreshes the run bar
+    trainer.sync()
+    assert trainer.status_label.value == "paused" and trainer.pause_button.description == "Resume"
+    assert trainer.epoch_label.value == "epoch 1/4" and not trainer.pause_button.disabled
+    assert len(trainer.marks["plane_points"][0][0].x) == 2
+    trainer.pause_button.click()  # resume, as a user would
+    assert at_epoch[2].wait(30)
+    trainer.wait(timeout=30)
+    assert trainer.status_label.value == "stopped" and trainer.epoch_label.value == "epoch 2/4"
+    assert len(trainer.marks["plane_points"][0][0].x) == 3 and not trainer.start_button.disabled
+    trainer.engine.off("epoch_end", hold)
+    trainer.start_button.click()  # continue the stopped run to its 4 epochs
+    trainer.sync()
+    trainer.wait(timeout=60)
+    assert trainer.status == "finished" and trainer.epoch_label.value == "epoch 4/4"
+    assert_marks_match(trainer, trainer.run.trajectories())
+    trainer.close()
+
+
+def test_plain_module_with_autostart(digits):
+    train, val = digits
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
+    trainer = Trainer(model, train, val, epochs=2, probe=PROBE, layers=["1", "3"], lr=0.1, device="cpu", autostart=True)
+    run = trainer.wait(timeout=60)
+    assert trainer.status == "finished" and run.layer_names == ["1", "3"]
+    assert [b.description for b in trainer.controls.layers] == ["1", "3"]
+    assert_marks_match(trainer, run.trajectories())
+    trainer.close()
+
+
+def test_uncompiled_ibsequential_gets_the_default_compile(digits):
+    train, val = digits
+    model = small_model(compiled=False)
+    trainer = Trainer(model, train, val, epochs=1, probe=PROBE)
+    group = trainer.engine.optimizer.param_groups[0]
+    assert type(trainer.engine.optimizer).__name__ == "SGD" and group["lr"] == 0.01 and group["momentum"] == 0.9
+    assert model.engine is trainer.engine
+    assert repr(trainer) == "Trainer(epoch 0/1, 3 layers, idle)" and trainer.status == "idle"
+    assert trainer.status_label.value == "idle" and trainer.epoch_label.value == "epoch 0/1"
+    assert not trainer.start_button.disabled and trainer.pause_button.disabled
+    trainer.close()
+    with pytest.raises(ValueError, match="layer toggles"):
+        Trainer(small_model(), train, val, epochs=1, probe=PROBE, layers=["dense_1"])
+    with pytest.raises(ValueError, match="estimator"):
+        Trainer(small_model(), train, val, epochs=1, probe=PROBE, estimators=("nope",))
+
+
+def test_runview_overlays_runs_with_a_legend(trained, digits, tmp_path):
+    trainer, _ = trained
+    train, val = digits
+    other = Trainer(small_model(dropout=0.3), train, val, epochs=2, probe=PROBE, name="dropout")
+    other.start()
+    run_b = other.wait(timeout=60)
+    path = trainer.run.save(tmp_path / "baseline.ibrun")
+    view = RunView([path, run_b])
+    assert "ibw-runview" in view._dom_classes
+    assert repr(view) == "RunView(2 runs: baseline, dropout; 3 layers)"
+    assert [r.name for r in view.runs] == ["baseline", "dropout"]
+    for r, run in enumerate(view.runs):  # drawn at construction, on the caller's thread
+        assert_marks_match(view, run.trajectories(), run_index=r)
+    styles = [view.marks["plane_lines"][r][0].line_style for r in range(2)]
+    markers = [view.marks["plane_points"][r][0].marker for r in range(2)]
+    assert len(set(styles)) == 2 and len(set(markers)) == 2
+    assert "baseline" in view.legend.value and "dropout" in view.legend.value
+    assert [m.labels[0] for m in view.marks["legend"]] == ["baseline", "dropout"] * 2
+    assert view.marks["loss"][1]["val"].labels == ["dropout · val"]
+    assert view.marks["plane_points"][1][0].names[0] == "dropout · dense_1"
+    assert view._figures.scales["plane"]["color"].max == float(EPOCHS)
+    view.controls.layers[0].value = False
+    view.controls.estimator.value = "cka"
+    view.sync()
+    for r, run in enumerate(view.runs):
+        assert not view.marks["plane_points"][r][0].visible and view.marks["plane_points"][r][1].visible
+        assert_marks_match(view, run.trajectories("cka"), run_index=r)
+    assert RunView(trainer.run).marks["plane_points"][0][0].x.shape == (EPOCHS + 1,)
+    with pytest.raises(TypeError, match="RunView takes"):
+        RunView([42])
+    view.close()
+    other.close()
