@@ -19,8 +19,19 @@ venv: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check ibwidget tests benchmarks
 
-test: lint
+test: lint browser-deps
 	$(BIN)/python -m pytest -q
+
+# Debian chromium for tests/browser (never `playwright install`: it downloads a browser, and there is no internet).
+.PHONY: browser-deps
+browser-deps:
+	@if [ -x /usr/bin/chromium ]; then \
+		echo "browser-deps: /usr/bin/chromium is there"; \
+	elif [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then \
+		echo "browser-deps: /usr/bin/chromium is missing and needs root + apt-get; the browser tests will skip (fail under CI)"; \
+	else \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium fonts-dejavu-core; \
+	fi
 
 demo: $(STAMP)
 	$(BIN)/ibwidget train --dataset digits --epochs 20 --estimator hsic --probe 512 --out runs/digits.ibrun
