@@ -30,7 +30,7 @@ browser-deps:
 	elif [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then \
 		echo "browser-deps: /usr/bin/chromium is missing and needs root + apt-get; the browser tests will skip (fail under CI)"; \
 	else \
-		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium fonts-dejavu-core; \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium fonts-dejavu-core; \
 	fi
 
 demo: $(STAMP)
