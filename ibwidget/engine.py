@@ -347,6 +347,7 @@ class Engine:
             and isinstance(data, torch.utils.data.TensorDataset)
             and len(data.tensors) == 2
             and loader.batch_sampler is not None
+            and not loader.persistent_workers  # those draw the base seed once, not every epoch
             and loader.collate_fn is torch.utils.data.default_collate
         ):
             x, y = data.tensors
@@ -363,6 +364,9 @@ class Engine:
         resident = self._resident(loader)
         if resident is not None:
             x_all, y_all = resident
+            # iterating a DataLoader first draws its workers' base seed (from loader.generator, else the global RNG);
+            # draw it too, so that the sampler shuffles, and dropout draws, exactly as iterating the loader would
+            torch.empty((), dtype=torch.int64).random_(generator=loader.generator)
             for idx in loader.batch_sampler:
                 idx = torch.as_tensor(idx, device=self.device)
                 yield x_all[idx], y_all[idx]

@@ -227,6 +227,7 @@ class Run:
         """Kernel of Y: (m, m) for labels (one-hot, linear), (E, m, m) for the network's output."""
         if target == "labels":
             return _kernels.label_kernel(self.probe_labels, self.num_classes).to(self.device)
+        outputs = outputs.double()  # a saturated output kernel (values near 1) needs float64 to keep its structure
         probs = outputs if self.output_is_probabilities else torch.softmax(outputs, -1)
         G = probs @ probs.transpose(-1, -2)
         if kernel == "linear":
@@ -432,7 +433,9 @@ class Run:
                 if meta.get("format") != _FORMAT:
                     raise ValueError(f"{path} is not an ibwidget run file (format {meta.get('format')!r}).")
                 version = meta.get("schema_version")
-                if not isinstance(version, int) or version > SCHEMA_VERSION:
+                if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+                    raise ValueError(f"{path} has an invalid schema_version {version!r}; the file is corrupted.")
+                if version > SCHEMA_VERSION:
                     raise ValueError(
                         f"{path} was written with run-file schema {version!r}, newer than this ibwidget reads "
                         f"({SCHEMA_VERSION}); upgrade ibwidget to open it."

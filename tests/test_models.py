@@ -1,0 +1,402 @@
+"""IBSequential: the PyGlow tutorial on digits, parity of its dynamics with PyGlow's HSIC, evaluators, MNIST files."""
+
+from __future__ import annotations
+
+import struct
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+import ibwidget as ib
+from ibwidget import estimators, kernels
+from ibwidget.estimators import HSIC, Estimator
+from ibwidget.layers import Conv2d, Dense, Dropout, Flatten
+from ibwidget.taps import Tap
+
+# only the estimator module: ``import glow`` pulls in plotting code that needs matplotlib
+glow_estimator = pytest.importorskip("glow.information_bottleneck.estimator")
+
+SIGMA = 5
+PROBE = 64
+EPOCHS = 2
+
+
+def _softmax_ce_warnings(record) -> list:
+    return [w for w in record if issubclass(w.category, UserWarning) and "softmax" in str(w.message)]
+
+
+def seed_tutorial_model(input_shape=(1, 8, 8), probe=PROBE, **kw) -> ib.IBSequential:
+    """The seed tutorial's network, with its final softmax (on the CPU: the comparisons below are with CPU code)."""
+    torch.manual_seed(0)
+    model = ib.IBSequential(input_shape=input_shape, probe=probe, device="cpu", **kw)
+    model.add(Conv2d(filters=16, kernel_size=3, stride=1, padding=1, activation="relu"))
+    model.add(Flatten())
+    model.add(Dense(1000, activation="relu"))
+    model.add(Dense(500, activation="relu"))
+    model.add(Dense(200, activation="relu"))
+    model.add(Dense(10, activation="softmax"))
+    return model
+
+
+def _compile(model, **kw) -> list:
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        model.compile(optimizer="SGD", loss="cross_entropy", metrics=["accuracy"], **kw)
+    return _softmax_ce_warnings(record)
+
+
+def _probe_activations(model: ib.IBSequential):
+    """(probe input, {layer: activation}, softmax output) on the model's probe, eval mode, via an independent Tap."""
+    x = model.run.probe_x
+    model.eval()
+    try:
+        with torch.no_grad(), Tap(model, model.run.layer_names) as tap:
+            logits = model(x)
+            acts = {n: tap.outputs[n].reshape(x.shape[0], -1) for n in model.run.layer_names}
+    finally:
+        model.train()
+    return x, acts, torch.softmax(logits, -1)
+
+
+def _glow(a: torch.Tensor, b: torch.Tensor) -> float:
+    m = a.shape[0]
+    crit = glow_estimator.HSIC(kernel="gaussian", gpu=False, sigma=SIGMA).criterion
+    return float(crit(a.reshape(m, -1).float(), b.reshape(m, -1).float()))
+
+
+def _hsic64(a: torch.Tensor, b: torch.Tensor) -> float:
+    """The same criterion in float64 with ibwidget's kernels: the exact value for these float32 activations."""
+    m = a.shape[0]
+    Ka = kernels.gaussian(kernels.gram(a.reshape(m, -1).double()), float(SIGMA))
+    Kb = kernels.gaussian(kernels.gram(b.reshape(m, -1).double()), float(SIGMA))
+    return float(estimators.hsic(Ka, Kb, normalizer="pyglow"))
+
+
+def _assert_pyglow_pair(got, h, x, probs, where) -> None:
+    """[HSIC(h, x), HSIC(h, softmax output)] equal PyGlow's criterion (and the exact float64 value)."""
+    assert got[0] == pytest.approx(_glow(h, x), rel=1e-4), where
+    assert got[1] == pytest.approx(_glow(h, probs), rel=1e-4), where
+    assert got[0] == pytest.approx(_hsic64(h, x), rel=1e-4), where
+    assert got[1] == pytest.approx(_hsic64(h, probs), rel=1e-4), where
+
+
+def _check_output_kernel_not_saturated(probs: torch.Tensor) -> None:
+    """At sigma=5 the softmax output's kernel is near 1 everywhere; while the network is still unsure (outputs ~0.1)
+    it is within 1e-5 of 1, where float32 (PyGlow's included) keeps no digit of the centred kernel and no comparison
+    means anything. The models below train until the output carries information (mean kernel value < 0.995)."""
+    assert float(kernels.saturation(kernels.gaussian(kernels.gram(probs.double()), float(SIGMA)))) < 0.995
+
+
+@pytest.fixture(scope="module")
+def digits():
+    train, val, _ = ib.datasets.digits.load_data(batch_size=64, seed=0)
+    return train, val
+
+
+@pytest.fixture(scope="module")
+def tutorial(digits):
+    """The tutorial, as a PyGlow notebook runs it: softmax output, SGD, cross_entropy, HSIC(sigma=5), fit_generator."""
+    train, val = digits
+    model = seed_tutorial_model()
+    # the tutorial's compile; lr and momentum raised from PyGlow's defaults (0.001, 0.95) so that two epochs on the
+    # small digits set leave a confident output (see _check_output_kernel_not_saturated)
+    warned = _compile(model, lr=0.05, momentum=0.9)
+    model.attach_evaluator(HSIC(kernel="gaussian", gpu=False, sigma=SIGMA))
+    history = model.fit_generator(train, val, EPOCHS, progress=False)
+    return model, history, warned
+
+
+# ------------------------------------------------------------------------------------------ the tutorial
+
+
+def test_softmax_with_cross_entropy_warns_once(tutorial):
+    model, _, warned = tutorial
+    assert len(warned) == 1
+    assert "cross_entropy" in str(warned[0].message)
+    assert _compile(model, lr=0.01) == []  # once per model
+    assert model.layers[-1].apply_output_activation is False  # softmax is not applied twice
+
+
+def test_every_new_model_warns_once():
+    """A new model warns even when it takes the memory (and so the id()) of a model that warned and was freed."""
+    for _ in range(10):
+        model = ib.IBSequential(input_shape=(4,))
+        model.add(Dense(3, activation="softmax"))
+        assert len(_compile(model)) == 1
+        assert _compile(model) == []
+        del model  # freed at once (no reference cycle): the next model usually gets the same address
+
+
+def test_tutorial_trains_and_keeps_pyglow_layout(tutorial, digits):
+    model, history, _ = tutorial
+    assert model.engine.status == "finished"
+    assert set(history) == {"loss", "accuracy", "val_loss", "val_accuracy"}
+    assert all(len(v) == EPOCHS for v in history.values())
+    assert history["loss"][-1] < history["loss"][0]  # it learns (PyGlow's double softmax stalled)
+    dyn = model.evaluated_dynamics
+    assert isinstance(dyn, np.ndarray) and dyn.shape == (EPOCHS, 1, 1, 5, 2)
+    mean = np.mean(model.evaluated_dynamics, 1)
+    assert mean.shape == (EPOCHS, 1, 5, 2) and np.isfinite(mean).all()
+    # the tutorial's loop visits exactly the tracked layers
+    assert list(range(model.num_layers - 1)) == list(range(5))
+    assert (
+        model.run.layer_names == model.tracked_layer_names == ["conv2d_1", "dense_1", "dense_2", "dense_3", "dense_4"]
+    )
+    assert model.run.layer_dims == [16 * 8 * 8, 1000, 500, 200, 10]
+    assert model.run.m == PROBE and model.run.epochs == list(range(EPOCHS + 1))
+    for layer_idx in range(model.num_layers - 1):  # the tutorial's plotting loop
+        xs, ys = mean[:, 0, layer_idx, 0], mean[:, 0, layer_idx, 1]
+        assert xs.shape == ys.shape == (EPOCHS,)
+
+
+def test_tutorial_dynamics_equal_pyglow_hsic(tutorial):
+    """Column 0: PyGlow's HSIC(T, X) on the probe; column 1: HSIC(T, softmax output), for the last epoch."""
+    model, _, _ = tutorial
+    x, acts, probs = _probe_activations(model)
+    assert torch.allclose(probs.sum(-1), torch.ones(PROBE))
+    _check_output_kernel_not_saturated(probs)
+    dyn = model.evaluated_dynamics[-1, 0, 0]
+    for li, name in enumerate(model.run.layer_names):
+        _assert_pyglow_pair(dyn[li], acts[name], x, probs, name)
+    # the comparison is not between constants: the values differ across layers
+    assert np.ptp(dyn[:, 0]) > 1e-3 * np.abs(dyn[:, 0]).max()
+
+
+def test_predict_applies_the_skipped_softmax(tutorial):
+    model, _, _ = tutorial
+    x = model.run.probe_x[:16]
+    probs = model.predict(x)
+    model.eval()
+    with torch.no_grad():
+        logits = model(x)
+    model.train()
+    assert torch.allclose(probs, torch.softmax(logits, -1), atol=1e-6)
+    assert torch.allclose(probs.sum(-1), torch.ones(16))
+
+
+def test_fit_generator_again_continues_the_run(digits):
+    train, val = digits
+    model = _small_model()
+    _compile(model, lr=0.05, momentum=0.9)
+    model.attach_evaluator(HSIC(kernel="gaussian", sigma=SIGMA))
+    model.fit_generator(train, val, 1, progress=False)
+    run = model.run
+    history = model.fit_generator(train, val, 2, progress=False)
+    assert model.run is run and run.epochs == [0, 1, 2, 3]
+    assert len(history["loss"]) == 3 and model.evaluated_dynamics.shape == (3, 1, 1, 2, 2)
+    with pytest.raises(RuntimeError, match="before the first fit"):
+        model.attach_evaluator(HSIC(kernel="gaussian", sigma=SIGMA))
+
+
+# ------------------------------------------------------------------------------------------ batches mode
+
+
+def test_batches_mode_keeps_pyglow_per_batch_layout_and_values(digits):
+    """mode="batches": one row per training batch, measured on that batch (train mode) against the softmax output."""
+    train, val = digits
+    model = seed_tutorial_model(mode="batches")
+    _compile(model, lr=0.05, momentum=0.9)
+    model.attach_evaluator(HSIC(kernel="gaussian", gpu=False, sigma=SIGMA))
+
+    # record, independently, what each training forward saw: input, tracked layers' outputs, final logits
+    names = model.tracked_layer_names
+    current: dict = {}
+    seen: list[dict] = []
+
+    def layer_hook(name):
+        def hook(module, args, output):
+            current[name] = output.detach().clone()
+
+        return hook
+
+    def model_hook(module, args, output):  # runs after the layers' hooks of the same forward
+        if module.training and torch.is_grad_enabled():
+            seen.append({"x": args[0].detach().clone(), "out": output.detach().clone(), "acts": dict(current)})
+        current.clear()
+
+    handles = [getattr(model, n).register_forward_hook(layer_hook(n)) for n in names]
+    handles.append(model.register_forward_hook(model_hook))
+    try:
+        model.fit_generator(train, val, EPOCHS, progress=False)
+    finally:
+        for h in handles:
+            h.remove()
+    dyn = model.evaluated_dynamics
+    assert dyn.shape == (EPOCHS, len(train), 1, 5, 2) and np.isfinite(dyn).all()
+    assert np.mean(dyn, 1).shape == (EPOCHS, 1, 5, 2)
+    assert len(seen) == EPOCHS * len(train)
+    for b in (len(train) - 2, len(train) - 1):  # the last batches: the output is confident by then
+        batch = seen[len(train) * (EPOCHS - 1) + b]
+        x, probs = batch["x"], torch.softmax(batch["out"], -1)
+        _check_output_kernel_not_saturated(probs)
+        for li, name in enumerate(names):
+            _assert_pyglow_pair(dyn[EPOCHS - 1, b, 0, li], batch["acts"][name], x, probs, (b, name))
+    assert all(not m._forward_hooks for m in model.modules())
+
+
+# ------------------------------------------------------------------------------------------ custom evaluators
+
+
+class LinearCKA(Estimator):
+    """A user's criterion on activations (PyGlow style): linear CKA, counting its calls."""
+
+    def __init__(self, gpu=False, **kwargs):
+        super().__init__(gpu, **kwargs)
+        self.calls = 0
+
+    def criterion(self, x, y):
+        self.calls += 1
+        xc, yc = x - x.mean(0), y - y.mean(0)
+        return (xc.T @ yc).norm() ** 2 / ((xc.T @ xc).norm() * (yc.T @ yc).norm())
+
+
+def _small_model(**kw) -> ib.IBSequential:
+    torch.manual_seed(1)
+    model = ib.IBSequential(input_shape=(1, 8, 8), **{"probe": PROBE, "device": "cpu", **kw})
+    model.add(Conv2d(4, 3, padding=1, activation="relu"))
+    model.add(Flatten())
+    model.add(Dropout(0.1))
+    model.add(Dense(10, activation="softmax"))
+    return model
+
+
+def test_custom_estimator_is_evaluated_each_epoch(digits):
+    train, val = digits
+    model = _small_model()
+    _compile(model, lr=0.05, momentum=0.9)
+    custom = LinearCKA()
+    model.attach_evaluator(HSIC(kernel="gaussian", gpu=False, sigma=SIGMA))
+    model.attach_evaluator(custom)
+    model.fit_generator(train, val, EPOCHS, progress=False)
+    names = model.run.layer_names
+    assert names == ["conv2d_1", "dense_1"]  # Flatten and Dropout are not tracked
+    # one call per snapshot (epoch 0 included), layer and column
+    assert custom.calls == (EPOCHS + 1) * len(names) * 2
+    dyn = model.evaluated_dynamics
+    assert dyn.shape == (EPOCHS, 1, 2, len(names), 2)
+    x, acts, probs = _probe_activations(model)
+    for li, name in enumerate(names):
+        h = acts[name]
+        expected = [float(custom.criterion(h, x.reshape(PROBE, -1))), float(custom.criterion(h, probs))]
+        np.testing.assert_allclose(dyn[-1, 0, 1, li], expected, rtol=1e-5)
+        # and the HSIC evaluator beside it is still PyGlow's
+        _assert_pyglow_pair(dyn[-1, 0, 0, li], h, x, probs, name)
+    assert ((dyn[:, 0, 1] >= 0) & (dyn[:, 0, 1] <= 1 + 1e-6)).all()  # CKA's range
+
+
+def test_attach_evaluator_rejects_non_estimators():
+    model = _small_model()
+    with pytest.raises(TypeError, match="Estimator"):
+        model.attach_evaluator(lambda x, y: 0.0)
+    with pytest.raises(ValueError, match="sigma"):
+        HSIC(kernel="gaussian")
+
+
+def test_evaluated_dynamics_is_none_before_fit_or_without_evaluators(digits):
+    train, val = digits
+    model = _small_model()
+    assert model.evaluated_dynamics is None and model.run is None
+    _compile(model, lr=0.05)
+    model.fit_generator(train, val, 1, progress=False)
+    assert model.evaluated_dynamics is None  # nothing attached: nothing evaluated, but the run has every snapshot
+    assert model.run.trajectories("hsic").shape == (2, 2, 2)
+
+
+# ------------------------------------------------------------------------------------------ devices and misuse
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA fallback")
+def test_gpu_true_without_cuda_warns_and_uses_the_cpu():
+    with pytest.warns(RuntimeWarning, match="CPU"):
+        model = ib.IBSequential(input_shape=(1, 8, 8), gpu=True)
+    assert model.device.type == "cpu"
+    with pytest.warns(RuntimeWarning, match="CPU"):
+        ev = HSIC(kernel="gaussian", gpu=True, sigma=SIGMA)
+    assert ev.device.type == "cpu"
+
+
+def test_device_auto(digits):
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert ib.IBSequential(input_shape=(1, 8, 8)).device.type == expected
+    assert ib.IBSequential(input_shape=(1, 8, 8), gpu=False).device.type == "cpu"
+
+
+def test_misuse_is_reported():
+    model = ib.IBSequential(input_shape=(1, 8, 8))
+    with pytest.raises(TypeError, match="ibwidget layer"):
+        model.add(torch.nn.Linear(3, 3))
+    with pytest.raises(RuntimeError, match="add layers"):
+        model.compile()
+    model.add(Flatten())
+    model.add(Dense(10))
+    with pytest.raises(RuntimeError, match="compile the model first"):
+        model.fit_generator([], None, 1)
+
+
+def test_fit_on_tensors():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(120, 1, 8, 8, generator=g)
+    y = (x.flatten(1).sum(1) > 0).long()
+    model = _small_model(probe=16)
+    _compile(model, lr=0.05)
+    history = model.fit(x, y, batch_size=32, num_epochs=2, validation_split=0.25, progress=False)
+    assert len(history["loss"]) == 2 and len(history["val_loss"]) == 2
+    assert model.run.m == 16
+    with pytest.raises(ValueError, match="one label per sample"):
+        model.fit(x, y[:-1])
+
+
+# ------------------------------------------------------------------------------------------ MNIST files
+
+N_TRAIN, N_TEST = 120, 20
+
+
+def _idx_images(path, images: np.ndarray) -> None:
+    n, h, w = images.shape
+    path.write_bytes(struct.pack(">IIII", 2051, n, h, w) + images.astype(np.uint8).tobytes())
+
+
+def _idx_labels(path, labels: np.ndarray) -> None:
+    path.write_bytes(struct.pack(">II", 2049, len(labels)) + labels.astype(np.uint8).tobytes())
+
+
+@pytest.fixture(scope="module")
+def mnist_root(tmp_path_factory):
+    """Tiny MNIST idx files (uncompressed, as torchvision reads them from MNIST/raw/)."""
+    root = tmp_path_factory.mktemp("mnist")
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    files = {}
+    for split, n in (("train", N_TRAIN), ("t10k", N_TEST)):
+        labels = np.arange(n) % 10
+        images = rng.integers(0, 60, size=(n, 28, 28))
+        for i, label in enumerate(labels):  # a bright bar whose row depends on the class
+            images[i, 2 + 2 * label : 4 + 2 * label, 4:24] = 255
+        _idx_images(raw / f"{split}-images-idx3-ubyte", images)
+        _idx_labels(raw / f"{split}-labels-idx1-ubyte", labels)
+        files[split] = (images.astype(np.uint8), labels)
+    return root, files
+
+
+def test_mnist_files_through_ibsequential(mnist_root):
+    root, files = mnist_root
+    train, val, test = ib.datasets.mnist.load_data(batch_size=16, root=root, download=False)
+    assert len(train.dataset) + len(val.dataset) == N_TRAIN and len(test.dataset) == N_TEST
+    model = seed_tutorial_model(input_shape=(1, 28, 28), probe=16)
+    _compile(model, lr=0.01, momentum=0.9)
+    model.attach_evaluator(HSIC(kernel="gaussian", gpu=False, sigma=SIGMA))
+    history = model.fit_generator(train, val, 1, progress=False)
+    assert len(history["loss"]) == 1 and np.isfinite(history["loss"]).all()
+    run = model.run
+    assert run.epochs == [0, 1] and run.m == 16 and run.probe_x.shape == (16, 1, 28, 28)
+    assert run.layer_dims == [16 * 28 * 28, 1000, 500, 200, 10]
+    assert model.evaluated_dynamics.shape == (1, 1, 1, 5, 2) and np.isfinite(model.evaluated_dynamics).all()
+    # the probe is real MNIST-file data: each row is a normalised training image, with its label
+    images, labels = files["train"]
+    normalised = (images.reshape(N_TRAIN, -1) / 255.0 - 0.1307) / 0.3081
+    for row, label in zip(run.probe_x.reshape(16, -1).numpy(), run.probe_labels.tolist(), strict=True):
+        match = np.flatnonzero(np.abs(normalised - row).max(1) < 1e-5)
+        assert len(match) == 1 and labels[match[0]] == label
