@@ -73,24 +73,28 @@ class Target:
     labels: torch.Tensor | None = None  # (m,) or (E, m) integer codes, for KDE
 
     @classmethod
-    def of(cls, L: torch.Tensor, labels: torch.Tensor | None = None) -> Target:
+    def of(cls, L: torch.Tensor, unbiased: bool = False) -> Target:
+        """Statistics of L; those of the unbiased estimators only when ``unbiased``."""
         L = L.to(F64)
         m = L.shape[-1]
         Lc = _center(L)
-        L_off = L - torch.diag_embed(torch.diagonal(L, dim1=-2, dim2=-1))
-        rows = L_off.sum(-1)
-        total = rows.sum(-1)
-        hsic_u = (
-            (L_off * L_off).sum((-2, -1)) + total * total / ((m - 1) * (m - 2)) - 2.0 / (m - 2) * (rows * rows).sum(-1)
-        ) / (m * (m - 3))
+        l_off = l_rows = hsic_u = None
+        if unbiased:
+            L_off = L - torch.diag_embed(torch.diagonal(L, dim1=-2, dim2=-1))
+            l_rows = L_off.sum(-1)
+            total = l_rows.sum(-1)
+            sum_sq = (L_off * L_off).sum((-2, -1))
+            hsic_u = (sum_sq + total * total / ((m - 1) * (m - 2)) - 2.0 / (m - 2) * (l_rows * l_rows).sum(-1)) / (
+                m * (m - 3)
+            )
+            l_off = pack(L_off)
         return cls(
             lc=pack(Lc),
             lc_trace=torch.diagonal(Lc, dim1=-2, dim2=-1).sum(-1),
             norm2=(Lc * Lc).sum((-2, -1)),
-            l_off=pack(L_off),
-            l_rows=rows,
+            l_off=l_off,
+            l_rows=l_rows,
             hsic_u_self=hsic_u,
-            labels=labels,
         )
 
     @classmethod

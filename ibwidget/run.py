@@ -36,6 +36,7 @@ KERNELS = ("gaussian", "linear")
 _HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy")
 _FAST_HSIC = {"biased", "pyglow"}
 _CHUNK = 32  # matrices unpacked at once on the generic path
+_CHUNK_ELEMS = 2**19  # kernel values evaluated at once on the packed path
 _FORMAT = "ibwidget.run"
 SCHEMA_VERSION = 1
 
@@ -224,7 +225,7 @@ class Run:
         raise unknown_name("sigma rule", rule, _kernels.SIGMA_RULES)
 
     def _target_kernel(self, target, kernel, sigma_rule, sigma, outputs) -> torch.Tensor:
-        """Kernel of Y: (m, m) for labels (one-hot, linear), (E, m, m) for the network's output."""
+        """Kernel of Y: (m, m) for labels (one-hot, linear), (E, m, m) for the network's output (float64)."""
         if target == "labels":
             return _kernels.label_kernel(self.probe_labels, self.num_classes).to(self.device)
         outputs = outputs.double()  # a saturated output kernel (values near 1) needs float64 to keep its structure
@@ -232,10 +233,12 @@ class Run:
         G = probs @ probs.transpose(-1, -2)
         if kernel == "linear":
             return G
-        dist, norms = pack_gram(G)
-        s = self._sigma(sigma_rule, sigma, dist, norms, [probs.shape[-1]] * probs.shape[0])
-        s = s[..., None, None] if isinstance(s, torch.Tensor) else s
-        return _kernels._gaussian(G, s)
+        D = _kernels._sq_distances(G)
+        if sigma_rule in ("median_d2", "median_d"):
+            s = _median_sigma(_packed.pack(D), sigma_rule)[..., None, None]
+        else:  # fixed, or sqrt_d with d = the number of outputs
+            s = check_sigma(sigma) * (math.sqrt(probs.shape[-1]) if sigma_rule == "sqrt_d" else 1.0)
+        return D.mul_(-0.5 / (s * s)).exp_()
 
     def _x_kernel(self, kernel, sigma_x) -> torch.Tensor:
         """Kernel of the probe inputs X, (m, m)."""
@@ -286,7 +289,8 @@ class Run:
         K_y = self._target_kernel(target, kernel, sigma_rule, sigma if sigma_y is None else sigma_y, outputs)
         option = next(iter(spec.options.values()), None)
         if spec.fn in (_estimators.hsic, _estimators.cka) and option in _packed.PACKED[spec.fn.__name__]:
-            targets = (_packed.Target.of(K_x), _packed.Target.of(K_y))
+            unbiased = option in ("unbiased", True)
+            targets = (_packed.Target.of(K_x, unbiased), _packed.Target.of(K_y, unbiased))
             gaussian = kernel == "gaussian"
             factor = -0.5 / (flat_sigma * flat_sigma) if gaussian else torch.full_like(flat_sigma, -0.5)
             out = self._estimate_chunks(spec, dist.reshape(E * L, P), factor, epoch_of, targets, gaussian)
@@ -301,7 +305,7 @@ class Run:
         """
         B, P = dist.shape
         name, option = spec.fn.__name__, next(iter(spec.options.values()), None)
-        chunk = min(B, max(1, 2**20 // max(P, 1)))
+        chunk = min(B, max(1, _CHUNK_ELEMS // max(P, 1)))
         work32 = torch.empty(chunk, P, device=self.device)
         work64 = torch.empty(chunk, P, dtype=torch.float64, device=self.device)
         out = torch.empty(B, 2, dtype=torch.float64, device=self.device)
