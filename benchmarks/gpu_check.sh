@@ -5,6 +5,7 @@
 # 750-batch epochs (plain PyTorch vs ibwidget tracked vs PyGlow tracked), and re-estimation latency on the GPU.
 set -uo pipefail
 cd "$(dirname "$0")/.."
+DEVICE="${DEVICE:-cuda}" BATCHES="${BATCHES:-750}"   # DEVICE=cpu BATCHES=3 for a dry run on a CPU machine
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 if ls .whl/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/ibw-site .whl/*.whl \
@@ -15,6 +16,6 @@ python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.i
 echo "== CUDA variants of the estimator tests"
 python3 -m pytest -q -p no:cacheprovider -k cuda tests/test_kernels.py tests/test_estimators.py tests/test_estimator_errors.py 2>&1 | tail -3
 echo "== tracking overhead, full epochs"
-python3 benchmarks/bench_tracking.py --device cuda --batches 750 --epochs 3
+python3 benchmarks/bench_tracking.py --device "$DEVICE" --batches "$BATCHES" --epochs 3
 echo "== re-estimation on the GPU"
-python3 benchmarks/bench_reestimate.py --device cuda --epochs 100
+python3 benchmarks/bench_reestimate.py --device "$DEVICE" --epochs 100
