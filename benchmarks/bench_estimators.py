@@ -10,25 +10,14 @@ Prints a table and a last line of key=value pairs. Usage: python benchmarks/benc
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
+from _timing import median_time
 
 from ibwidget import estimators, kernels
 
 WIDTHS = (12544, 1000, 500, 200)
 SIGMA = 5.0
-
-
-def _time(fn, repeats: int) -> float:
-    fn()  # warm-up
-    samples = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - t0)
-    return statistics.median(samples)
 
 
 def _batch(m: int, widths, generator: torch.Generator):
@@ -76,8 +65,8 @@ def main() -> None:
     ref = pyglow_per_batch(evaluator, x, hidden, y)
     ours = ours_per_batch(x, hidden, y)
     rel_err = float(((ours - ref).abs() / ref.abs()).max())
-    t_pyglow = _time(lambda: pyglow_per_batch(evaluator, x, hidden, y), args.repeats)
-    t_ours = _time(lambda: ours_per_batch(x, hidden, y), args.repeats * 5)
+    t_pyglow = median_time(lambda: pyglow_per_batch(evaluator, x, hidden, y), args.repeats)
+    t_ours = median_time(lambda: ours_per_batch(x, hidden, y), args.repeats * 5)
     ratio = t_pyglow / t_ours
 
     print(f"{'scenario':<44}{'ms':>10}")
@@ -87,7 +76,9 @@ def main() -> None:
     for m in (256, 512, 1024):
         xm, hm, _ = _batch(m, WIDTHS + (10,), g)
         labels = torch.randint(0, 10, (m,), generator=g)
-        epoch_ms[m] = _time(lambda xm=xm, hm=hm, labels=labels: ours_per_epoch([xm, *hm], labels), args.repeats) * 1e3
+        epoch_ms[m] = (
+            median_time(lambda xm=xm, hm=hm, labels=labels: ours_per_epoch([xm, *hm], labels), args.repeats) * 1e3
+        )
         print(f"{f'ours per epoch (probe {m}, 5 layers)':<44}{epoch_ms[m]:>10.2f}")
     print(f"max relative difference ours vs PyGlow: {rel_err:.2e}  (HSIC values {ref.min():.4f}..{ref.max():.4f})")
     print(

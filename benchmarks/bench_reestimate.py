@@ -9,25 +9,14 @@ Target: a sigma change <= 100 ms on CPU. Prints a table and a last line of key=v
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
+from _timing import median_time
 
 from ibwidget import estimators, kernels
 from ibwidget.run import Run
 
 WIDTHS = (12544, 1000, 500, 200, 10)
-
-
-def _time(fn, repeats: int) -> float:
-    fn()
-    samples = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - t0)
-    return statistics.median(samples)
 
 
 def build_run(epochs: int, m: int, seed: int = 0, device: str = "cpu") -> Run:
@@ -73,8 +62,8 @@ def main() -> None:
     args = parser.parse_args()
     run = build_run(args.epochs, args.probe, device=args.device)
     sigmas = iter([4.0 + 0.01 * i for i in range(1000)])
-    t_sigma = _time(lambda: run.trajectories("hsic", sigma=next(sigmas)), args.repeats)
-    t_direct = _time(lambda: direct(run, 4.5).cpu(), 1)
+    t_sigma = median_time(lambda: run.trajectories("hsic", sigma=next(sigmas)), args.repeats)
+    t_direct = median_time(lambda: direct(run, 4.5).cpu(), 1)
     check = abs(run.trajectories("hsic", sigma=4.5) - direct(run, 4.5).cpu().numpy()).max()
     print(
         f"run: {args.epochs + 1} snapshots x {len(WIDTHS)} layers, probe {args.probe}, {run.nbytes() / 2**20:.0f} MiB"
@@ -89,7 +78,7 @@ def main() -> None:
         ("cka", dict(estimator="cka")),
         ("kde_upper", dict(estimator="kde_upper", sigma=1.0)),
     ]:
-        timings[name] = _time(lambda kwargs=kwargs: run.trajectories(**kwargs), 1)
+        timings[name] = median_time(lambda kwargs=kwargs: run.trajectories(**kwargs), 1)
         print(f"{name:<46}{timings[name] * 1e3:>10.1f}")
     print(f"max |packed - direct| = {check:.2e}")
     print(

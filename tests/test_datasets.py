@@ -4,28 +4,19 @@ from __future__ import annotations
 
 import math
 import pickle
-import struct
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 import torch
+from _mnist import write_idx_images, write_idx_labels
 from torch.utils.data import DataLoader, SubsetRandomSampler, TensorDataset
 
 from ibwidget.datasets import DatasetNotFoundError, cifar10, digits, mnist, num_classes, to_tensors
 
 N_MNIST_TRAIN, N_MNIST_TEST = 60, 20
 N_CIFAR_BATCH, N_CIFAR_TEST = 8, 10
-
-
-def _write_idx_images(path, images: np.ndarray) -> None:
-    n, h, w = images.shape
-    path.write_bytes(struct.pack(">IIII", 2051, n, h, w) + images.astype(np.uint8).tobytes())
-
-
-def _write_idx_labels(path, labels: np.ndarray) -> None:
-    path.write_bytes(struct.pack(">II", 2049, len(labels)) + labels.astype(np.uint8).tobytes())
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +30,8 @@ def mnist_files(tmp_path_factory):
     for split, n in (("train", N_MNIST_TRAIN), ("t10k", N_MNIST_TEST)):
         images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
         labels = np.arange(n) % 10
-        _write_idx_images(raw / f"{split}-images-idx3-ubyte", images)
-        _write_idx_labels(raw / f"{split}-labels-idx1-ubyte", labels)
+        write_idx_images(raw / f"{split}-images-idx3-ubyte", images)
+        write_idx_labels(raw / f"{split}-labels-idx1-ubyte", labels)
         data[split] = (images, labels)
     return root, data
 

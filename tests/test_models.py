@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import struct
 import warnings
 
 import numpy as np
 import pytest
 import torch
+from _mnist import write_idx_images, write_idx_labels
 
 import ibwidget as ib
 from ibwidget import estimators, kernels
@@ -353,15 +353,6 @@ def test_fit_on_tensors():
 N_TRAIN, N_TEST = 120, 20
 
 
-def _idx_images(path, images: np.ndarray) -> None:
-    n, h, w = images.shape
-    path.write_bytes(struct.pack(">IIII", 2051, n, h, w) + images.astype(np.uint8).tobytes())
-
-
-def _idx_labels(path, labels: np.ndarray) -> None:
-    path.write_bytes(struct.pack(">II", 2049, len(labels)) + labels.astype(np.uint8).tobytes())
-
-
 @pytest.fixture(scope="module")
 def mnist_root(tmp_path_factory):
     """Tiny MNIST idx files (uncompressed, as torchvision reads them from MNIST/raw/)."""
@@ -375,8 +366,8 @@ def mnist_root(tmp_path_factory):
         images = rng.integers(0, 60, size=(n, 28, 28))
         for i, label in enumerate(labels):  # a bright bar whose row depends on the class
             images[i, 2 + 2 * label : 4 + 2 * label, 4:24] = 255
-        _idx_images(raw / f"{split}-images-idx3-ubyte", images)
-        _idx_labels(raw / f"{split}-labels-idx1-ubyte", labels)
+        write_idx_images(raw / f"{split}-images-idx3-ubyte", images)
+        write_idx_labels(raw / f"{split}-labels-idx1-ubyte", labels)
         files[split] = (images.astype(np.uint8), labels)
     return root, files
 
