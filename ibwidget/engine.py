@@ -8,6 +8,7 @@ them to its own thread (it never touches a widget trait from here).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 import time
@@ -384,10 +385,8 @@ class Engine:
         seen = 0
         t_start = last_event = time.perf_counter()
         batch_segments = []
-        tap = Tap(self.model, self.layers) if self.mode == "batches" else None
-        try:
-            if tap is not None:
-                tap.__enter__()
+        with contextlib.ExitStack() as stack:
+            tap = stack.enter_context(Tap(self.model, self.layers)) if self.mode == "batches" else None
             for b, (x, y) in enumerate(self._batches(self.train_loader), 1):
                 self._checkpoint()
                 self.optimizer.zero_grad(set_to_none=True)
@@ -414,9 +413,6 @@ class Engine:
                     rate = b / max(now - t_start, 1e-9)
                     eta = (num_batches - b) / rate if num_batches else math.nan
                     self._emit("on_batch_end", BatchEvent(epoch, self._target_epochs, b, num_batches, value, rate, eta))
-        finally:
-            if tap is not None:
-                tap.remove()
         if seen == 0:
             raise ValueError("the training loader yielded no batch; check the dataset and batch_size.")
         mean_loss = float(total_loss) / seen
