@@ -74,25 +74,32 @@ class Target:
 
     @classmethod
     def of(cls, L: torch.Tensor, unbiased: bool = False) -> Target:
-        """Statistics of L; those of the unbiased estimators only when ``unbiased``."""
+        """Statistics of L (symmetric); those of the unbiased estimators only when ``unbiased``.
+
+        ``H L H`` is never formed: its packed triangle is ``l_ij - mu_i - mu_j + mu`` from L's row means.
+        """
         L = L.to(F64)
         m = L.shape[-1]
-        Lc = _center(L)
-        l_off = l_rows = hsic_u = None
+        i, j = triu(m, L.device)
+        l_packed = L[..., i, j]
+        diag = torch.diagonal(L, dim1=-2, dim2=-1)
+        mu = L.mean(-1)
+        mu_all = mu.mean(-1, keepdim=True)
+        lc = l_packed - mu[..., i] - mu[..., j] + mu_all
+        lc_diag = diag - 2.0 * mu + mu_all
+        l_rows = hsic_u = None
         if unbiased:
-            L_off = L - torch.diag_embed(torch.diagonal(L, dim1=-2, dim2=-1))
-            l_rows = L_off.sum(-1)
+            l_rows = L.sum(-1) - diag
             total = l_rows.sum(-1)
-            sum_sq = (L_off * L_off).sum((-2, -1))
+            sum_sq = 2.0 * (l_packed * l_packed).sum(-1)
             hsic_u = (sum_sq + total * total / ((m - 1) * (m - 2)) - 2.0 / (m - 2) * (l_rows * l_rows).sum(-1)) / (
                 m * (m - 3)
             )
-            l_off = pack(L_off)
         return cls(
-            lc=pack(Lc),
-            lc_trace=torch.diagonal(Lc, dim1=-2, dim2=-1).sum(-1),
-            norm2=(Lc * Lc).sum((-2, -1)),
-            l_off=l_off,
+            lc=lc,
+            lc_trace=lc_diag.sum(-1),
+            norm2=2.0 * (lc * lc).sum(-1) + (lc_diag * lc_diag).sum(-1),
+            l_off=l_packed if unbiased else None,
             l_rows=l_rows,
             hsic_u_self=hsic_u,
         )
@@ -102,20 +109,37 @@ class Target:
         """A target that is only class labels (m,) or (E, m), or none (the input X), for KDE."""
         return cls(*(None,) * 6, labels=labels)
 
-    def rows(self, epochs: torch.Tensor) -> Target:
-        """The statistics for each matrix of a chunk (per-epoch targets are gathered by epoch index)."""
+    @property
+    def per_epoch(self) -> bool:
         reference = self.lc if self.lc is not None else self.labels
-        if reference is None or reference.ndim == 1:
+        return reference is not None and reference.ndim > 1
+
+    def rows(self, index: torch.Tensor) -> Target:
+        """The statistics gathered for each row of a flat chunk (B, P), ``index`` giving each row's epoch."""
+        if not self.per_epoch:
             return self
-        pick = lambda t: None if t is None else t[epochs]  # noqa: E731
+        pick = lambda t: None if t is None else t[index]  # noqa: E731
+        return Target(
+            *(pick(getattr(self, f)) for f in ("lc", "lc_trace", "norm2", "l_off", "l_rows", "hsic_u_self", "labels"))
+        )
+
+    def epochs(self, start: int, stop: int) -> Target:
+        """The statistics for epochs [start, stop), with a layer axis to broadcast against (epochs, layers, ...)."""
+        if not self.per_epoch:
+            return self
+        pick = lambda t: None if t is None else t[start:stop].unsqueeze(1)  # noqa: E731
         return Target(
             *(pick(getattr(self, f)) for f in ("lc", "lc_trace", "norm2", "l_off", "l_rows", "hsic_u_self", "labels"))
         )
 
 
 def _dot(k: torch.Tensor, packed: torch.Tensor) -> torch.Tensor:
-    """Row-wise inner products of (B, P) with (P,) or (B, P)."""
-    return k @ packed if packed.ndim == 1 else (k * packed).sum(-1)
+    """Inner products over the last axis of k (..., P) with (P,), per epoch (e, 1, P), or per row (B, P)."""
+    if packed.ndim == 1:
+        return k @ packed
+    if k.ndim == 3 and packed.shape[-2] == 1:
+        return torch.matmul(k, packed.transpose(-1, -2)).squeeze(-1)
+    return torch.einsum("...p,...p->...", k, packed)
 
 
 def _row_sums(k: torch.Tensor, m: int) -> torch.Tensor:
@@ -128,7 +152,7 @@ def _row_sums(k: torch.Tensor, m: int) -> torch.Tensor:
 
 
 def estimate(fn_name: str, option, k: torch.Tensor, m: int, targets, diagonal: float = 1.0) -> torch.Tensor:
-    """One estimator for a chunk of B kernels against each target: (B, len(targets)), from ``k`` (B, P) float64.
+    """One estimator for kernels ``k`` (epochs, layers, P) float64 against each target: (epochs, layers, targets).
 
     ``k`` holds the off-diagonal values of a kernel whose diagonal is the constant ``diagonal`` (Gaussian: 1;
     linear: taken as ``-D2/2`` with diagonal 0, which equals G under centring: biased and unbiased HSIC and CKA
@@ -151,7 +175,7 @@ def estimate(fn_name: str, option, k: torch.Tensor, m: int, targets, diagonal: f
             counts = (codes[..., :, None] == codes[..., None, :]).sum(-1).to(k.dtype)
             out.append((full + torch.log(r_same / counts).mean(-1)) / math.log(2.0))
         return torch.stack(out, -1)
-    sum_k2 = torch.einsum("bp,bp->b", k, k)
+    sum_k2 = torch.einsum("...p,...p->...", k, k)
     if option == "unbiased" or (fn_name == "cka" and option is True):
         total = 2.0 * k.sum(-1)
         scale = 1.0 / (m * (m - 3))

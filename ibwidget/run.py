@@ -283,7 +283,7 @@ class Run:
             labels = self.probe_labels if target == "labels" else outputs.argmax(-1)
             targets = (_packed.Target.of_labels(None), _packed.Target.of_labels(labels))
             var = flat_sigma * flat_sigma * (4.0 if spec.options.get("bound") == "lower" else 1.0)
-            return self._estimate_chunks(spec, dist.reshape(E * L, P), -0.5 / var, epoch_of, targets).reshape(E, L, 2)
+            return self._estimate_chunks(spec, dist, (-0.5 / var).reshape(E, L), targets)
         s_x = self._sigma(sigma_rule, sigma if sigma_x is None else sigma_x, self._x_dist, self._x_norms, [], "X")
         K_x = self._x_kernel(kernel, s_x)
         K_y = self._target_kernel(target, kernel, sigma_rule, sigma if sigma_y is None else sigma_y, outputs)
@@ -293,32 +293,30 @@ class Run:
             targets = (_packed.Target.of(K_x, unbiased), _packed.Target.of(K_y, unbiased))
             gaussian = kernel == "gaussian"
             factor = -0.5 / (flat_sigma * flat_sigma) if gaussian else torch.full_like(flat_sigma, -0.5)
-            out = self._estimate_chunks(spec, dist.reshape(E * L, P), factor, epoch_of, targets, gaussian)
-            return out.reshape(E, L, 2)
+            return self._estimate_chunks(spec, dist, factor.reshape(E, L), targets, gaussian)
         return self._generic(spec, kernel, dist, norms, flat_sigma, epoch_of, K_x, K_y)
 
-    def _estimate_chunks(self, spec, dist, factor, epoch_of, targets, gaussian=True) -> np.ndarray:
-        """Packed estimation of (B, P) distance rows in cache-sized chunks; returns (B, 2) float64.
+    def _estimate_chunks(self, spec, dist, factor, targets, gaussian=True) -> np.ndarray:
+        """Packed estimation of distance rows (E, L, P) in cache-sized chunks of epochs; returns (E, L, 2).
 
         The kernel's off-diagonal values are ``exp(factor * D2)`` (Gaussian, diagonal 1) or ``factor * D2``
         (linear, as ``-D2/2`` with diagonal 0), computed into reused buffers: float32 exp, float64 statistics.
         """
-        B, P = dist.shape
+        E, L, P = dist.shape
         name, option = spec.fn.__name__, next(iter(spec.options.values()), None)
-        chunk = min(B, max(1, _CHUNK_ELEMS // max(P, 1)))
-        work32 = torch.empty(chunk, P, device=self.device)
-        work64 = torch.empty(chunk, P, dtype=torch.float64, device=self.device)
-        out = torch.empty(B, 2, dtype=torch.float64, device=self.device)
-        for start in range(0, B, chunk):
-            sl = slice(start, start + chunk)
-            n = dist[sl].shape[0]
-            k32, k = work32[:n], work64[:n]
-            torch.mul(dist[sl], factor[sl, None], out=k32)
+        chunk = min(E, max(1, _CHUNK_ELEMS // max(L * P, 1)))
+        work32 = torch.empty(chunk, L, P, device=self.device)
+        work64 = torch.empty(chunk, L, P, dtype=torch.float64, device=self.device)
+        out = torch.empty(E, L, 2, dtype=torch.float64, device=self.device)
+        for start in range(0, E, chunk):
+            stop = min(E, start + chunk)
+            k32, k = work32[: stop - start], work64[: stop - start]
+            torch.mul(dist[start:stop], factor[start:stop, :, None], out=k32)
             if gaussian:
                 k32.exp_()
             k.copy_(k32)
-            rows = [t.rows(epoch_of[sl]) for t in targets]
-            out[sl] = _packed.estimate(name, option, k, self.m, rows, 1.0 if gaussian else 0.0)
+            rows = [t.epochs(start, stop) for t in targets]
+            out[start:stop] = _packed.estimate(name, option, k, self.m, rows, 1.0 if gaussian else 0.0)
         return out.cpu().numpy()
 
     def _generic(self, spec, kernel, dist, norms, flat_sigma, epoch_of, K_x, K_y) -> np.ndarray:
