@@ -33,9 +33,22 @@ browser-deps:
 		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium fonts-dejavu-core; \
 	fi
 
+# The main job: JupyterLab on notebook 01 (notebooks/ is the root; run files land in notebooks/runs/). Nothing is
+# opened: open the http://127.0.0.1:<port>/lab/tree/01_hsic_training_dynamics.ipynb?token=... URL it prints.
+.PHONY: train html
+DEMO_NOTEBOOK ?= 01_hsic_training_dynamics.ipynb
 demo: $(STAMP)
+	cd notebooks && $(abspath $(BIN))/jupyter lab --no-browser --ip=127.0.0.1 --ServerApp.root_dir=. \
+		--LabApp.default_url=/lab/tree/$(DEMO_NOTEBOOK) $$( [ "$$(id -u)" = 0 ] && echo --allow-root )
+
+# Headless: train the seed model on the offline digits and print its trajectories.
+train: $(STAMP)
 	$(BIN)/ibwidget train --dataset digits --epochs 20 --estimator hsic --probe 512 --out runs/digits.ibrun
 	$(BIN)/ibwidget info runs/digits.ibrun
+
+# Execute every notebook and write build/html/<name>.html with the widget state embedded (and the executed .ipynb).
+html: $(STAMP)
+	$(BIN)/python -m ibwidget._export notebooks/[0-9]*.ipynb --out build/html
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_estimators.py

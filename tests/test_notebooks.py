@@ -1,0 +1,110 @@
+"""Every teaching notebook in notebooks/ runs top to bottom in a real kernel (nbclient), on the offline data.
+
+Each notebook is copied into a temporary folder and executed there (its run files land in that folder's runs/), with
+``IBWIDGET_DATA`` pointing at an empty folder and MNIST downloads switched off through the parameters cell, so
+notebook 01 must take its offline fallback. The kernel is ``python3``, which jupyter_client starts with this
+interpreter (the venv's).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from ibwidget import _export
+
+NOTEBOOKS_DIR = Path(__file__).resolve().parents[1] / "notebooks"
+NOTEBOOKS = sorted(p.name for p in NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb"))
+TIMEOUT = 300  # seconds per cell; each notebook takes 10-25 s on 2 CPU cores
+PARAMETERS = {"01_hsic_training_dynamics.ipynb": {"DOWNLOAD_MNIST": False}}
+WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
+
+
+def test_the_five_notebooks_are_there():
+    assert NOTEBOOKS == [
+        "01_hsic_training_dynamics.ipynb",
+        "02_dropout_and_regularization.ipynb",
+        "03_estimators_and_sigma.ipynb",
+        "04_custom_estimator.ipynb",
+        "05_any_pytorch_model.ipynb",
+    ]
+
+
+def test_notebooks_are_generated_by_build_script_without_outputs():
+    proc = subprocess.run(
+        [sys.executable, str(NOTEBOOKS_DIR / "_build.py"), "--check"], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    for name in NOTEBOOKS:
+        nb = nbformat.read(NOTEBOOKS_DIR / name, as_version=4)
+        nbformat.validate(nb)
+        code = [c for c in nb.cells if c.cell_type == "code"]
+        assert all(not c.outputs and c.execution_count is None for c in code), f"{name} has outputs"
+        tagged = [c for c in code if "parameters" in c.metadata.get("tags", [])]
+        assert len(tagged) == 1, f"{name} needs exactly one cell tagged 'parameters'"
+        assert "EPOCHS" in tagged[0].source and "PROBE" in tagged[0].source
+        sources = "\n".join(c.source for c in code)
+        if "trainer.start()" in sources:  # exported widget state is final only if the cell waits
+            assert "trainer.wait()" in sources, name
+
+
+def outputs(nb, kind: str | None = None) -> list:
+    return [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if kind is None or o.output_type == kind]
+
+
+def stdout(nb) -> str:
+    return "".join(o.get("text", "") for o in outputs(nb, "stream") if o.get("name") == "stdout")
+
+
+def saved_labels(nb, css: str) -> list[str]:
+    """Values of the saved Label widgets carrying CSS class ``css``."""
+    state = nb.metadata.get("widgets", {}).get(WIDGET_STATE, {}).get("state", {})
+    return [m["state"].get("value") for m in state.values() if css in m["state"].get("_dom_classes", [])]
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("empty-data")  # no MNIST here
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_notebook_runs_without_error(name, tmp_path, data_root, monkeypatch):
+    work = tmp_path / "work"
+    work.mkdir()
+    shutil.copy(NOTEBOOKS_DIR / name, work / name)
+    monkeypatch.setenv("IBWIDGET_DATA", str(data_root))  # inherited by the kernel
+    nb = nbformat.read(work / name, as_version=4)
+    _export.inject_parameters(nb, PARAMETERS.get(name, {}))
+    start = time.monotonic()
+    _export.execute(nb, work, timeout=TIMEOUT)
+    seconds = time.monotonic() - start
+    print(f"{name}: {seconds:.0f} s")
+    nbformat.write(nb, work / f"executed-{name}")
+
+    errors = outputs(nb, "error")
+    assert not errors, "\n".join(f"{e.ename}: {e.evalue}" for e in errors)
+    stderr = "".join(o.get("text", "") for o in outputs(nb, "stream") if o.get("name") == "stderr")
+    assert "Traceback" not in stderr and "Error" not in stderr, stderr
+    if "trainer.wait()" in "".join(c.source for c in nb.cells):
+        assert "finished" in saved_labels(nb, "ibw-status"), "the saved widget state is not the finished run"
+
+    if name.startswith("01_"):
+        text = stdout(nb)
+        assert "MNIST is not available here" in text
+        assert "Using the offline digits data" in text
+        runs = sorted((work / "runs").glob("*.ibrun"))
+        assert [p.name for p in runs] == ["01_seed_digits.ibrun"]
+        from ibwidget import load_run
+
+        run = load_run(runs[0])
+        assert run.epochs == list(range(run.epochs[-1] + 1)) and run.epochs[-1] >= 1
+        assert len(run.layer_names) == 5 and json.dumps(run.history)
+    if name.startswith("05_"):
+        assert (work / "runs" / "05_small_cnn.ibrun").is_file()
