@@ -19,8 +19,17 @@ venv: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check ibwidget tests benchmarks
 
-test: lint browser-deps
+test: lint browser-deps js-test
 	$(BIN)/python -m pytest -q
+
+# Unit tests of the front-end's pure parts (js/planeview.js) with node's built-in runner; no npm packages needed.
+.PHONY: js-test
+js-test:
+	@if command -v node >/dev/null 2>&1; then \
+		node --test js/tests/*.test.mjs; \
+	else \
+		echo "js-test: node is not installed; skipping the JavaScript unit tests (install node >= 18 to run them)"; \
+	fi
 
 # Debian chromium for tests/browser (never `playwright install`: it downloads a browser, and there is no internet).
 .PHONY: browser-deps
@@ -54,6 +63,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_estimators.py
 	$(BIN)/python benchmarks/bench_reestimate.py
 	$(BIN)/python benchmarks/bench_tracking.py
+	$(BIN)/python benchmarks/bench_planeview.py
 
 clean:
 	rm -rf $(VENV) build dist .pytest_cache .ruff_cache .hypothesis

@@ -10,6 +10,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Engine",
     "IBSequential",
+    "PlaneView",
     "Run",
     "RunView",
     "Sequential",
@@ -23,7 +24,7 @@ __all__ = [
     "__version__",
 ]
 
-_WIDGETS = ("Trainer", "RunView")
+_WIDGETS = ("Trainer", "RunView", "PlaneView")
 
 
 def __getattr__(name: str):

@@ -1,10 +1,12 @@
-"""Headless command line: ``ibwidget train`` records a run to a file, ``ibwidget info`` prints its trajectories."""
+"""Headless command line: ``ibwidget train`` records a run to a file, ``ibwidget info`` prints its trajectories,
+``ibwidget report`` writes a one-file HTML information plane."""
 
 from __future__ import annotations
 
 import argparse
 import math
 import sys
+from pathlib import Path
 
 from ibwidget import estimators as _estimators
 from ibwidget.run import KERNELS, TARGETS, load_run
@@ -80,6 +82,24 @@ def _info(args) -> int:
     return 0
 
 
+def _report(args) -> int:
+    from ibwidget._report import write_html
+
+    runs = [load_run(p) for p in args.paths]
+    kwargs = {"targets": tuple(args.targets.split(",")), "kernel": args.kernel}
+    if args.estimators:
+        kwargs["estimators"] = [e.strip() for e in args.estimators.split(",") if e.strip()]
+    if args.sigmas:
+        kwargs["sigmas"] = [float(s) for s in args.sigmas.split(",") if s.strip()]
+    if args.sigma_rules:
+        kwargs["sigma_rules"] = tuple(args.sigma_rules.split(","))
+    out = args.out or str(Path(args.paths[0]).with_suffix(".html"))
+    path = write_html(runs, out, title=args.title, notes=args.notes, **kwargs)
+    size = path.stat().st_size
+    print(f"Wrote {path} ({size / 1e6:.2f} MB): {', '.join(r.name for r in runs)}; open it in any browser, offline")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ibwidget", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -106,6 +126,17 @@ def _parser() -> argparse.ArgumentParser:
     info.add_argument("--target", choices=TARGETS, default="labels")
     info.add_argument("--kernel", choices=KERNELS, default="gaussian")
     info.set_defaults(func=_info)
+    report = sub.add_parser("report", help="write a one-file HTML information plane (works offline, no kernel)")
+    report.add_argument("paths", nargs="+", metavar="run.ibrun", help="one run, or several to compare")
+    report.add_argument("-o", "--out", default=None, help="the HTML file (default: the first run's name .html)")
+    report.add_argument("--title", default=None)
+    report.add_argument("--notes", default=None, help="a paragraph shown above the plane")
+    report.add_argument("--estimators", default=None, help="comma-separated (default: every fast estimator)")
+    report.add_argument("--sigmas", default=None, help="comma-separated fixed sigmas (default: 25 from 0.05 to 500)")
+    report.add_argument("--sigma-rules", default=None, help="comma-separated (default: fixed,median_d2,median_d)")
+    report.add_argument("--targets", default="labels,output")
+    report.add_argument("--kernel", choices=KERNELS, default="gaussian")
+    report.set_defaults(func=_report)
     return parser
 
 

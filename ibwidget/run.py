@@ -363,6 +363,17 @@ class Run:
 
     # ------------------------------------------------------------------------------------------ files
 
+    def to_html(self, path, title: str | None = None, notes: str | None = None, **grid_kwargs) -> Path:
+        """Write a one-file HTML page of this run's information plane that works offline, with no kernel.
+
+        Toggles (layer, estimator, sigma, target) and an epoch player run in the browser over a precomputed grid
+        (``grid_kwargs``: ``estimators``, ``sigmas``, ``targets``, ``sigma_rules``, ``kernel``; see
+        :class:`ibwidget.PlaneView`). Atomic, like :meth:`save`. Returns the path.
+        """
+        from ibwidget._report import write_html
+
+        return write_html([self], path, title=title, notes=notes, **grid_kwargs)
+
     def save(self, path) -> Path:
         """Write the run to ``path`` (``.ibrun``: a zip of ``meta.json`` and ``.npy`` arrays; no pickle).
 

@@ -94,6 +94,7 @@ class _RunsBox(widgets.VBox):
         self._notice_kind = ""
         self.last_error = ""
         self._applier = _Applier(self._apply, self._show_error)
+        self._plane_view = None  # a Trainer's PlaneView tab, fed from this UI thread (see _apply)
         labels, tips = _layer_labels(self._runs)
         self._controls = Controls(labels, tips, estimators, sigma, sigma_rule, target, self._request_redraw)
         self._figures = Figures(self._display_names, [r.layer_names for r in self._runs], self._epoch_max, compare)
@@ -300,6 +301,9 @@ class _RunsBox(widgets.VBox):
             self._redraw(view)
         if not batch.more_pending:
             self._update_saturation(view, force=batch.finish is not None or batch.full)
+        final = batch.finish is not None or batch.full
+        if self._plane_view is not None and (final or not batch.more_pending):
+            self._plane_view._catch_up(full=final)  # new epochs' slices; the whole grid once the run ends
         for fmt in batch.exports:
             self._export(fmt)
         if batch.full:

@@ -10,6 +10,7 @@ import ipywidgets as widgets
 from ibwidget.engine import Engine, device_label
 from ibwidget.widget._applier import _Batch
 from ibwidget.widget._base import _label, _RunsBox
+from ibwidget.widget.planeview import PlaneView
 
 __all__ = ["Trainer"]
 
@@ -66,7 +67,8 @@ class Trainer(_RunsBox):
     :class:`~ibwidget.engine.Engine`). ``estimators`` come first in the estimator dropdown, then every registered
     one; ``sigma``/``sigma_rule``/``target`` set the first view (all changeable later); other keywords go to the
     engine (e.g. ``name``, ``seed``, ``keep_activations``). Display it, then ``start()``; ``wait()`` blocks until
-    training ends and the widget shows the final state (end an exported notebook with it).
+    training ends and the widget shows the final state (end an exported notebook with it). ``plane_view``: a
+    second tab with the :class:`~ibwidget.PlaneView` of the run (epoch player, toggles in the browser), live.
     """
 
     _export_kind = "trainer"
@@ -89,6 +91,7 @@ class Trainer(_RunsBox):
         *,
         sigma_rule: str = "fixed",
         target: str = "labels",
+        plane_view: bool = True,
         **engine_kwargs,
     ):
         engine = _make_engine(
@@ -129,7 +132,14 @@ class Trainer(_RunsBox):
         )
         bar.add_class("ibw-runbar")
         info = widgets.HBox([self.saturation, self.notice, self.export_format, self.export_button])
-        self.children = [bar, self._controls.box, info, self._figure_box]
+        body = self._figure_box
+        if plane_view:  # a second tab: the kernel-free PlaneView, fed epoch by epoch from the UI thread
+            self._plane_view = PlaneView._for_trainer(
+                engine.run, estimators, sigma, sigma_rule, target, wake=lambda: self._applier.put("planeview")
+            )
+            body = widgets.Tab(children=[self._figure_box, self._plane_view], titles=["Figures", "Player"])
+            body.add_class("ibw-tabs")
+        self.children = [bar, self._controls.box, info, body]
         self.add_class("ibw-trainer")
         self._apply(_Batch(redraw=True, status=True))  # initial state, on this (the main) thread
         self._callbacks = {
@@ -155,6 +165,11 @@ class Trainer(_RunsBox):
     def run(self):
         """The :class:`~ibwidget.run.Run` being recorded."""
         return self._engine.run
+
+    @property
+    def plane_view(self):
+        """The :class:`~ibwidget.PlaneView` in the second tab (None with ``plane_view=False``)."""
+        return self._plane_view
 
     @property
     def status(self) -> str:

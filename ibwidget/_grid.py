@@ -1,0 +1,475 @@
+"""The precomputed information-plane grid behind the kernel-free view (:class:`ibwidget.PlaneView`, ``to_html``).
+
+Every estimator x sigma slot x target x layer x epoch x 2 coordinates, computed once in Python so that the browser
+can switch between them with no kernel. A *sigma slot* is a (rule, sigma) pair: each value of a log-spaced sigma
+grid under the ``fixed`` rule, then one slot per median rule (whose sigma comes from the data). An estimator that
+uses no sigma (binning) has one slot. *Blocks* are the (estimator, slot, target) combinations, in this order::
+
+    block = estimator.base + (slot if estimator uses sigma else 0) * len(targets) + target
+
+and the values are one float32 array of shape ``(runs, epochs, blocks, layers, 2)`` ([..., 0] = vs X, 1 = vs Y),
+epoch-major so that a live run appends an epoch's slice at the end. Runs with fewer epochs or layers are padded
+with NaN; so are layers an estimator cannot read (binning needs stored activations). ``saturation`` holds the mean
+off-diagonal Gaussian kernel value per (run, epoch, slot, layer), for the gauge.
+
+Cost: the default estimators (:func:`default_estimators`: HSIC, CKA and KDE variants, binning) share one pass over
+each slot's kernel values (:meth:`GridBuilder._packed_slot`), 2.5x less than one ``Run.trajectories`` call per
+block: about 25 s for 21 snapshots x 5 layers on a probe of 512 on two CPU cores, 1 s on a probe of 64 (the cost
+grows with probe^2 x epochs x layers x slots). ``nhsic`` and ``renyi_mi`` (a solve or an eigendecomposition per
+matrix) are computed only when listed in ``estimators=``. Live runs append only their new epochs
+(``GridBuilder.compute(run, start)``).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ibwidget import _packed
+from ibwidget import estimators as _estimators
+from ibwidget import kernels as _kernels
+from ibwidget._validate import unknown_name
+
+__all__ = ["Grid", "GridBuilder", "plane_grid", "default_estimators", "DEFAULT_SIGMAS", "DEFAULT_RULES", "TARGETS"]
+
+#: 25 log-spaced widths centred on PyGlow's sigma = 5: 5 x 10^(-2 ... 2), 6 steps per decade.
+DEFAULT_SIGMAS = tuple(float(f"{5.0 * 10.0**k:.6g}") for k in np.linspace(-2.0, 2.0, 25))
+DEFAULT_RULES = ("fixed", "median_d2", "median_d")
+TARGETS = ("labels", "output")
+_SIGMA_RULES = ("fixed", "sqrt_d")  # rules that take a sigma from the grid
+_FORMAT_VERSION = 1
+
+
+def _packable(spec) -> bool:
+    """Estimators :meth:`Run.trajectories` evaluates from packed kernel values (and so can share a pass)."""
+    option = next(iter(spec.options.values()), None)
+    name = spec.fn.__name__
+    if spec.needs == "kernels":
+        return spec.fn in (_estimators.hsic, _estimators.cka) and option in _packed.PACKED[name]
+    return spec.needs == "distances" and spec.fn is _estimators.kde_mi and option in _packed.PACKED["kde_mi"]
+
+
+def default_estimators() -> list[str]:
+    """The registered estimators a grid holds by default: every fast one (packed HSIC/CKA/KDE, and binning)."""
+    specs = [_estimators.get(n) for n in _estimators.names()]
+    return [s.name for s in specs if _packable(s) or s.needs == "activations"]
+
+
+def _finite_or_none(v):
+    v = float(v)
+    return v if math.isfinite(v) else None
+
+
+def _history(run) -> dict:
+    """The run's history as JSON: lists of numbers per key (NaN -> null); keys holding anything else are left out."""
+    hist = {k: list(v) for k, v in dict(run.history).items()}
+    out = {}
+    for k, values in hist.items():
+        try:
+            out[str(k)] = [_finite_or_none(v) for v in values]
+        except (TypeError, ValueError):
+            continue
+    return out
+
+
+def _available_layers(run, spec) -> list[bool]:
+    if spec.needs != "activations":
+        return [True] * len(run.layer_names)
+    return [name in run._acts for name in run.layer_names]
+
+
+@dataclass
+class Grid:
+    """A computed grid: ``meta`` (JSON-able), ``values`` (runs, epochs, blocks, layers, 2) and ``saturation``."""
+
+    meta: dict
+    values: np.ndarray  # float32
+    saturation: np.ndarray  # float32 (runs, epochs, slots, layers)
+
+    def block_index(self, estimator: str, slot: int, target: str) -> int:
+        """The block of (estimator name, slot index, target name)."""
+        est = next((e for e in self.meta["estimators"] if e["name"] == estimator), None)
+        if est is None:
+            raise unknown_name("estimator in this grid", estimator, [e["name"] for e in self.meta["estimators"]])
+        if target not in self.meta["targets"]:
+            raise unknown_name("target in this grid", target, self.meta["targets"])
+        return (
+            est["base"]
+            + (slot if est["slots"] > 1 else 0) * len(self.meta["targets"])
+            + self.meta["targets"].index(target)
+        )
+
+    def slot_index(self, rule: str, sigma: float | None = None) -> int:
+        """The slot of a median rule, or of the grid sigma nearest ``sigma`` (log scale) under ``rule``."""
+        slots = [i for i, s in enumerate(self.meta["slots"]) if s["rule"] == rule]
+        if not slots:
+            raise unknown_name("sigma rule in this grid", rule, self.meta["rules"])
+        if rule not in _SIGMA_RULES:
+            return slots[0]
+        return min(slots, key=lambda i: abs(math.log(self.meta["slots"][i]["sigma"] / float(sigma))))
+
+    def block(self, estimator: str, slot: int, target: str) -> np.ndarray:
+        """Values of one block: (runs, epochs, layers, 2)."""
+        return self.values[:, :, self.block_index(estimator, slot, target)]
+
+
+class _Rows:
+    """Stands in for ``run._Growable``: a fixed tensor whose ``view(n)`` is its first n rows."""
+
+    def __init__(self, t: torch.Tensor):
+        self._t = t
+
+    def view(self, n: int | None = None) -> torch.Tensor:
+        return self._t if n is None else self._t[:n]
+
+
+def _tail(run, start: int):
+    """A Run sharing ``run``'s probe that holds only its snapshots from index ``start`` on (for live appends)."""
+    if start == 0:
+        return run
+    with run._lock:
+        n = len(run.epochs)
+        sub = copy.copy(run)
+        sub._lock = threading.RLock()
+        sub._median_cache = {}
+        sub._dist = _Rows(run._dist.view(n)[start:])
+        sub._norms = _Rows(run._norms.view(n)[start:])
+        sub._outputs = _Rows(run._outputs.view(n)[start:])
+        sub._acts = {k: _Rows(g.view(n)[start:]) for k, g in run._acts.items()}
+        sub.epochs = list(run.epochs[start:n])
+    return sub
+
+
+class GridBuilder:
+    """The grid's axes (estimators, sigma slots, targets) and the computation of any run's epochs on them."""
+
+    def __init__(
+        self,
+        estimators: Sequence[str] | None = None,
+        sigmas: Sequence[float] | None = None,
+        targets: Sequence[str] = TARGETS,
+        sigma_rules: Sequence[str] = DEFAULT_RULES,
+        kernel: str = "gaussian",
+        keep_targets: bool = False,
+    ):
+        self.keep_targets = keep_targets  # keep X's kernel statistics per slot (live runs: ~1 MB a slot at m=512)
+        self._targets: dict = {}
+        names = default_estimators() if estimators is None else list(estimators)
+        if isinstance(estimators, str):
+            names = [estimators]
+        if not names:
+            raise ValueError("a grid needs at least one estimator; pass e.g. estimators=['hsic', 'cka'].")
+        self.specs = [_estimators.get(n) for n in dict.fromkeys(names)]
+        sigmas = DEFAULT_SIGMAS if sigmas is None else tuple(float(s) for s in sigmas)
+        bad = [s for s in sigmas if not (math.isfinite(s) and s > 0)]
+        if bad or not sigmas:
+            raise ValueError(f"sigmas must be positive finite numbers, got {list(sigmas)!r}; e.g. sigmas=[1, 5, 25].")
+        self.sigmas = tuple(sorted(set(sigmas)))
+        targets = [targets] if isinstance(targets, str) else list(dict.fromkeys(targets))
+        for t in targets:
+            if t not in TARGETS:
+                raise unknown_name("target", t, TARGETS)
+        if not targets:
+            raise ValueError("a grid needs at least one target: 'labels' and/or 'output'.")
+        self.targets = tuple(targets)
+        rules = [sigma_rules] if isinstance(sigma_rules, str) else list(dict.fromkeys(sigma_rules))
+        for r in rules:
+            if r not in _kernels.SIGMA_RULES:
+                raise unknown_name("sigma rule", r, _kernels.SIGMA_RULES)
+        if not rules:
+            raise ValueError("a grid needs at least one sigma rule, e.g. sigma_rules=['fixed'].")
+        self.rules = tuple(rules)
+        if kernel not in ("gaussian", "linear"):
+            raise unknown_name("kernel", kernel, ("gaussian", "linear"))
+        self.kernel = kernel
+        self.slots: list[tuple[str, float | None]] = []
+        for r in self.rules:
+            if r in _SIGMA_RULES:
+                self.slots += [(r, s) for s in self.sigmas]
+            else:
+                self.slots.append((r, None))
+        self.base, base = [], 0
+        for spec in self.specs:
+            self.base.append(base)
+            base += self._n_slots(spec) * len(self.targets)
+        self.n_blocks = base
+
+    def _n_slots(self, spec) -> int:
+        return len(self.slots) if spec.uses_sigma else 1
+
+    # ------------------------------------------------------------------------------------------ metadata
+
+    def meta(self, runs: Sequence, notes: dict | None = None, default: dict | None = None) -> dict:
+        """JSON-able description of the grid for ``runs`` (names, layers, epochs, history, axes).
+
+        ``default``: the first selection shown (``estimator`` name, ``sigma``, ``rule``, ``target``).
+        """
+        default = dict(default or {})
+        names = [s.name for s in self.specs]
+        first = default.get("estimator")
+        rule = default.get("rule", "fixed")
+        L = max(len(r.layer_names) for r in runs)
+        estimators = []
+        for spec, base in zip(self.specs, self.base, strict=True):
+            available = [_available_layers(r, spec) + [False] * (L - len(r.layer_names)) for r in runs]
+            estimators.append(
+                {
+                    "name": spec.name,
+                    "label_x": spec.axis_label("T", "X"),
+                    "label_y": spec.axis_label("T", "Y"),
+                    "label_yhat": spec.axis_label("T", "Ŷ"),
+                    "units": spec.units,
+                    "description": spec.description,
+                    "uses_sigma": bool(spec.uses_sigma),
+                    "uses_kernel": spec.needs != "activations",
+                    "slots": self._n_slots(spec),
+                    "base": base,
+                    "available": available,
+                    "note": (notes or {}).get(spec.name, ""),
+                }
+            )
+        return {
+            "format": "ibwidget.planegrid",
+            "version": _FORMAT_VERSION,
+            "encoding": "f32",
+            "n_runs": len(runs),
+            "n_epochs": max((r.num_snapshots for r in runs), default=0),
+            "n_blocks": self.n_blocks,
+            "n_layers": L,
+            "estimators": estimators,
+            "slots": [{"rule": r, "sigma": s} for r, s in self.slots],
+            "rules": list(self.rules),
+            "sigmas": list(self.sigmas),
+            "targets": list(self.targets),
+            "kernel": self.kernel,
+            "default": {
+                "estimator": names.index(first) if first in names else 0,
+                "rule": rule if rule in self.rules else self.rules[0],
+                "sigma": float(default.get("sigma", 5.0)),
+                "target": default.get("target", "labels") if default.get("target") in self.targets else self.targets[0],
+            },
+            "runs": [
+                {
+                    "name": r.name,
+                    "layer_names": list(r.layer_names),
+                    "layer_dims": list(r.layer_dims),
+                    "epochs": [int(e) for e in r.epochs],
+                    "history": _history(r),
+                    "probe": int(r.m),
+                }
+                for r in runs
+            ],
+        }
+
+    # ------------------------------------------------------------------------------------------ values
+
+    def compute(self, run, start: int = 0) -> tuple[np.ndarray, np.ndarray, dict]:
+        """Values (E', blocks, layers, 2) and saturation (E', slots, layers) of ``run``'s snapshots from ``start``.
+
+        Also returns notes: estimator name -> why some of its blocks are NaN.
+        """
+        sub = _tail(run, start)
+        E, L = sub.num_snapshots, len(run.layer_names)
+        values = np.full((E, self.n_blocks, L, 2), np.nan, dtype=np.float32)
+        sat = np.full((E, len(self.slots), L), np.nan, dtype=np.float32)
+        notes: dict[str, str] = {}
+        if E == 0:
+            return values, sat, notes
+        packed = [(i, s) for i, s in enumerate(self.specs) if _packable(s)]
+        others = [(i, s) for i, s in enumerate(self.specs) if not _packable(s)]
+        T = len(self.targets)
+        for k, (rule, sigma) in enumerate(self.slots):
+            sig = 1.0 if sigma is None else sigma  # median rules ignore it
+            results, sat_k = self._packed_slot(sub, [s for _, s in packed], rule, sig)
+            if sat_k is None:
+                sat_k = sub.saturation(sig, rule)
+            sat[:, k, :] = sat_k
+            for (i, _), res in zip(packed, results, strict=True):
+                for t in range(T):
+                    b = self.base[i] + k * T + t
+                    values[:, b, :, 0] = res[..., 0]
+                    values[:, b, :, 1] = res[..., 1 + t]
+        for i, spec in others:
+            layers = [n for n, ok in zip(run.layer_names, _available_layers(run, spec), strict=True) if ok]
+            if not layers:
+                notes[spec.name] = f"{spec.name} needs stored activations; this run kept none (all layers are wide)."
+                continue
+            index = [run.layer_names.index(n) for n in layers]
+            if len(layers) < L:
+                notes[spec.name] = f"{spec.name} reads activations, kept only for layers narrower than the probe."
+            for k, (rule, sigma) in enumerate(self.slots[: self._n_slots(spec)]):
+                for t, target in enumerate(self.targets):
+                    b = self.base[i] + k * T + t
+                    try:
+                        traj = sub.trajectories(
+                            spec.name,
+                            sigma=1.0 if sigma is None else sigma,
+                            target=target,
+                            sigma_rule=rule if spec.uses_sigma else "fixed",
+                            kernel=self.kernel,
+                            layers=layers,
+                        )
+                    except Exception as exc:  # noqa: BLE001 - e.g. a singular solve: that block stays NaN
+                        notes.setdefault(spec.name, f"{spec.name}: {type(exc).__name__}: {exc}")
+                        continue
+                    values[:, b, index, :] = traj
+        return values, sat, notes
+
+    def _packed_slot(self, run, specs, rule: str, sigma: float):
+        """Every packed estimator for one slot, in one pass over the kernel values (as ``Run.trajectories``).
+
+        Returns a list of (E, L, 1 + targets) float64 arrays (column 0 vs X, then one per target) and the
+        saturation (E, L) when it came for free (Gaussian kernel), else None.
+        """
+        if not specs:
+            return [], None
+        layers = list(run.layer_names)
+        dist, norms, outputs, _ = run._view(layers)
+        E, L, P = dist.shape
+        device = run.device
+        sigma_h = run._sigma(rule, sigma, dist, norms, run.layer_dims)
+        if isinstance(sigma_h, torch.Tensor):
+            flat_sigma = sigma_h.reshape(E * L)
+        else:
+            flat_sigma = torch.full((E * L,), sigma_h)
+        flat_sigma = flat_sigma.to(device, torch.float32)
+        gaussian = self.kernel == "gaussian"
+        kernel_specs = [s for s in specs if s.needs == "kernels"]
+        jobs: dict[str, list] = {"kernel": kernel_specs, "upper": [], "lower": []}
+        for s in specs:
+            if s.needs == "distances":
+                jobs["lower" if s.options.get("bound") == "lower" else "upper"].append(s)
+        targets: dict[str, list] = {}
+        if kernel_specs:
+            unbiased = any(next(iter(s.options.values()), None) in ("unbiased", True) for s in kernel_specs)
+            targets["kernel"] = [self._fixed_target(run, "X", rule, sigma, unbiased)] + [
+                self._fixed_target(run, t, rule, sigma, unbiased)
+                if t == "labels"
+                else _packed.Target.of(run._target_kernel(t, self.kernel, rule, sigma, outputs), unbiased)
+                for t in self.targets
+            ]
+        if jobs["upper"] or jobs["lower"]:
+            label_of = {"labels": run.probe_labels, "output": outputs.argmax(-1) if "output" in self.targets else None}
+            kde = [_packed.Target.of_labels(None)] + [_packed.Target.of_labels(label_of[t]) for t in self.targets]
+            targets["upper"] = targets["lower"] = kde
+        out = {s.name: torch.empty(E, L, 1 + len(self.targets), dtype=torch.float64, device=device) for s in specs}
+        sat = torch.empty(E, L, dtype=torch.float32, device=device)
+        var = (flat_sigma * flat_sigma).reshape(E, L)
+        flat_sigma = flat_sigma.reshape(E, L)
+        passes = []  # (factor, exp, groups, saturation from this pass)
+        if kernel_specs and gaussian:  # KDE upper's kernel exp(-D2 / (2 sigma^2)) is the Gaussian kernel itself
+            passes.append((-0.5 / var, True, ["kernel", "upper"], True))
+        elif kernel_specs:
+            passes.append((torch.full_like(flat_sigma, -0.5), False, ["kernel"], False))
+        if jobs["upper"] and not (kernel_specs and gaussian):
+            passes.append((-0.5 / (var * 1.0), True, ["upper"], True))
+        if jobs["lower"]:
+            passes.append((-0.5 / (var * 4.0), True, ["lower"], False))
+        sat_done = False
+        for factor, exp, groups, with_sat in passes:
+            todo = [(s, g) for g in groups for s in jobs[g]]
+            self._chunks(run, dist, factor, exp, todo, targets, out, sat if with_sat else None)
+            sat_done = sat_done or with_sat
+        results = [out[s.name].cpu().numpy() for s in specs]
+        return results, (sat.double().cpu().numpy() if sat_done else None)
+
+    def _fixed_target(self, run, which: str, rule: str, sigma: float, unbiased: bool):
+        """Target statistics of X or of the labels: the same for every epoch, so kept while the run grows."""
+        key = (id(run.probe_x), which, unbiased) + ((rule, sigma) if which == "X" else ())
+        hit = self._targets.get(key)
+        if hit is not None:
+            return hit
+        if which == "X":
+            s_x = run._sigma(rule, sigma, run._x_dist, run._x_norms, [], "X")
+            K = run._x_kernel(self.kernel, s_x)
+        else:
+            K = run._target_kernel("labels", self.kernel, rule, sigma, None)
+        target = _packed.Target.of(K, unbiased)
+        if self.keep_targets or which != "X":
+            self._targets[key] = target
+        return target
+
+    @staticmethod
+    def _chunks(run, dist, factor, exp: bool, todo, targets, out, sat) -> None:
+        """Kernel values ``exp(factor * D2)`` (or ``factor * D2``) a few epochs at a time; every job reads them.
+
+        ``dist`` (E, L, P), ``factor`` (E, L); ``out[name]`` (E, L, 1 + targets); ``sat`` (E, L) or None.
+        """
+        E, L, P = dist.shape
+        m = run.m
+        chunk = min(E, max(1, (2**19) // max(L * P, 1)))
+        work32 = torch.empty(chunk, L, P, device=run.device)
+        work64 = torch.empty(chunk, L, P, dtype=torch.float64, device=run.device)
+        diagonal = 1.0 if exp else 0.0
+        by_epochs = hasattr(_packed.Target, "epochs")  # the packed API takes (epochs, layers, P) chunks
+        groups = {g for _, g in todo}
+        for start in range(0, E, chunk):
+            stop = min(E, start + chunk)
+            k32, k = work32[: stop - start], work64[: stop - start]
+            torch.mul(dist[start:stop], factor[start:stop, :, None], out=k32)
+            if exp:
+                k32.exp_()
+            if sat is not None:
+                sat[start:stop] = k32.mean(-1)
+            k.copy_(k32)
+            if by_epochs:
+                rows = {g: [t.epochs(start, stop) for t in targets[g]] for g in groups}
+                flat = k
+            else:  # rows of (B, P) with per-row targets gathered by epoch index
+                index = torch.arange(start, stop, device=run.device).repeat_interleave(L)
+                rows = {g: [t.rows(index) for t in targets[g]] for g in groups}
+                flat = k.reshape(-1, P)
+            for spec, group in todo:
+                option = next(iter(spec.options.values()), None)
+                res = _packed.estimate(spec.fn.__name__, option, flat, m, rows[group], diagonal)
+                out[spec.name][start:stop] = res.reshape(stop - start, L, -1)
+
+
+def plane_grid(
+    runs,
+    estimators: Sequence[str] | None = None,
+    sigmas: Sequence[float] | None = None,
+    targets: Sequence[str] = TARGETS,
+    sigma_rules: Sequence[str] = DEFAULT_RULES,
+    kernel: str = "gaussian",
+) -> Grid:
+    """The grid of one run or several (padded with NaN to the longest and widest).
+
+    ``estimators``: names (default :func:`default_estimators`); ``sigmas``: the fixed widths (default
+    :data:`DEFAULT_SIGMAS`, 25 log-spaced values); ``sigma_rules``: ``fixed`` (and ``sqrt_d``) take each sigma, the
+    median rules one slot each; ``kernel`` applies to T and X as in :meth:`ibwidget.Run.trajectories`.
+    """
+    runs = _as_runs(runs)
+    builder = GridBuilder(estimators, sigmas, targets, sigma_rules, kernel)
+    return builder_grid(builder, runs)
+
+
+def builder_grid(builder: GridBuilder, runs: list, default: dict | None = None) -> Grid:
+    """Compute ``builder``'s grid for ``runs`` (one after the other, padded with NaN)."""
+    E = max(r.num_snapshots for r in runs)
+    L = max(len(r.layer_names) for r in runs)
+    values = np.full((len(runs), E, builder.n_blocks, L, 2), np.nan, dtype=np.float32)
+    sat = np.full((len(runs), E, len(builder.slots), L), np.nan, dtype=np.float32)
+    notes: dict[str, str] = {}
+    for r, run in enumerate(runs):
+        v, s, n = builder.compute(run)
+        values[r, : v.shape[0], :, : v.shape[2]] = v
+        sat[r, : s.shape[0], :, : s.shape[2]] = s
+        for k, text in n.items():
+            notes.setdefault(k, text)
+    return Grid(builder.meta(runs, notes, default), values, sat)
+
+
+def _as_runs(runs) -> list:
+    from ibwidget.run import Run
+
+    runs = [runs] if isinstance(runs, Run) else list(runs)
+    if not runs or not all(isinstance(r, Run) for r in runs):
+        raise TypeError("pass an ibwidget.Run or a list of runs (e.g. [trainer.run, ib.load_run('a.ibrun')]).")
+    return runs

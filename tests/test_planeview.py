@@ -1,0 +1,360 @@
+"""The kernel-free information plane: the precomputed grid, PlaneView's synced state, one-file HTML, the CLI."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import ibwidget as ib
+from ibwidget import _grid, _report, kernels
+from ibwidget.cli import main
+from ibwidget.run import Run
+
+HOSTILE = "<img src=x onerror=alert(1)>"
+
+
+def synthetic_run(epochs=6, m=48, widths=(200, 20, 10), name="syn", seed=0, layer_names=None) -> Run:
+    """Grams of random ReLU features that drift each epoch; layers narrower than m keep activations (binning)."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(m, 1, 8, 8, generator=g)
+    labels = torch.arange(m) % 10
+    names = list(layer_names or [f"layer{i}" for i in range(len(widths))])
+    run = Run(name, names, list(widths), x, labels, num_classes=10, capacity=epochs + 1)
+    bases = [torch.randn(m, w, generator=g) for w in widths]
+    for e in range(epochs + 1):
+        grams, acts = {}, {}
+        for n, base, w in zip(names, bases, widths, strict=True):
+            z = torch.relu(base + 0.15 * e * torch.randn(m, w, generator=g))
+            grams[n] = kernels.gram(z)
+            if w < m:
+                acts[n] = z
+        run.add_snapshot(e, grams, torch.randn(m, 10, generator=g) * (1 + e), acts)
+        if e:
+            run.log_epoch({"loss": 1.0 / e, "accuracy": 0.5 + 0.05 * e, "val_loss": float("nan")})
+    return run
+
+
+@pytest.fixture(scope="module")
+def run():
+    return synthetic_run()
+
+
+@pytest.fixture(scope="module")
+def grid(run):
+    return _grid.plane_grid(run)
+
+
+def _available(est: dict, r: int = 0) -> list[int]:
+    return [i for i, ok in enumerate(est["available"][r]) if ok]
+
+
+# ------------------------------------------------------------------------------------------------ the grid
+
+
+def test_default_grid_axes(grid, run):
+    meta = grid.meta
+    names = [e["name"] for e in meta["estimators"]]
+    assert names == _grid.default_estimators()
+    assert {"hsic", "cka", "kde_upper", "binning"} <= set(names) and "nhsic" not in names
+    assert set(names) <= set(ib.estimators.names())
+    assert len(meta["sigmas"]) == 25 and meta["sigmas"] == sorted(meta["sigmas"])
+    assert meta["sigmas"][12] == 5.0 and np.allclose(np.diff(np.log(meta["sigmas"])), np.log(10) / 6)
+    assert [s["rule"] for s in meta["slots"]] == ["fixed"] * 25 + ["median_d2", "median_d"]
+    assert meta["targets"] == ["labels", "output"]
+    n_blocks = sum(e["slots"] for e in meta["estimators"]) * 2
+    assert grid.values.shape == (1, run.num_snapshots, n_blocks, 3, 2) and grid.values.dtype == np.float32
+    assert grid.saturation.shape == (1, run.num_snapshots, 27, 3)
+    binning = meta["estimators"][names.index("binning")]
+    assert binning["slots"] == 1 and binning["uses_sigma"] is False
+    assert binning["available"] == [[False, True, True]] and "narrower" in binning["note"]
+    json.dumps(meta, allow_nan=False)  # strictly JSON (NaN history -> null)
+    assert meta["runs"][0]["history"]["val_loss"][0] is None
+
+
+@pytest.mark.parametrize("slot", [0, 7, 12, 24, 25, 26])
+def test_grid_equals_run_trajectories(grid, run, slot):
+    """Every estimator and target at this slot: the grid holds exactly what Run.trajectories gives (float32)."""
+    rule, sigma = grid.meta["slots"][slot]["rule"], grid.meta["slots"][slot]["sigma"]
+    for est in grid.meta["estimators"]:
+        layers = _available(est)
+        for target in ("labels", "output"):
+            traj = run.trajectories(
+                est["name"],
+                sigma=sigma or 5.0,
+                target=target,
+                sigma_rule=rule if est["uses_sigma"] else "fixed",
+                layers=[run.layer_names[i] for i in layers],
+            )
+            got = grid.block(est["name"], slot, target)[0][:, layers]
+            np.testing.assert_allclose(got, traj.astype(np.float32), rtol=2e-6, atol=1e-30, err_msg=est["name"])
+            missing = [i for i in range(3) if i not in layers]
+            assert np.isnan(grid.block(est["name"], slot, target)[0][:, missing]).all()
+
+
+def test_saturation_equals_run_saturation(grid, run):
+    for slot in (3, 12, 25, 26):
+        s = grid.meta["slots"][slot]
+        np.testing.assert_allclose(grid.saturation[0, :, slot], run.saturation(s["sigma"] or 5.0, s["rule"]), atol=1e-6)
+
+
+def test_block_index_and_slot_lookup(grid):
+    meta = grid.meta
+    T = len(meta["targets"])
+    for e in meta["estimators"]:
+        assert grid.block_index(e["name"], 3, "output") == e["base"] + (3 if e["slots"] > 1 else 0) * T + 1
+    assert grid.slot_index("fixed", 5.2) == 12 and grid.slot_index("median_d") == 26
+    with pytest.raises(ValueError, match="Unknown estimator"):
+        grid.block_index("nope", 0, "labels")
+
+
+def test_live_tail_equals_full_grid(run, grid):
+    """A live run's new epochs, computed alone, are the same slice as in the full grid."""
+    builder = _grid.GridBuilder(keep_targets=True)
+    values, sat, _ = builder.compute(run, start=4)
+    assert values.shape[0] == run.num_snapshots - 4
+    np.testing.assert_allclose(values, grid.values[0, 4:], rtol=1e-6, atol=1e-30)
+    np.testing.assert_allclose(sat, grid.saturation[0, 4:], atol=1e-7)
+    values_again, _, _ = builder.compute(run, start=4)  # cached X statistics give the same numbers
+    np.testing.assert_array_equal(values_again, values)
+
+
+def test_several_runs_are_padded_with_nan():
+    a = synthetic_run(epochs=4, widths=(30, 10), name="a", seed=1)
+    b = synthetic_run(epochs=2, widths=(30, 10, 6), name="b", seed=2)
+    g = _grid.plane_grid([a, b], estimators=["hsic", "cka"], sigmas=[1.0, 5.0], targets=["labels"])
+    assert g.values.shape == (2, 5, 2 * 4 * 1, 3, 2)
+    assert np.isnan(g.values[0, :, :, 2]).all()  # run a has 2 layers
+    assert np.isnan(g.values[1, 3:]).all() and not np.isnan(g.values[1, :3]).any()  # run b has 3 epochs
+    traj = b.trajectories("cka", sigma=5.0, sigma_rule="fixed")
+    np.testing.assert_allclose(g.block("cka", g.slot_index("fixed", 5.0), "labels")[1, :3], traj, rtol=2e-6)
+    assert [r["name"] for r in g.meta["runs"]] == ["a", "b"]
+
+
+def test_grid_arguments_are_validated(run):
+    with pytest.raises(ValueError, match="Unknown estimator"):
+        _grid.plane_grid(run, estimators=["nope"])
+    with pytest.raises(ValueError, match="positive"):
+        _grid.plane_grid(run, sigmas=[0.0])
+    with pytest.raises(ValueError, match="Unknown target"):
+        _grid.plane_grid(run, targets=["labels", "nope"])
+    with pytest.raises(ValueError, match="Unknown sigma rule"):
+        _grid.plane_grid(run, sigma_rules=["median"])
+    with pytest.raises(TypeError, match="ibwidget.Run"):
+        _grid.plane_grid([])
+
+
+def test_slow_estimators_on_request_and_failures_stay_nan(run):
+    g = _grid.plane_grid(run, estimators=["renyi_mi"], sigmas=[5.0], sigma_rules=["fixed"], targets=["labels"])
+    np.testing.assert_allclose(g.values[0, :, 0], run.trajectories("renyi_mi", sigma=5.0), rtol=2e-6)
+
+    @ib.estimators.register("ibwp_broken", overwrite=True)
+    def broken(K, L):
+        raise RuntimeError("singular")
+
+    g = _grid.plane_grid(run, estimators=["hsic", "ibwp_broken"], sigmas=[5.0], targets=["labels"])
+    est = g.meta["estimators"][1]
+    assert np.isnan(g.block("ibwp_broken", 0, "labels")).all() and "singular" in est["note"]
+    assert not np.isnan(g.block("hsic", 0, "labels")).any()
+
+
+# ------------------------------------------------------------------------------------------------ one-file HTML
+
+
+def _scripts(text: str) -> dict[str, str]:
+    return dict(re.findall(r'<script type="application/[^"]+" id="([^"]+)">(.*?)</script>', text, re.S))
+
+
+def test_html_is_one_self_contained_file(run, tmp_path):
+    path = run.to_html(tmp_path / "sub" / "run.html", estimators=["hsic", "cka"], sigmas=[1.0, 5.0])
+    text = path.read_text(encoding="utf-8")
+    assert text.startswith("<!DOCTYPE html>") and oct(path.stat().st_mode & 0o777) == "0o644"
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", text), "the page must load nothing"
+    module = re.search(r'<script type="module">(.*?)</script>', text, re.S).group(1)
+    assert "export default" in module
+    assert module.rstrip().endswith('mountStandalone(document.getElementById("ibwp-root"));')
+    digest = base64.b64encode(hashlib.sha256(module.encode()).digest()).decode()
+    csp = re.search(r'http-equiv="Content-Security-Policy" content="([^"]+)"', text).group(1)
+    assert f"script-src 'sha256-{digest}'" in csp and "default-src 'none'" in csp
+    assert module.startswith(Path(_report.static_file("planeview.js")).read_text()[:200])
+    assert not list(tmp_path.glob("sub/.*.tmp")), "the temporary file was left behind"
+
+
+def test_html_grid_decodes_to_the_grid(run, tmp_path):
+    g = _grid.plane_grid(run, estimators=["hsic", "kde_upper", "binning"], sigmas=[0.5, 5.0, 50.0])
+    scripts = _scripts(_report.grid_html(g))
+    meta = json.loads(scripts["ibwp-meta"])
+    assert meta["encoding"] == "u16" and meta["n_blocks"] == g.values.shape[2]
+    codes = np.frombuffer(base64.b64decode(scripts["ibwp-grid"]), "<u2").reshape(g.values.shape)
+    scales = np.frombuffer(base64.b64decode(scripts["ibwp-scales"]), "<f8").reshape(-1, 2, 2)
+    lo = scales[None, None, :, None, :, 0]
+    step = scales[None, None, :, None, :, 1]
+    decoded = np.where(codes == 65535, np.nan, lo + codes * step)
+    np.testing.assert_array_equal(np.isnan(decoded), np.isnan(g.values))
+    span = np.nanmax(np.abs(g.values), axis=(0, 1, 3), keepdims=True)
+    assert np.nanmax(np.abs(decoded - g.values) / span) < 1.6e-5  # half a step of 1/65534 of each block's range
+    sat = np.frombuffer(base64.b64decode(scripts["ibwp-saturation"]), "<f4").reshape(g.saturation.shape)
+    np.testing.assert_array_equal(sat, g.saturation)
+
+
+def test_user_strings_are_escaped(tmp_path):
+    run = synthetic_run(epochs=2, widths=(12, 6), name=f"run {HOSTILE} & co", layer_names=[HOSTILE, "fc</script>"])
+    text = run.to_html(tmp_path / "x.html", notes=f"notes {HOSTILE}", estimators=["hsic"], sigmas=[5.0]).read_text()
+    assert HOSTILE not in text and "<img" not in text.lower()
+    assert text.lower().count("</script>") == 5  # the five script blocks' own ends, none from a name
+    assert "&lt;img src=x onerror=alert(1)&gt;" in text  # title and notes: HTML-escaped text
+    meta = json.loads(_scripts(text)["ibwp-meta"])
+    assert meta["runs"][0]["layer_names"] == [HOSTILE, "fc</script>"]  # JSON-escaped, read back exactly
+    assert "\\u003cimg" in text
+
+
+def test_html_size_of_a_100_epoch_5_layer_run_with_the_default_grid(tmp_path):
+    """The issue's budget: under 2 MB for 100 epochs x 5 layers and the default grid (probe size does not matter)."""
+    run = synthetic_run(epochs=100, m=16, widths=(784, 100, 50, 12, 10))
+    path = run.to_html(tmp_path / "big.html")
+    size = path.stat().st_size
+    meta = json.loads(_scripts(path.read_text())["ibwp-meta"])
+    print(f"100 epochs x 5 layers, {meta['n_blocks']} blocks: {size / 1e6:.3f} MB")
+    assert meta["n_epochs"] == 101 and meta["n_layers"] == 5 and len(meta["sigmas"]) == 25
+    assert size < 2_000_000
+
+
+def test_static_file_and_wheel_force_include():
+    path = _report.static_file("planeview.js")
+    assert path.name == "planeview.js" and "export default" in path.read_text()
+    pyproject = (Path(__file__).parents[1] / "pyproject.toml").read_text()
+    assert '"js" = "ibwidget/static"' in pyproject
+
+
+# ------------------------------------------------------------------------------------------------ the CLI
+
+
+def test_report_cli(run, tmp_path, capsys):
+    saved = run.save(tmp_path / "run.ibrun")
+    out = tmp_path / "run.html"
+    assert main(["report", str(saved), "-o", str(out), "--estimators", "hsic,cka", "--sigmas", "1,5"]) == 0
+    assert out.is_file() and "Wrote" in capsys.readouterr().out
+    meta = json.loads(_scripts(out.read_text())["ibwp-meta"])
+    assert [e["name"] for e in meta["estimators"]] == ["hsic", "cka"] and meta["sigmas"] == [1.0, 5.0]
+    assert main(["report", str(tmp_path / "missing.ibrun"), "-o", str(out)]) == 2
+    assert "no run file" in capsys.readouterr().err
+    assert main(["report", str(saved), "--estimators", "nope"]) == 2
+
+
+# ------------------------------------------------------------------------------------------------ the widget
+
+
+def _decode(view) -> np.ndarray:
+    m = view.meta
+    return np.frombuffer(view.grid, "<f4").reshape(m["n_runs"], m["n_epochs"], m["n_blocks"], m["n_layers"], 2)
+
+
+def test_planeview_traits(run):
+    view = ib.PlaneView(run, estimators=["hsic", "cka", "binning"], estimator="cka", sigma=4.0, target="output")
+    assert isinstance(view.grid, bytes) and isinstance(view.saturation, bytes)
+    assert view.meta["encoding"] == "f32" and view.meta["default"] == {
+        "estimator": 1,
+        "rule": "fixed",
+        "sigma": 4.0,
+        "target": "output",
+    }
+    np.testing.assert_array_equal(_decode(view), view.values)
+    assert len(view.saturation) == view.values.shape[1] * 27 * 3 * 4
+    state = view.get_state()
+    assert {"meta", "grid", "saturation", "_esm"} <= set(state)
+    assert "export default" in view._esm
+    assert view.meta["runs"][0]["layer_names"] == run.layer_names
+    with pytest.raises(TypeError):
+        ib.PlaneView("not a run")
+    view.close()
+
+
+def test_planeview_resync_message_resends_everything(run, monkeypatch):
+    view = ib.PlaneView(run, estimators=["hsic"], sigmas=[5.0])
+    sent = []
+    monkeypatch.setattr(type(view), "send_state", lambda self, key=None: sent.append(key))
+    view._on_msg(view, {"type": "resync"}, [])
+    assert sent == [["meta", "grid", "saturation"]]
+    view._on_msg(view, {"type": "something else"}, [])
+    assert len(sent) == 1
+    view.close()
+
+
+def test_planeview_refresh_appends_new_epochs(monkeypatch):
+    run = synthetic_run(epochs=5)
+    partial = synthetic_run(epochs=5)
+    partial.epochs = partial.epochs[:3]  # looks like a run with 3 snapshots so far
+    view = ib.PlaneView(partial, estimators=["hsic", "cka"])
+    assert view.values.shape[1] == 3
+    partial.epochs = run.epochs  # the run grows
+    messages = []
+    monkeypatch.setattr(type(view), "send", lambda self, content, buffers=None: messages.append((content, buffers)))
+    monkeypatch.setattr("ibwidget.widget.planeview._FULL_SYNC_BYTES", 0)  # force the append path
+    before = len(view.grid)
+    view.refresh()
+    assert view.values.shape[1] == 6 and len(view.grid) == before  # traits untouched: the slice went as a message
+    ((content, buffers),) = messages
+    assert content["type"] == "append" and content["start"] == 3 and content["count"] == 3
+    assert content["epochs"] == [3, 4, 5]
+    np.testing.assert_array_equal(np.frombuffer(buffers[0], "<f4").reshape(3, -1), view.values[0, 3:].reshape(3, -1))
+    full = _grid.plane_grid(run, estimators=["hsic", "cka"])
+    np.testing.assert_allclose(view.values, full.values, rtol=1e-6, atol=1e-30)
+    view._catch_up(full=True)  # the run ends: the whole state is set
+    np.testing.assert_array_equal(_decode(view), full.values.astype(np.float32))
+    view.close()
+
+
+# ------------------------------------------------------------------------------------------------ in the Trainer
+
+
+@pytest.fixture(scope="module")
+def trained():
+    train, val, _ = ib.datasets.digits.load_data(batch_size=64, seed=0)
+    torch.manual_seed(0)
+    model = ib.IBSequential(input_shape=(1, 8, 8), device="cpu")
+    model.add(ib.layers.Flatten())
+    model.add(ib.layers.Dense(24, activation="relu"))
+    model.add(ib.layers.Dense(10))
+    model.compile(optimizer="SGD", loss="cross_entropy", metrics=["accuracy"], lr=0.05, momentum=0.9)
+    trainer = ib.Trainer(model, train, val, epochs=3, probe=48, name="planeview")
+    view = trainer.plane_view
+    threads: list[str] = []
+    view.observe(lambda _: threads.append(threading.current_thread().name), names=["meta", "grid", "saturation"])
+    trainer.start()
+    trainer.wait(timeout=120)
+    yield trainer, threads
+    trainer.close()
+
+
+def test_trainer_shows_a_live_planeview_tab(trained):
+    trainer, threads = trained
+    view = trainer.plane_view
+    tabs = trainer.children[-1]
+    assert tabs.children[0] is trainer._figure_box and tabs.children[1] is view and tabs.selected_index == 0
+    assert [e["name"] for e in view.meta["estimators"]] == ["hsic", "cka"]
+    run = trainer.run
+    assert view.meta["n_epochs"] == run.num_snapshots == 4
+    assert view.meta["runs"][0]["epochs"] == [0, 1, 2, 3]
+    assert len(view.meta["runs"][0]["history"]["loss"]) == 3
+    np.testing.assert_allclose(_decode(view), _grid.plane_grid(run, estimators=["hsic", "cka"]).values, rtol=1e-6)
+    traj = run.trajectories("cka", sigma=5.0, target="output")
+    grid = _grid.Grid(view.meta, _decode(view), None)
+    np.testing.assert_allclose(grid.block("cka", 12, "output")[0], traj.astype(np.float32), rtol=2e-6)
+    assert threads and set(threads) == {"ibwidget-ui"}, threads  # the training thread never touched it
+
+
+def test_trainer_without_planeview():
+    train, val, _ = ib.datasets.digits.load_data(batch_size=64, seed=0)
+    model = ib.IBSequential(input_shape=(1, 8, 8), device="cpu")
+    model.add(ib.layers.Flatten())
+    model.add(ib.layers.Dense(10))
+    trainer = ib.Trainer(model, train, val, epochs=1, probe=16, plane_view=False)
+    assert trainer.plane_view is None and trainer.children[-1] is trainer._figure_box
+    trainer.close()
