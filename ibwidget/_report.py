@@ -121,7 +121,7 @@ def grid_html(grid: Grid, title: str | None = None, notes: str | None = None) ->
     module = _module_source()
     digest = base64.b64encode(hashlib.sha256(module.encode("utf-8")).digest()).decode("ascii")
     names = [r["name"] for r in meta["runs"]]
-    title = title if title is not None else " vs ".join(names) + " — information plane"
+    title = title if title is not None else "ibwidget report: " + " vs ".join(names)
     notes_html = f'<p class="ibwp-notes">{html.escape(str(notes))}</p>\n' if notes else ""
     epochs = max((len(r["epochs"]) for r in meta["runs"]), default=0)
     footer = (

@@ -230,7 +230,7 @@ def test_static_file_and_wheel_force_include():
     path = _report.static_file("planeview.js")
     assert path.name == "planeview.js" and "export default" in path.read_text()
     pyproject = (Path(__file__).parents[1] / "pyproject.toml").read_text()
-    assert '"js" = "ibwidget/static"' in pyproject
+    assert '"js/planeview.js" = "ibwidget/static/planeview.js"' in pyproject
 
 
 # ------------------------------------------------------------------------------------------------ the CLI
