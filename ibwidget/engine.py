@@ -298,6 +298,7 @@ class Engine:
                 self._checkpoint()
                 t0 = time.perf_counter()
                 logs = self._train_epoch(self.epoch + 1)
+                self._resume.wait()  # paused after the last batch: the epoch completes (and is recorded) on resume
                 if self.val_loader is not None:
                     logs.update({f"val_{k}": v for k, v in self._evaluate(self.val_loader).items()})
                 self._snapshot(self.epoch + 1)
