@@ -11,17 +11,15 @@ work, offline. Every user string (run and layer names, title, notes) is escaped,
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
 import html
 import json
-import os
-import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
 
+from ibwidget._atomic import atomic_write
 from ibwidget._grid import Grid, plane_grid
 
 __all__ = ["write_html", "grid_html", "quantize", "static_file"]
@@ -148,17 +146,6 @@ def write_html(runs, path, title: str | None = None, notes: str | None = None, *
     """Write the one-file HTML report of ``runs`` to ``path`` atomically; ``grid_kwargs`` go to ``plane_grid``."""
     text = grid_html(plane_grid(runs, **grid_kwargs), title=title, notes=notes)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)  # a page to share (mkstemp makes it private)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with atomic_write(path, "w", encoding="utf-8", permissions=0o644) as fh:  # a page to share: world-readable
+        fh.write(text)
     return path

@@ -8,12 +8,9 @@ every epoch, later, for any sigma. Layers narrower than the probe also keep thei
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import math
-import os
-import tempfile
 import threading
 import zipfile
 import zlib
@@ -26,6 +23,7 @@ import torch
 from ibwidget import _packed
 from ibwidget import estimators as _estimators
 from ibwidget import kernels as _kernels
+from ibwidget._atomic import atomic_write
 from ibwidget._packed import unpack
 from ibwidget._validate import check_sigma, unknown_name
 
@@ -410,23 +408,15 @@ class Run:
             if self.batch_dynamics:
                 arrays["batch_dynamics"] = np.asarray(self.batch_dynamics, dtype=np.float64)
             arrays = {k: v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else v for k, v in arrays.items()}
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                with zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
-                    zf.writestr("meta.json", json.dumps(meta, indent=1))
-                    for key, arr in arrays.items():
-                        buf = io.BytesIO()
-                        np.save(buf, np.ascontiguousarray(arr), allow_pickle=False)
-                        zf.writestr(f"arrays/{key}.npy", buf.getvalue())
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
+        with (
+            atomic_write(path) as fh,
+            zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as zf,
+        ):
+            zf.writestr("meta.json", json.dumps(meta, indent=1))
+            for key, arr in arrays.items():
+                buf = io.BytesIO()
+                np.save(buf, np.ascontiguousarray(arr), allow_pickle=False)
+                zf.writestr(f"arrays/{key}.npy", buf.getvalue())
         return path
 
     @classmethod
