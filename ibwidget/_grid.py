@@ -401,33 +401,16 @@ class GridBuilder:
 
         ``dist`` (E, L, P), ``factor`` (E, L); ``out[name]`` (E, L, 1 + targets); ``sat`` (E, L) or None.
         """
-        E, L, P = dist.shape
-        m = run.m
-        chunk = min(E, max(1, (2**19) // max(L * P, 1)))
-        work32 = torch.empty(chunk, L, P, device=run.device)
-        work64 = torch.empty(chunk, L, P, dtype=torch.float64, device=run.device)
+        L = dist.shape[1]
         diagonal = 1.0 if exp else 0.0
-        by_epochs = hasattr(_packed.Target, "epochs")  # the packed API takes (epochs, layers, P) chunks
         groups = {g for _, g in todo}
-        for start in range(0, E, chunk):
-            stop = min(E, start + chunk)
-            k32, k = work32[: stop - start], work64[: stop - start]
-            torch.mul(dist[start:stop], factor[start:stop, :, None], out=k32)
-            if exp:
-                k32.exp_()
+        for start, stop, k32, k in _packed.kernel_chunks(dist, factor, exp):
             if sat is not None:
                 sat[start:stop] = k32.mean(-1)
-            k.copy_(k32)
-            if by_epochs:
-                rows = {g: [t.epochs(start, stop) for t in targets[g]] for g in groups}
-                flat = k
-            else:  # rows of (B, P) with per-row targets gathered by epoch index
-                index = torch.arange(start, stop, device=run.device).repeat_interleave(L)
-                rows = {g: [t.rows(index) for t in targets[g]] for g in groups}
-                flat = k.reshape(-1, P)
+            rows = {g: [t.epochs(start, stop) for t in targets[g]] for g in groups}
             for spec, group in todo:
                 option = next(iter(spec.options.values()), None)
-                res = _packed.estimate(spec.fn.__name__, option, flat, m, rows[group], diagonal)
+                res = _packed.estimate(spec.fn.__name__, option, k, run.m, rows[group], diagonal)
                 out[spec.name][start:stop] = res.reshape(stop - start, L, -1)
 
 

@@ -34,7 +34,6 @@ KERNELS = ("gaussian", "linear")
 _HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy")
 _FAST_HSIC = {"biased", "pyglow"}
 _CHUNK = 32  # matrices unpacked at once on the generic path
-_CHUNK_ELEMS = 2**19  # kernel values evaluated at once on the packed path
 _FORMAT = "ibwidget.run"
 SCHEMA_VERSION = 1
 
@@ -298,21 +297,12 @@ class Run:
         """Packed estimation of distance rows (E, L, P) in cache-sized chunks of epochs; returns (E, L, 2).
 
         The kernel's off-diagonal values are ``exp(factor * D2)`` (Gaussian, diagonal 1) or ``factor * D2``
-        (linear, as ``-D2/2`` with diagonal 0), computed into reused buffers: float32 exp, float64 statistics.
+        (linear, as ``-D2/2`` with diagonal 0): see :func:`ibwidget._packed.kernel_chunks`.
         """
-        E, L, P = dist.shape
+        E, L, _ = dist.shape
         name, option = spec.fn.__name__, next(iter(spec.options.values()), None)
-        chunk = min(E, max(1, _CHUNK_ELEMS // max(L * P, 1)))
-        work32 = torch.empty(chunk, L, P, device=self.device)
-        work64 = torch.empty(chunk, L, P, dtype=torch.float64, device=self.device)
         out = torch.empty(E, L, 2, dtype=torch.float64, device=self.device)
-        for start in range(0, E, chunk):
-            stop = min(E, start + chunk)
-            k32, k = work32[: stop - start], work64[: stop - start]
-            torch.mul(dist[start:stop], factor[start:stop, :, None], out=k32)
-            if gaussian:
-                k32.exp_()
-            k.copy_(k32)
+        for start, stop, _, k in _packed.kernel_chunks(dist, factor, gaussian):
             rows = [t.epochs(start, stop) for t in targets]
             out[start:stop] = _packed.estimate(name, option, k, self.m, rows, 1.0 if gaussian else 0.0)
         return out.cpu().numpy()
