@@ -1,4 +1,5 @@
-"""IBSequential: the PyGlow tutorial on digits, parity of its dynamics with PyGlow's HSIC, evaluators, MNIST files."""
+"""Sequential and IBSequential: the PyGlow tutorial on digits, its dynamics against PyGlow's HSIC, evaluators, PyGlow's
+MNIST classifier on MNIST files. Only the comparisons with PyGlow itself need it installed (see ``_glow``)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from _glow import glow_fixture  # noqa: F401 - the glow_estimator fixture
 from _mnist import write_idx_images, write_idx_labels
 
 import ibwidget as ib
@@ -14,9 +16,6 @@ from ibwidget import estimators, kernels
 from ibwidget.estimators import HSIC, Estimator
 from ibwidget.layers import Conv2d, Dense, Dropout, Flatten
 from ibwidget.taps import Tap
-
-# only the estimator module: ``import glow`` pulls in plotting code that needs matplotlib
-glow_estimator = pytest.importorskip("glow.information_bottleneck.estimator")
 
 SIGMA = 5
 PROBE = 64
@@ -60,7 +59,7 @@ def _probe_activations(model: ib.IBSequential):
     return x, acts, torch.softmax(logits, -1)
 
 
-def _glow(a: torch.Tensor, b: torch.Tensor) -> float:
+def _glow(glow_estimator, a: torch.Tensor, b: torch.Tensor) -> float:
     m = a.shape[0]
     crit = glow_estimator.HSIC(kernel="gaussian", gpu=False, sigma=SIGMA).criterion
     return float(crit(a.reshape(m, -1).float(), b.reshape(m, -1).float()))
@@ -74,12 +73,16 @@ def _hsic64(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(estimators.hsic(Ka, Kb, normalizer="pyglow"))
 
 
-def _assert_pyglow_pair(got, h, x, probs, where) -> None:
-    """[HSIC(h, x), HSIC(h, softmax output)] equal PyGlow's criterion (and the exact float64 value)."""
-    assert got[0] == pytest.approx(_glow(h, x), rel=1e-4), where
-    assert got[1] == pytest.approx(_glow(h, probs), rel=1e-4), where
+def _assert_exact_pair(got, h, x, probs, where) -> None:
+    """[HSIC(h, x), HSIC(h, softmax output)] equal PyGlow's criterion computed exactly (float64)."""
     assert got[0] == pytest.approx(_hsic64(h, x), rel=1e-4), where
     assert got[1] == pytest.approx(_hsic64(h, probs), rel=1e-4), where
+
+
+def _assert_glow_pair(glow_estimator, got, h, x, probs, where) -> None:
+    """[HSIC(h, x), HSIC(h, softmax output)] equal PyGlow's own criterion."""
+    assert got[0] == pytest.approx(_glow(glow_estimator, h, x), rel=1e-4), where
+    assert got[1] == pytest.approx(_glow(glow_estimator, h, probs), rel=1e-4), where
 
 
 def _check_output_kernel_not_saturated(probs: torch.Tensor) -> None:
@@ -159,9 +162,18 @@ def test_tutorial_dynamics_equal_pyglow_hsic(tutorial):
     _check_output_kernel_not_saturated(probs)
     dyn = model.evaluated_dynamics[-1, 0, 0]
     for li, name in enumerate(model.run.layer_names):
-        _assert_pyglow_pair(dyn[li], acts[name], x, probs, name)
+        _assert_exact_pair(dyn[li], acts[name], x, probs, name)
     # the comparison is not between constants: the values differ across layers
     assert np.ptp(dyn[:, 0]) > 1e-3 * np.abs(dyn[:, 0]).max()
+
+
+def test_tutorial_dynamics_equal_glow_itself(glow_estimator, tutorial):
+    """The same values from PyGlow 0.1.7's own HSIC criterion."""
+    model, _, _ = tutorial
+    x, acts, probs = _probe_activations(model)
+    dyn = model.evaluated_dynamics[-1, 0, 0]
+    for li, name in enumerate(model.run.layer_names):
+        _assert_glow_pair(glow_estimator, dyn[li], acts[name], x, probs, name)
 
 
 def test_predict_applies_the_skipped_softmax(tutorial):
@@ -193,14 +205,14 @@ def test_fit_generator_again_continues_the_run(digits):
 # ------------------------------------------------------------------------------------------ batches mode
 
 
-def test_batches_mode_keeps_pyglow_per_batch_layout_and_values(digits):
-    """mode="batches": one row per training batch, measured on that batch (train mode) against the softmax output."""
+@pytest.fixture(scope="module")
+def batches_run(digits):
+    """mode="batches" on the tutorial's model, with what each training forward saw (input, tracked layers' outputs,
+    final logits) recorded independently by forward hooks."""
     train, val = digits
     model = seed_tutorial_model(mode="batches")
     _compile(model, lr=0.05, momentum=0.9)
     model.attach_evaluator(HSIC(kernel="gaussian", gpu=False, sigma=SIGMA))
-
-    # record, independently, what each training forward saw: input, tracked layers' outputs, final logits
     names = model.tracked_layer_names
     current: dict = {}
     seen: list[dict] = []
@@ -223,17 +235,39 @@ def test_batches_mode_keeps_pyglow_per_batch_layout_and_values(digits):
     finally:
         for h in handles:
             h.remove()
-    dyn = model.evaluated_dynamics
-    assert dyn.shape == (EPOCHS, len(train), 1, 5, 2) and np.isfinite(dyn).all()
-    assert np.mean(dyn, 1).shape == (EPOCHS, 1, 5, 2)
-    assert len(seen) == EPOCHS * len(train)
-    for b in (len(train) - 2, len(train) - 1):  # the last batches: the output is confident by then
-        batch = seen[len(train) * (EPOCHS - 1) + b]
-        x, probs = batch["x"], torch.softmax(batch["out"], -1)
+    return model, seen, len(train)
+
+
+def _last_batches(batches_run):
+    """(batch index, input, tracked activations, softmax output) of the last epoch's last two batches, whose output
+    is confident by then."""
+    _, seen, num_batches = batches_run
+    for b in (num_batches - 2, num_batches - 1):
+        batch = seen[num_batches * (EPOCHS - 1) + b]
+        probs = torch.softmax(batch["out"], -1)
         _check_output_kernel_not_saturated(probs)
-        for li, name in enumerate(names):
-            _assert_pyglow_pair(dyn[EPOCHS - 1, b, 0, li], batch["acts"][name], x, probs, (b, name))
+        yield b, batch["x"], batch["acts"], probs
+
+
+def test_batches_mode_keeps_pyglow_per_batch_layout_and_values(batches_run):
+    """mode="batches": one row per training batch, measured on that batch (train mode) against the softmax output."""
+    model, seen, num_batches = batches_run
+    dyn = model.evaluated_dynamics
+    assert dyn.shape == (EPOCHS, num_batches, 1, 5, 2) and np.isfinite(dyn).all()
+    assert np.mean(dyn, 1).shape == (EPOCHS, 1, 5, 2)
+    assert len(seen) == EPOCHS * num_batches
+    for b, x, acts, probs in _last_batches(batches_run):
+        for li, name in enumerate(model.tracked_layer_names):
+            _assert_exact_pair(dyn[EPOCHS - 1, b, 0, li], acts[name], x, probs, (b, name))
     assert all(not m._forward_hooks for m in model.modules())
+
+
+def test_batches_mode_values_equal_glow_itself(glow_estimator, batches_run):
+    model = batches_run[0]
+    dyn = model.evaluated_dynamics
+    for b, x, acts, probs in _last_batches(batches_run):
+        for li, name in enumerate(model.tracked_layer_names):
+            _assert_glow_pair(glow_estimator, dyn[EPOCHS - 1, b, 0, li], acts[name], x, probs, (b, name))
 
 
 # ------------------------------------------------------------------------------------------ custom evaluators
@@ -281,8 +315,8 @@ def test_custom_estimator_is_evaluated_each_epoch(digits):
         h = acts[name]
         expected = [float(custom.criterion(h, x.reshape(PROBE, -1))), float(custom.criterion(h, probs))]
         np.testing.assert_allclose(dyn[-1, 0, 1, li], expected, rtol=1e-5)
-        # and the HSIC evaluator beside it is still PyGlow's
-        _assert_pyglow_pair(dyn[-1, 0, 0, li], h, x, probs, name)
+        # and the HSIC evaluator beside it is still PyGlow's criterion
+        _assert_exact_pair(dyn[-1, 0, 0, li], h, x, probs, name)
     assert ((dyn[:, 0, 1] >= 0) & (dyn[:, 0, 1] <= 1 + 1e-6)).all()  # CKA's range
 
 
