@@ -1,9 +1,12 @@
-"""Keras-like ``IBSequential`` with PyGlow 0.1.7's API: ``add``, ``compile``, ``attach_evaluator``, ``fit_generator``.
+"""Keras-like ``Sequential`` and ``IBSequential`` with PyGlow 0.1.7's API: ``add``, ``compile``, ``fit_generator``,
+``fit``, and (``IBSequential``) ``attach_evaluator`` and ``evaluated_dynamics``.
 
-A PyGlow notebook runs with its imports changed from ``glow`` to ``ibwidget``. Differences, all deliberate: the
-dynamics are measured on a fixed probe after every epoch (``mode="batches"`` gives PyGlow's per-batch averaging),
-against the model's own output as PyGlow did; a final softmax is not applied twice with cross-entropy; ``gpu=True``
-without CUDA warns and uses the CPU.
+A PyGlow notebook runs with its imports changed from ``glow`` to ``ibwidget``. Both models train through the same
+:class:`~ibwidget.engine.Engine`, so a plain ``Sequential`` also keeps a :class:`~ibwidget.Run` of its epochs.
+Differences, all deliberate: the dynamics are measured on a fixed probe after every epoch (``mode="batches"`` gives
+PyGlow's per-batch averaging), against the model's own output as PyGlow did; a final softmax is not applied twice
+with cross-entropy; ``gpu=True`` without CUDA warns and uses the CPU; ``fit_generator`` returns the history and draws
+no matplotlib plot.
 """
 
 from __future__ import annotations
@@ -24,9 +27,25 @@ __all__ = ["Sequential", "IBSequential"]
 
 
 class Sequential(nn.Module):
-    """A stack of :mod:`ibwidget.layers`, each built for the previous layer's output shape."""
+    """A stack of :mod:`ibwidget.layers`, each built for the previous layer's output shape, trained by
+    ``compile(...)`` then ``fit_generator(train, val, epochs)`` (headless, tqdm progress) or ``ib.Trainer``.
 
-    def __init__(self, input_shape, device="auto", gpu: bool | None = None, name: str | None = None, **_pyglow):
+    ``gpu`` comes second, as in PyGlow (``Sequential((1, 28, 28), True)``); ``device`` ("auto": CUDA when available)
+    is the alternative. ``track_dynamics`` and ``save_dynamics`` are PyGlow's flags, accepted and ignored: every fit
+    records a :class:`ibwidget.Run` (``model.run``) of a ``probe``-sample snapshot per epoch.
+    """
+
+    def __init__(
+        self,
+        input_shape,
+        gpu: bool | None = None,
+        *,
+        device="auto",
+        name: str | None = None,
+        probe: int = 512,
+        track_dynamics: bool = True,
+        save_dynamics: bool = True,
+    ):
         super().__init__()
         if gpu is not None:  # PyGlow's flag
             if gpu and not torch.cuda.is_available():
@@ -44,6 +63,10 @@ class Sequential(nn.Module):
         self._loss_spec = None
         self._metrics = None
         self._warn_key = object()  # once-per-model warnings: id(self) is reused after a model is freed
+        self.probe = probe
+        self.track_dynamics = track_dynamics
+        self.save_dynamics = save_dynamics
+        self.engine: Engine | None = None
 
     # ------------------------------------------------------------------------------------------ building
 
@@ -130,45 +153,7 @@ class Sequential(nn.Module):
         if self._optimizer is None:
             raise RuntimeError("compile the model first: model.compile(optimizer='SGD', loss='cross_entropy').")
 
-
-class IBSequential(Sequential):
-    """``Sequential`` that tracks each layer's training dynamics in the information plane.
-
-    ``attach_evaluator(HSIC(kernel="gaussian", sigma=5))`` then ``fit_generator(train, val, epochs)``;
-    ``evaluated_dynamics`` is then PyGlow's ndarray (epochs, batches, evaluators, layers, 2), and ``run`` the
-    :class:`ibwidget.Run` with every epoch's snapshot for any estimator and sigma.
-    """
-
-    def __init__(
-        self,
-        input_shape,
-        device="auto",
-        gpu: bool | None = None,
-        track_dynamics: bool = True,
-        save_dynamics: bool = True,
-        name: str | None = None,
-        probe: int = 512,
-        mode: str = "probe",
-        **kw,
-    ):
-        super().__init__(input_shape, device=device, gpu=gpu, name=name, **kw)
-        self.track_dynamics = track_dynamics
-        self.save_dynamics = save_dynamics
-        self.probe = probe
-        self.mode = mode
-        self.evaluators: list[Estimator] = []
-        self.engine: Engine | None = None
-
-    def attach_evaluator(self, evaluator: Estimator) -> None:
-        """Evaluate ``evaluator`` (e.g. ``HSIC(kernel="gaussian", sigma=5)``) on every epoch's snapshot."""
-        if not isinstance(evaluator, Estimator):
-            raise TypeError(
-                f"attach_evaluator takes an ibwidget.estimators.Estimator such as HSIC(kernel='gaussian', sigma=5), "
-                f"got {type(evaluator).__name__}."
-            )
-        if self.engine is not None:
-            raise RuntimeError("attach evaluators before the first fit; this model has already trained.")
-        self.evaluators.append(evaluator)
+    # ------------------------------------------------------------------------------------------ training
 
     @property
     def run(self):
@@ -178,7 +163,7 @@ class IBSequential(Sequential):
     def make_engine(self, train_loader, val_loader=None, num_epochs: int = 1, **kwargs) -> Engine:
         """An :class:`~ibwidget.engine.Engine` for this compiled model (the Trainer widget uses this)."""
         self._check_compiled()
-        mode = kwargs.pop("mode", self.mode)
+        options = {**self._engine_options(), **kwargs}
         return Engine(
             self,
             train_loader,
@@ -188,17 +173,39 @@ class IBSequential(Sequential):
             optimizer=self._optimizer,
             metrics=self._metrics,
             layers=self.tracked_layer_names,
-            probe=kwargs.pop("probe", self.probe),
+            probe=options.pop("probe", self.probe),
             device=self.device,
-            name=kwargs.pop("name", self.name),
-            evaluators=self.evaluators,
-            mode=mode,
+            name=options.pop("name", self.name),
             config={"loss": self._loss_spec if isinstance(self._loss_spec, str) else type(self._loss).__name__},
-            **kwargs,
+            **options,
         )
 
-    def fit_generator(self, train_loader, val_loader=None, num_epochs: int = 1, progress: bool = True, **kwargs):
-        """Train (blocking, with tqdm progress), recording every epoch; calling again continues the same run."""
+    def _engine_options(self) -> dict:
+        """Engine arguments a subclass adds (``IBSequential``: its evaluators and mode)."""
+        return {}
+
+    def fit_generator(
+        self,
+        train_loader,
+        val_loader=None,
+        num_epochs: int = 1,
+        show_plot: bool = False,
+        progress: bool = True,
+        **kwargs,
+    ) -> dict:
+        """Train (blocking, with tqdm progress), recording every epoch; calling again continues the same run.
+
+        Returns the Keras-style history (``loss``, ``accuracy``, ``val_loss``, ``val_accuracy``: per-epoch lists).
+        ``show_plot`` is PyGlow's flag: no matplotlib plot is drawn (a warning says where the curves are).
+        Other keyword arguments go to the :class:`~ibwidget.engine.Engine` (e.g. ``probe``, ``seed``).
+        """
+        if show_plot:
+            warnings.warn(
+                "show_plot=True draws no plot in ibwidget: the losses are in the returned history "
+                "(also model.run.history), and ib.Trainer(model, train, val, epochs) plots them live.",
+                UserWarning,
+                stacklevel=2,
+            )
         if self.engine is not None and self.engine.train_loader is train_loader and not kwargs:
             self.engine.val_loader = val_loader
             self.engine.start(epochs=num_epochs)
@@ -215,11 +222,13 @@ class IBSequential(Sequential):
         batch_size: int = 64,
         num_epochs: int = 1,
         validation_split: float = 0.2,
+        show_plot: bool = False,
         shuffle: bool = True,
         seed: int = 0,
         **kwargs,
-    ):
-        """Train on tensors ``x`` (N, *input_shape) and integer labels ``y`` (N,), holding out a validation split."""
+    ) -> dict:
+        """Train on tensors or arrays ``x`` (N, *input_shape) and integer labels ``y`` (N,), holding out a seeded
+        ``validation_split``; PyGlow's argument order. Returns the history, as :meth:`fit_generator`."""
         x, y = torch.as_tensor(x).float(), torch.as_tensor(y).long()
         if x.shape[0] != y.shape[0]:
             raise ValueError(f"x has {x.shape[0]} samples but y has {y.shape[0]}; pass one label per sample.")
@@ -237,7 +246,55 @@ class IBSequential(Sequential):
         val = None
         if n_val:
             val = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x[val_idx], y[val_idx]), batch_size=256)
-        return self.fit_generator(train, val, num_epochs, **kwargs)
+        return self.fit_generator(train, val, num_epochs, show_plot, **kwargs)
+
+
+class IBSequential(Sequential):
+    """``Sequential`` that tracks each layer's training dynamics in the information plane.
+
+    ``attach_evaluator(HSIC(kernel="gaussian", sigma=5))`` then ``fit_generator(train, val, epochs)``;
+    ``evaluated_dynamics`` is then PyGlow's ndarray (epochs, batches, evaluators, layers, 2), and ``run`` the
+    :class:`ibwidget.Run` with every epoch's snapshot for any estimator and sigma. The first four arguments are
+    PyGlow's, in its order; the rest are keyword-only.
+    """
+
+    def __init__(
+        self,
+        input_shape,
+        gpu: bool | None = None,
+        track_dynamics: bool = True,
+        save_dynamics: bool = True,
+        *,
+        device="auto",
+        name: str | None = None,
+        probe: int = 512,
+        mode: str = "probe",
+    ):
+        super().__init__(
+            input_shape,
+            gpu,
+            device=device,
+            name=name,
+            probe=probe,
+            track_dynamics=track_dynamics,
+            save_dynamics=save_dynamics,
+        )
+        self.mode = mode
+        self.evaluators: list[Estimator] = []
+
+    def attach_evaluator(self, evaluator: Estimator) -> None:
+        """Evaluate ``evaluator`` (e.g. ``HSIC(kernel="gaussian", sigma=5)``) on every epoch's snapshot."""
+        if not isinstance(evaluator, Estimator):
+            raise TypeError(
+                f"attach_evaluator takes an ibwidget.estimators.Estimator such as HSIC(kernel='gaussian', sigma=5), "
+                f"got {type(evaluator).__name__}."
+            )
+        if self.engine is not None:
+            raise RuntimeError("attach evaluators before the first fit; this model has already trained.")
+        self.evaluators.append(evaluator)
+
+    def _engine_options(self) -> dict:
+        return {"evaluators": self.evaluators, "mode": self.mode}
 
     @property
     def evaluated_dynamics(self) -> np.ndarray | None:

@@ -425,3 +425,79 @@ def test_mnist_files_through_ibsequential(mnist_root):
     for row, label in zip(run.probe_x.reshape(16, -1).numpy(), run.probe_labels.tolist(), strict=True):
         match = np.flatnonzero(np.abs(normalised - row).max(1) < 1e-5)
         assert len(match) == 1 and labels[match[0]] == label
+
+
+# ------------------------------------------------------------------------------------------ plain Sequential
+
+
+@pytest.mark.filterwarnings("ignore:This DataLoader will create 3 worker processes")  # the notebook's 3, on 2 cores
+def test_plain_sequential_trains_as_pyglows_mnist_classifier(mnist_root, monkeypatch, capsys):
+    """PyGlow's MNIST classifier notebook, its calls made on ibwidget's modules (data found through IBWIDGET_DATA):
+    a plain Sequential with dropout and a final softmax, compiled with PyGlow's defaults, trained by fit_generator
+    through the same engine as IBSequential, with tqdm progress, returning the history."""
+    from ibwidget.datasets import mnist
+    from ibwidget.models import Sequential
+
+    root, _ = mnist_root
+    monkeypatch.setenv("IBWIDGET_DATA", str(root))
+    train_loader, val_loader, test_loader = mnist.load_data(batch_size=16, num_workers=3, validation_split=0.2)
+    torch.manual_seed(0)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        model = Sequential(input_shape=(1, 28, 28), gpu=True)
+        model.add(Conv2d(filters=16, kernel_size=3, stride=1, padding=1, activation="relu"))
+        model.add(Flatten())
+        model.add(Dropout(0.4))
+        model.add(Dense(500, activation="relu"))
+        model.add(Dropout(0.4))
+        model.add(Dense(200, activation="relu"))
+        model.add(Dropout(0.2))
+        model.add(Dense(10, activation="softmax"))
+        model.compile(optimizer="SGD", loss="cross_entropy", metrics=["accuracy"])
+        initial = [p.detach().clone() for p in model.parameters()]
+        history = model.fit_generator(train_loader, val_loader, 2, show_plot=False)
+    assert model.device.type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert len(_softmax_ce_warnings(record)) == 1  # the final softmax is skipped, once
+    no_cuda = [w for w in record if w.category is RuntimeWarning and "no CUDA device" in str(w.message)]
+    assert len(no_cuda) == (0 if torch.cuda.is_available() else 1)
+    group = model.engine.optimizer.param_groups[0]  # PyGlow's compile defaults
+    assert type(model.engine.optimizer) is torch.optim.SGD and (group["lr"], group["momentum"]) == (0.001, 0.95)
+    # it trained: two epochs of history, every parameter moved, through the engine
+    assert set(history) == {"loss", "accuracy", "val_loss", "val_accuracy"}
+    assert all(len(v) == 2 and np.isfinite(v).all() for v in history.values())
+    assert all(not torch.equal(p.detach().cpu(), q) for p, q in zip(model.parameters(), initial, strict=True))
+    assert isinstance(model.engine, ib.Engine) and model.engine.status == "finished"
+    assert model.run.history == history and model.run.epochs == [0, 1, 2]
+    assert model.run.layer_names == ["conv2d_1", "dense_1", "dense_2", "dense_3"]
+    # tqdm: a bar per epoch on stderr, a line per epoch on stdout
+    out, err = capsys.readouterr()
+    assert "Epoch 1/2" in err and "Epoch 2/2" in err
+    for epoch in (1, 2):
+        line = next(line for line in out.splitlines() if line.startswith(f"Epoch {epoch}/2 - "))
+        assert f"val_loss: {history['val_loss'][epoch - 1]:.4f}" in line
+    # after fit: predictions on the test set are probabilities (the softmax the loss skipped)
+    x, _ = next(iter(test_loader))
+    probs = model.predict(x)
+    assert probs.shape == (16, 10) and torch.allclose(probs.sum(-1), torch.ones(16, device=probs.device))
+
+
+def test_plain_sequential_fit_takes_pyglows_arguments():
+    """PyGlow's fit(x_train, y_train, batch_size, num_epochs, validation_split, show_plot) on numpy arrays, and the
+    constructor flags PyGlow's models take; show_plot draws nothing and says where the curves are."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(120, 1, 8, 8)).astype(np.float32)
+    y = (x.reshape(120, -1).sum(1) > 0).astype(np.int64)
+    torch.manual_seed(0)
+    model = ib.models.Sequential(input_shape=(1, 8, 8), probe=16, device="cpu", track_dynamics=True)
+    model.add(Flatten())
+    model.add(Dense(2))
+    model.compile(optimizer="SGD", loss="cross_entropy", metrics=["accuracy"], lr=0.05)
+    with pytest.warns(UserWarning, match="show_plot=True draws no plot.*history"):
+        history = model.fit(x, y, 32, 2, 0.25, True)
+    assert len(history["loss"]) == 2 and len(history["val_loss"]) == 2
+    assert model.run.m == 16 and len(model.run.probe_labels) == 16
+    # PyGlow's positional order: (input_shape, gpu) and (input_shape, gpu, track_dynamics, save_dynamics)
+    assert ib.models.Sequential((4,), False).device.type == "cpu"
+    assert ib.models.IBSequential((4,), False, False, False).device.type == "cpu"  # the flags: accepted, ignored
+    with pytest.raises(TypeError, match="devcie"):  # a mistyped argument is not swallowed
+        ib.models.Sequential(input_shape=(4,), devcie="cpu")
