@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import http.server
 import math
 import pickle
 import subprocess
 import sys
+import threading
+import urllib.request
 
 import numpy as np
 import pytest
@@ -188,21 +191,45 @@ def test_mnist_missing_files_clear_error(tmp_path):
     assert isinstance(info.value, FileNotFoundError) and isinstance(info.value, RuntimeError)
 
 
-def test_mnist_failed_download_clear_error(tmp_path, monkeypatch):
-    # A proxy on a closed local port makes the download fail at once even on a machine with internet access.
-    for var in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
-        monkeypatch.setenv(var, "http://127.0.0.1:9")
-    for var in ("no_proxy", "NO_PROXY"):
-        monkeypatch.delenv(var, raising=False)
+@pytest.fixture
+def mirror():
+    """A real HTTP server on a free local port that answers 404 to everything, recording what was asked for."""
+    asked: list[str] = []
+
+    class NotFound(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # the name http.server calls
+            asked.append(self.path)
+            self.send_error(404, "no MNIST here")
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NotFound)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
     try:
-        train, val, test = mnist.load_data(root=tmp_path, download=True)
-    except DatasetNotFoundError as e:
-        message = str(e)
-        assert "could not be loaded" in message
-        assert str(tmp_path / "MNIST" / "raw" / "train-images-idx3-ubyte") in message
-        assert "ib.datasets.digits.load_data()" in message
-    else:  # urllib had already built its opener before the proxy was set, and the network is up: a real download
-        assert len(train.dataset) + len(val.dataset) == 60000
+        yield f"http://127.0.0.1:{server.server_address[1]}/mnist/", asked
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_mnist_failed_download_clear_error(tmp_path, monkeypatch, mirror):
+    """The download is really attempted, from a mirror that has no files, and fails with an error saying so."""
+    from torchvision import datasets
+
+    url, asked = mirror
+    monkeypatch.setattr(datasets.MNIST, "mirrors", [url])
+    # straight to the local server, whatever proxies the environment or an earlier opener had
+    monkeypatch.setattr(urllib.request, "_opener", urllib.request.build_opener(urllib.request.ProxyHandler({})))
+    with pytest.raises(DatasetNotFoundError) as info:
+        mnist.load_data(root=tmp_path, download=True)
+    assert asked and asked[0] == "/mnist/train-images-idx3-ubyte.gz"  # the download was attempted
+    message = str(info.value)
+    assert "could not be loaded" in message and url in message and "404" in message  # what failed, and where from
+    assert str(tmp_path / "MNIST" / "raw" / "train-images-idx3-ubyte") in message  # where the files go
+    assert "download=False" in message and "ib.datasets.digits.load_data()" in message  # what to do instead
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []  # nothing half-downloaded left behind
 
 
 # --------------------------------------------------------------------------------------------------------- cifar10
