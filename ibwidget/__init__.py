@@ -1,7 +1,7 @@
 """ibwidget: watch a PyTorch network learn, layer by layer, in the information plane."""
 
 from ibwidget import datasets, estimators, kernels, layers, models
-from ibwidget.engine import Engine
+from ibwidget.engine import Engine, engine_of
 from ibwidget.models import IBSequential, Sequential
 from ibwidget.run import Run, load_run
 
@@ -16,6 +16,7 @@ __all__ = [
     "Sequential",
     "Trainer",
     "datasets",
+    "engine_of",
     "estimators",
     "kernels",
     "layers",

@@ -13,6 +13,7 @@ import math
 import threading
 import time
 import traceback
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -23,14 +24,51 @@ from torch import nn
 from ibwidget import _compile
 from ibwidget.estimators import HSIC as _HSICEvaluator
 from ibwidget.estimators import Estimator
-from ibwidget.recorder import DEFAULT_MEMORY_BUDGET, Recorder, make_probe
+from ibwidget.recorder import DEFAULT_MEMORY_BUDGET, Recorder, make_probe, split_batch
 from ibwidget.run import Run
-from ibwidget.taps import Tap, default_layer_names
+from ibwidget.taps import Tap, default_layer_names, resolve_layers
 
-__all__ = ["Engine", "BatchEvent", "EpochEvent", "resolve_device", "STATUSES"]
+__all__ = ["Engine", "BatchEvent", "EpochEvent", "engine_of", "resolve_device", "STATUSES"]
 
 STATUSES = ("idle", "running", "paused", "stopping", "stopped", "finished", "failed")
 _EVENTS = ("on_epoch_end", "on_batch_end", "on_exception", "on_finish")
+
+# Engines whose training thread is alive (running, paused or stopping). Weak: an ended engine pins nothing.
+_TRAINING: weakref.WeakSet[Engine] = weakref.WeakSet()
+_TRAINING_LOCK = threading.RLock()
+
+
+def _footprint(model: nn.Module) -> set[int]:
+    """Identities of the modules and parameters a training of ``model`` steps or switches between modes."""
+    return {id(t) for t in (*model.modules(), *model.parameters())}
+
+
+def _engine_training(model: nn.Module, exclude: Engine | None = None) -> Engine | None:
+    mine = _footprint(model)
+    with _TRAINING_LOCK:
+        engines = [e for e in _TRAINING if e is not exclude]
+    return next((e for e in engines if not mine.isdisjoint(_footprint(e.model))), None)
+
+
+def engine_of(model: nn.Module) -> Engine | None:
+    """The :class:`Engine` training ``model`` (running, paused or stopping), or one training a module that contains
+    it, is part of it or shares parameters with it; None when nothing trains it. E.g. ``ib.engine_of(model).stop()``.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"engine_of takes a torch.nn.Module, got {type(model).__name__}.")
+    return _engine_training(model)
+
+
+def _refuse_second_training(model: nn.Module, exclude: Engine | None = None) -> None:
+    other = _engine_training(model, exclude)
+    if other is not None:
+        same = other.model is model
+        what = "this model" if same else f"{type(other.model).__name__}, which shares modules with this model,"
+        raise RuntimeError(
+            f"{what} is already being trained by {other!r} in a background thread; two trainings at once would "
+            "step the same weights and can crash the process. Stop the first one with ib.engine_of(model).stop() "
+            "(or let it end: ib.engine_of(model).wait()), then start this one."
+        )
 
 
 def resolve_device(device="auto") -> torch.device:
@@ -97,7 +135,7 @@ class Engine:
         optimizer="SGD",
         lr: float | None = None,
         metrics=("accuracy",),
-        layers: list[str] | None = None,
+        layers: list[str | nn.Module] | str | None = None,
         probe: int = 512,
         probe_data=None,
         seed: int | None = 0,
@@ -120,6 +158,7 @@ class Engine:
             )
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
+        _refuse_second_training(model)  # before anything moves the model or runs a probe forward through it
         self.device = resolve_device(device)
         self.model = model.to(self.device)
         self.train_loader = train_loader
@@ -130,7 +169,15 @@ class Engine:
             self.loss_fn = self.loss_fn.to(self.device)
         self.optimizer = _compile.resolve_optimizer(optimizer, self.model.parameters(), lr=lr, **optimizer_kwargs)
         self.metrics = _compile.resolve_metrics(metrics)
-        self.layers = list(layers) if layers is not None else default_layer_names(self.model)
+        if layers is not None:
+            layers = [layers] if isinstance(layers, str | nn.Module) else list(layers)
+            if not layers:
+                raise ValueError(
+                    "layers=[] tracks nothing; pass the module names to track, as in model.named_modules() "
+                    "(e.g. layers=['fc1', 'fc2']), or layers=None for every layer with parameters."
+                )
+            layers = [name for name, _ in resolve_layers(self.model, layers)]
+        self.layers = layers if layers is not None else default_layer_names(self.model)
         if not self.layers:
             raise ValueError("the model has no layer with parameters to track; pass layers=[...] by module name.")
         self.seed = seed
@@ -184,6 +231,12 @@ class Engine:
         self._resume.set()
         self._stop_requested = False
         self._thread: threading.Thread | None = None
+        # set while no training thread runs; cleared by start(), set by the thread as its very last step. Liveness
+        # is read from here, not from Thread.is_alive, which an interrupted join (Python 3.11) turns False.
+        self._ended = threading.Event()
+        self._ended.set()
+        self._defer_loss_check = self.device.type != "cpu"  # on a GPU, read the loss check at progress events
+        self._clean_state: _CleanState | None = None
         self.status = "idle"
         self.reason = ""
         self.error: BaseException | None = None
@@ -217,7 +270,7 @@ class Engine:
     def start(self, epochs: int | None = None) -> Engine:
         """Start training in a background thread; after a finished or stopped run, ``epochs`` more epochs."""
         with self._lock:
-            if self._thread is not None and self._thread.is_alive():
+            if not self._ended.is_set():
                 raise RuntimeError(f"training is already {self.status}; pause(), resume() or stop() it instead.")
             if self.status == "failed":
                 raise RuntimeError(f"this run failed ({self.reason}); build a new one to train again.")
@@ -228,11 +281,21 @@ class Engine:
                 self._target_epochs = self.epoch + epochs
             elif self.status in ("finished", "stopped") and self.epoch >= self._target_epochs:
                 raise RuntimeError("this run has trained all its epochs; call start(epochs=N) to train N more.")
+            with _TRAINING_LOCK:
+                _refuse_second_training(self.model, exclude=self)
+                _TRAINING.add(self)
+            status, self.status = self.status, "running"
             self._stop_requested = False
             self._resume.set()
-            self.status = "running"
-            self._thread = threading.Thread(target=self._main, name="ibwidget-training", daemon=True)
-            self._thread.start()
+            self._ended.clear()
+            thread = threading.Thread(target=self._main, name="ibwidget-training", daemon=True)
+            try:
+                thread.start()
+            except BaseException:
+                self.status = status
+                self._end_thread()
+                raise
+            self._thread = thread
         return self
 
     def pause(self) -> None:
@@ -250,29 +313,42 @@ class Engine:
                 self._resume.set()
 
     def stop(self, wait: bool = True, timeout: float | None = 30.0) -> None:
-        """Stop after the current batch; completed epochs stay in the run."""
+        """Stop after the current batch; completed epochs stay in the run. From a callback it never waits."""
         with self._lock:
             if self.status in ("running", "paused"):
-                self.status = "stopping"
                 self._stop_requested = True
                 self._resume.set()
-        if wait:
+                self.status = "stopping"
+        if wait and not self._in_training_thread():
             self.wait(timeout, raise_error=False)
 
     def wait(self, timeout: float | None = None, raise_error: bool = True) -> Run:
-        """Join the training thread; re-raise its exception if it failed. Returns the run."""
-        thread = self._thread
-        if thread is not None:
-            thread.join(timeout)
-            if thread.is_alive():
-                raise TimeoutError(f"training still {self.status} after {timeout} s.")
+        """Block until training ends; re-raise its exception if it failed. Returns the run.
+
+        An interrupt (``KeyboardInterrupt``, e.g. the notebook's stop button) while waiting stops the training
+        after the current batch, waits for it to end (completed epochs kept, status ``stopped``), then is re-raised.
+        """
+        if self._in_training_thread():
+            raise RuntimeError("wait() from an engine callback would wait for its own thread; call stop(wait=False).")
+        try:
+            ended = self._ended.wait(timeout)
+        except KeyboardInterrupt:
+            self.stop(wait=False)
+            self._ended.wait()  # a second interrupt leaves it stopping; start() refuses until it has ended
+            raise
+        if not ended:
+            raise TimeoutError(f"training still {self.status} after {timeout} s.")
         if raise_error and self.error is not None:
             raise self.error
         return self.run
 
     @property
     def is_alive(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        """Whether a training thread runs (status running, paused or stopping)."""
+        return not self._ended.is_set()
+
+    def _in_training_thread(self) -> bool:
+        return self._thread is not None and threading.current_thread() is self._thread
 
     # ------------------------------------------------------------------------------------------ the thread
 
@@ -323,6 +399,13 @@ class Engine:
                 self._emit("on_exception", exc)
             finally:
                 self._emit("on_finish", self.status)
+        finally:
+            self._end_thread()
+
+    def _end_thread(self) -> None:
+        with _TRAINING_LOCK:
+            _TRAINING.discard(self)
+        self._ended.set()
 
     def _finish(self, status: str) -> None:
         with self._lock:
@@ -374,9 +457,8 @@ class Engine:
                 yield x_all[idx], y_all[idx]
             return
         for batch in loader:
-            if not isinstance(batch, list | tuple) or len(batch) < 2:
-                raise TypeError("each batch must be (inputs, targets); got " + type(batch).__name__)
-            yield batch[0].to(self.device, non_blocking=True), batch[1].to(self.device, non_blocking=True)
+            x, y = split_batch(batch)
+            yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
 
     def _train_epoch(self, epoch: int) -> dict:
         self.model.train()
@@ -386,13 +468,22 @@ class Engine:
         seen = 0
         t_start = last_event = time.perf_counter()
         batch_segments = []
+        # every step's loss is checked: at once on the CPU, at progress events on a device (see _CleanState)
+        guard = self._clean_state
+        if guard is None:
+            guard = self._clean_state = _CleanState(self.model, self.optimizer, self.device, self._defer_loss_check)
+        guard.save(epoch, 0)
+        b = 0
         with contextlib.ExitStack() as stack:
             tap = stack.enter_context(Tap(self.model, self.layers)) if self.mode == "batches" else None
             for b, (x, y) in enumerate(self._batches(self.train_loader), 1):
                 self._checkpoint()
+                if not guard.deferred and b > 1:
+                    guard.save(epoch, b - 1)  # the buffers, which this batch's forward updates
                 self.optimizer.zero_grad(set_to_none=True)
                 output = self.forward(x)
                 loss = self.loss_fn(output, y)
+                guard.observe(loss, epoch, b)
                 loss.backward()
                 self.optimizer.step()
                 n = x.shape[0]
@@ -404,26 +495,19 @@ class Engine:
                     metric_sums[k] = metric_sums[k] + _metric_sum(fn, output.detach(), y)
                 now = time.perf_counter()
                 if now - last_event >= self.batch_event_interval or b == num_batches:
-                    value = float(loss.detach())
-                    if not math.isfinite(value):
-                        raise FloatingPointError(
-                            f"the training loss became {value} at epoch {epoch}, batch {b}; the run stopped. "
-                            "Lower the learning rate or check the inputs for NaN."
-                        )
+                    guard.check(epoch, b)
                     last_event = now
                     rate = b / max(now - t_start, 1e-9)
                     eta = (num_batches - b) / rate if num_batches else math.nan
+                    value = float(loss.detach())
                     self._emit("on_batch_end", BatchEvent(epoch, self._target_epochs, b, num_batches, value, rate, eta))
+        if b != num_batches:  # else the last batch was a progress event, and checked
+            guard.check(epoch, b)
         if seen == 0:
             raise ValueError("the training loader yielded no batch; check the dataset and batch_size.")
-        mean_loss = float(total_loss) / seen
-        if not math.isfinite(mean_loss):
-            raise FloatingPointError(
-                f"the training loss became {mean_loss} in epoch {epoch}; the run stopped. Lower the learning rate."
-            )
         if batch_segments:
             self.run.batch_dynamics.append(np.asarray(batch_segments))
-        return {"loss": mean_loss, **{k: float(v) / seen for k, v in metric_sums.items()}}
+        return {"loss": float(total_loss) / seen, **{k: float(v) / seen for k, v in metric_sums.items()}}
 
     def _output_target(self, output: torch.Tensor) -> torch.Tensor:
         """The network's output as the target Y of the dynamics: its softmax, as ``Run.trajectories(target="output")``
@@ -473,6 +557,102 @@ class Engine:
 
     def __repr__(self) -> str:
         return f"Engine(epoch {self.epoch}/{self._target_epochs}, {len(self.layers)} layers, {self.status})"
+
+
+class _CleanState:
+    """The model's (and optimizer's) state at the last point where every training loss so far was finite.
+
+    Immediate mode (the CPU): :meth:`observe` reads each loss and raises before its ``backward``, so no update is
+    made from a bad batch; only the buffers (BatchNorm statistics, which the forward updates) are saved, before each
+    step. Deferred mode (a device): :meth:`observe` folds ``~isfinite(loss)`` and the first bad batch into device
+    flags (no host sync); :meth:`check`, at progress events, reads them and either saves parameters, buffers and
+    optimizer state into preallocated copies (asynchronous device copies) or restores the last save and raises.
+    """
+
+    def __init__(self, model: nn.Module, optimizer, device: torch.device, deferred: bool):
+        self.model, self.optimizer, self.deferred = model, optimizer, deferred
+        self._bad = torch.zeros((), dtype=torch.bool, device=device)
+        self._first_bad = torch.zeros((), dtype=torch.int64, device=device)
+        self._bad_value = torch.zeros((), dtype=torch.float64, device=device)
+        self._copies: dict[int, torch.Tensor] = {}  # id(tensor) -> its preallocated copy, for the tensors last saved
+        self._saved: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._saved_optimizer: dict = {}  # parameter -> {key: copy or value} of its optimizer state
+        self._saved_at = (0, 0)
+
+    def _tensors(self) -> list[torch.Tensor]:
+        if not self.deferred:
+            return list(self.model.buffers())
+        params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        return list({id(t): t for t in (*self.model.parameters(), *params, *self.model.buffers())}.values())
+
+    @torch.no_grad()
+    def save(self, epoch: int, batch: int) -> None:
+        """Keep the current state as the clean one, reached after ``batch`` of ``epoch`` (0: before its first)."""
+        if batch and not self.deferred:
+            for tensor, copy in self._saved:
+                copy.copy_(tensor)
+            self._saved_at = (epoch, batch)
+            return
+        # what to keep is looked up again (optimizer state appears after a first step); copies are reused
+        old, self._copies = self._copies, {}
+
+        def copy_of(source: torch.Tensor) -> torch.Tensor:
+            copy = old.get(id(source))
+            if copy is None or (copy.shape, copy.dtype, copy.device) != (source.shape, source.dtype, source.device):
+                copy = torch.empty_like(source)
+            self._copies[id(source)] = copy
+            return copy.copy_(source, non_blocking=True)
+
+        self._saved = [(t, copy_of(t)) for t in self._tensors()]
+        if self.deferred:
+            self._saved_optimizer = {
+                p: {k: copy_of(v) if isinstance(v, torch.Tensor) else v for k, v in state.items()}
+                for p, state in self.optimizer.state.items()
+            }
+        self._saved_at = (epoch, batch)
+
+    @torch.no_grad()
+    def _restore(self) -> None:
+        for tensor, copy in self._saved:
+            tensor.copy_(copy)
+        if self.deferred:
+            for p in [p for p in self.optimizer.state if p not in self._saved_optimizer]:
+                del self.optimizer.state[p]  # state created after the save: as before the parameter's first step
+            for p, state in self._saved_optimizer.items():
+                self.optimizer.state[p] = {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in state.items()}
+
+    def observe(self, loss: torch.Tensor, epoch: int, batch: int) -> None:
+        """Check one step's loss before its backward: at once (immediate), or folded into the device flags."""
+        loss = loss.detach()
+        if not self.deferred:
+            if not bool(torch.isfinite(loss).all()):
+                self._fail(float(loss.double().sum()), epoch, batch)
+            return
+        new = ~torch.isfinite(loss).all() & ~self._bad
+        self._first_bad.masked_fill_(new, batch)
+        self._bad_value.copy_(torch.where(new, loss.double().sum(), self._bad_value))
+        self._bad.logical_or_(new)
+
+    def check(self, epoch: int, batch: int) -> None:
+        """At a progress event (deferred mode): raise if a loss since the last save was not finite, else save."""
+        if not self.deferred:
+            return
+        if bool(self._bad):
+            self._fail(float(self._bad_value), epoch, int(self._first_bad))
+        self.save(epoch, batch)
+
+    def _fail(self, value: float, epoch: int, batch: int):
+        self._restore()
+        if not self.deferred:
+            state = "before that batch changed the model"
+        else:
+            saved_epoch, saved_batch = self._saved_at
+            last = f"after batch {saved_batch} of epoch {saved_epoch}" if saved_batch else f"before epoch {saved_epoch}"
+            state = f"and the model was restored to its state at the last check, {last}"
+        raise FloatingPointError(
+            f"the training loss became {value} at epoch {epoch}, batch {batch}; the run stopped {state}. "
+            "Lower the learning rate or check the inputs for NaN."
+        )
 
 
 def _metric_sum(fn, output: torch.Tensor, y: torch.Tensor):

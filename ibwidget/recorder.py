@@ -7,20 +7,49 @@ without gradients; each tapped layer's Gram matrix ``G = Z Z^T`` (float32, on th
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 from torch import nn
 
 from ibwidget import kernels as _kernels
 from ibwidget.taps import Tap
 
-__all__ = ["make_probe", "Recorder", "DEFAULT_MEMORY_BUDGET"]
+__all__ = ["make_probe", "split_batch", "Recorder", "DEFAULT_MEMORY_BUDGET", "INPUT_KEYS", "TARGET_KEYS"]
 
 DEFAULT_MEMORY_BUDGET = 2 * 1024**3  #: bytes of snapshots a run may hold (2 GiB)
+INPUT_KEYS = ("x", "input", "inputs")  #: keys of the inputs in a dict batch or sample, first found wins
+TARGET_KEYS = ("y", "label", "labels", "target", "targets")  #: keys of the targets in a dict batch or sample
 _KEEP = ("narrow", "all", "none")
+_EMPTY_PROBE_SOURCE = (
+    "the probe's source has no samples (an empty validation loader, e.g. from validation_split=0?). Pass a "
+    "non-empty val_loader, val_loader=None to take the probe from the training data, or probe_data=(x, labels)."
+)
+_BATCH_FORMATS = (
+    f"a pair (inputs, targets) or a dict with an input key ({', '.join(INPUT_KEYS)}) "
+    f"and a target key ({', '.join(TARGET_KEYS)})"
+)
+
+
+def split_batch(batch) -> tuple:
+    """``(inputs, targets)`` of a batch or sample: a tuple/list ``(x, y, ...)`` or a dict keyed as in
+    :data:`INPUT_KEYS` and :data:`TARGET_KEYS`; anything else is a ``TypeError`` naming the formats."""
+    if isinstance(batch, Mapping):
+        x = next((batch[k] for k in INPUT_KEYS if k in batch), None)
+        y = next((batch[k] for k in TARGET_KEYS if k in batch), None)
+        if x is None or y is None:
+            raise TypeError(f"a dict batch needs {_BATCH_FORMATS}; got the keys {', '.join(map(repr, batch))}.")
+        return x, y
+    if isinstance(batch, list | tuple) and len(batch) >= 2:
+        return batch[0], batch[1]
+    raise TypeError(f"each batch must be {_BATCH_FORMATS}; got {type(batch).__name__}.")
 
 
 def make_probe(data, size: int = 512, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """A fixed, seeded subset of ``size`` samples (x, labels) from a DataLoader, Dataset or (x, y) tensors."""
+    """A fixed, seeded subset of ``size`` samples (x, labels) from a DataLoader, Dataset or (x, y) tensors.
+
+    Samples are pairs ``(x, y)`` or dicts (see :func:`split_batch`).
+    """
     if isinstance(size, bool) or not isinstance(size, int) or size < 4:
         raise ValueError(f"probe must be an integer number of samples >= 4, got {size!r} (512 is the default).")
     if isinstance(data, tuple | list) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data):
@@ -33,12 +62,16 @@ def make_probe(data, size: int = 512, seed: int = 0) -> tuple[torch.Tensor, torc
                 "or a tuple (x, labels) of tensors."
             )
         n = len(dataset)
+        if n == 0:
+            raise ValueError(_EMPTY_PROBE_SOURCE)
         g = torch.Generator().manual_seed(seed)
         idx = torch.randperm(n, generator=g)[: min(size, n)].sort().values
-        items = [dataset[int(i)] for i in idx]
-        x = torch.stack([torch.as_tensor(item[0]) for item in items])
-        y = torch.as_tensor([int(item[1]) for item in items])
+        items = [split_batch(dataset[int(i)]) for i in idx]
+        x = torch.stack([torch.as_tensor(item_x) for item_x, _ in items])
+        y = torch.as_tensor([int(item_y) for _, item_y in items])
         return x.float(), y.long()
+    if x.shape[0] == 0:
+        raise ValueError(_EMPTY_PROBE_SOURCE)
     if x.shape[0] != y.shape[0]:
         raise ValueError(f"probe inputs ({x.shape[0]}) and labels ({y.shape[0]}) differ in length.")
     g = torch.Generator().manual_seed(seed)
@@ -68,6 +101,11 @@ class Recorder:
     ):
         if keep_activations not in _KEEP:
             raise ValueError(f"keep_activations must be one of {_KEEP}, got {keep_activations!r}.")
+        if not layers:
+            raise ValueError(
+                "layers is empty, so there is nothing to record; pass at least one module name as in "
+                "model.named_modules(), e.g. layers=['fc1'], or layers=None for every layer with parameters."
+            )
         self.model = model
         self.layers = list(layers)
         self.device = torch.device(device)
@@ -79,6 +117,7 @@ class Recorder:
         self.forward = forward or model
         self.m = int(probe_x.shape[0])
         self.layer_dims: list[int] | None = None
+        self.output_dim: int | None = None  #: width of the model's flattened output (known after a forward)
 
     def _activations(self) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """Forward the probe in eval mode, no grad; restore the model's mode after."""
@@ -104,6 +143,7 @@ class Recorder:
         acts = {n: torch.cat(p) for n, p in parts.items()}
         if self.layer_dims is None:
             self.layer_dims = [int(acts[n].shape[1]) for n in self.layers]
+            self.output_dim = int(outputs[0].shape[1])
         return acts, torch.cat(outputs)
 
     def snapshot(self) -> tuple[dict[str, torch.Tensor], torch.Tensor, dict[str, torch.Tensor], dict]:
@@ -117,20 +157,25 @@ class Recorder:
         return self.keep_activations == "all" or (self.keep_activations == "narrow" and dim < self.m)
 
     def bytes_per_epoch(self) -> int:
-        """Snapshot bytes one epoch adds (known after the first snapshot)."""
+        """Bytes one snapshot adds to the run: per layer the packed squared distances, the squared norms and the
+        kept activations, plus the model's output on the probe (m x C), all float32 (probed once if unknown)."""
         if self.layer_dims is None:
             self._activations()
         P = self.m * (self.m - 1) // 2
-        per_layer = sum(4 * (P + self.m + (self.m * d if self._keeps(d) else 0)) for d in self.layer_dims)
-        return per_layer + 4 * self.m * 16  # + the model's output (a few classes)
+        per_layer = sum(P + self.m + (self.m * d if self._keeps(d) else 0) for d in self.layer_dims)
+        return 4 * (per_layer + self.m * self.output_dim)
+
+    def _bytes_once(self) -> int:
+        """Bytes a run holds whatever its length: the probe inputs and their packed distances and norms."""
+        return 4 * (self.probe_x[0].numel() * self.m + self.m * (self.m - 1) // 2 + self.m)
 
     def check_budget(self, total_snapshots: int) -> None:
         """Refuse, with advice, a run whose snapshots would exceed the memory budget."""
-        need = self.bytes_per_epoch() * int(total_snapshots)
+        need = self._bytes_once() + self.bytes_per_epoch() * int(total_snapshots)
         if need > self.memory_budget:
             raise MemoryError(
-                f"recording {len(self.layers)} layers on a probe of {self.m} for {total_snapshots} snapshots needs "
-                f"{need / 2**20:.0f} MiB, over the memory budget of {self.memory_budget / 2**20:.0f} MiB. "
-                "Use a smaller probe (probe=256), track fewer layers (layers=[...]), fewer epochs, or raise "
-                "memory_budget=..."
+                f"recording {len(self.layers)} layers and the model's {self.output_dim}-wide output on a probe of "
+                f"{self.m} for {total_snapshots} snapshots needs {need / 2**20:.0f} MiB, over the memory budget of "
+                f"{self.memory_budget / 2**20:.0f} MiB. Use a smaller probe (probe=256), track fewer layers "
+                "(layers=[...]), fewer epochs, or raise memory_budget=..."
             )

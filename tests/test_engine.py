@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from _training import D_IN, WAIT, C, hold_at, make_data, make_engine, make_loaders, make_mlp, no_hooks, start_long_run
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -18,55 +19,12 @@ import ibwidget as ib
 from ibwidget.engine import BatchEvent, EpochEvent, resolve_device
 from ibwidget.taps import Tap
 
-C = 4
-D_IN = 12
-WAIT = 120  # generous join timeouts: they only bound a hang, nothing is timed
-
-
-def _data(n: int, seed: int = 0):
-    g = torch.Generator().manual_seed(seed)
-    protos = 2.0 * torch.randn(C, D_IN, generator=torch.Generator().manual_seed(99))
-    y = torch.arange(n) % C
-    y = y[torch.randperm(n, generator=g)]
-    return protos[y] + torch.randn(n, D_IN, generator=g), y
-
-
-def _loaders(n_train: int = 128, batch_size: int = 16, shuffle: bool = False, generator=None):
-    x, y = _data(n_train, 1)
-    xv, yv = _data(64, 2)
-    train = DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=shuffle, generator=generator)
-    val = DataLoader(TensorDataset(xv, yv), batch_size=32)
-    return train, val
-
-
-def _mlp(seed: int = 0, dropout: float = 0.0) -> nn.Module:
-    torch.manual_seed(seed)
-    layers = [nn.Linear(D_IN, 16), nn.ReLU()]
-    if dropout:
-        layers.append(nn.Dropout(dropout))
-    layers += [nn.Linear(16, C)]
-    return nn.Sequential(*layers)
-
-
-def _engine(model=None, train=None, val=None, **kw) -> ib.Engine:
-    if train is None:
-        train, val = _loaders()
-    kw.setdefault("epochs", 2)
-    kw.setdefault("probe", 32)
-    kw.setdefault("lr", 0.05)
-    return ib.Engine(model if model is not None else _mlp(), train, val, **kw)
-
-
-def _no_hooks(model: nn.Module) -> bool:
-    return all(not m._forward_hooks and not m._forward_pre_hooks and not m._backward_hooks for m in model.modules())
-
-
 # ------------------------------------------------------------------------------------------ events
 
 
 def test_events_hand_over_plain_python_numbers():
-    train, val = _loaders(n_train=80, batch_size=16)  # 5 batches
-    engine = _engine(train=train, val=val, epochs=2, batch_event_interval=0)
+    train, val = make_loaders(n_train=80, batch_size=16)  # 5 batches
+    engine = make_engine(train=train, val=val, epochs=2, batch_event_interval=0)
     batches, epochs, finished, threads = [], [], [], set()
 
     def on_batch(ev):
@@ -113,8 +71,8 @@ def test_events_hand_over_plain_python_numbers():
 
 def test_epoch_loss_is_the_mean_training_loss_of_the_epoch():
     """The logged loss is the sample-weighted mean of the batch losses (the last batch is smaller)."""
-    train, val = _loaders(n_train=72, batch_size=16)  # batches of 16, 16, 16, 16, 8
-    engine = _engine(train=train, val=val, epochs=1, batch_event_interval=0)
+    train, val = make_loaders(n_train=72, batch_size=16)  # batches of 16, 16, 16, 16, 8
+    engine = make_engine(train=train, val=val, epochs=1, batch_event_interval=0)
     losses = []
     engine.on("batch_end", lambda ev: losses.append(ev.loss))
     engine.start().wait(timeout=WAIT)
@@ -123,7 +81,7 @@ def test_epoch_loss_is_the_mean_training_loss_of_the_epoch():
 
 
 def test_unknown_event_and_callback_objects():
-    engine = _engine(epochs=1)
+    engine = make_engine(epochs=1)
     with pytest.raises(ValueError, match="batch_end"):
         engine.on("batch_start", print)
     with pytest.raises(TypeError, match="on_epoch_end"):
@@ -152,8 +110,8 @@ def test_unknown_event_and_callback_objects():
 
 
 def test_pause_halts_batches_and_resume_continues():
-    train, val = _loaders(n_train=320, batch_size=8)  # 40 batches per epoch
-    engine = _engine(train=train, val=val, epochs=2, batch_event_interval=0)
+    train, val = make_loaders(n_train=320, batch_size=8)  # 40 batches per epoch
+    engine = make_engine(train=train, val=val, epochs=2, batch_event_interval=0)
     first, proceed = threading.Event(), threading.Event()
     count = [0]
 
@@ -189,22 +147,9 @@ def test_pause_halts_batches_and_resume_continues():
     assert engine.status == "finished"
 
 
-def _hold_at(engine: ib.Engine, epoch: int, batch: int = 1):
-    """Block the training thread at (epoch, batch) until released; returns (reached, release) events."""
-    reached, release = threading.Event(), threading.Event()
-
-    def on_batch(ev):
-        if ev.epoch == epoch and ev.batch == batch:
-            reached.set()
-            release.wait(WAIT)
-
-    engine.on("batch_end", on_batch)
-    return reached, release
-
-
 def test_stop_during_second_epoch_keeps_completed_epochs():
-    engine = _engine(epochs=4, batch_event_interval=0)
-    reached, release = _hold_at(engine, epoch=2)
+    engine = make_engine(epochs=4, batch_event_interval=0)
+    reached, release = hold_at(engine, epoch=2)
     finished, epoch_events = [], []
     engine.on("finish", finished.append)
     engine.on("epoch_end", epoch_events.append)
@@ -224,12 +169,12 @@ def test_stop_during_second_epoch_keeps_completed_epochs():
     # a stopped run continues where it stopped
     engine.start(epochs=1).wait(timeout=WAIT)
     assert engine.status == "finished" and run.epochs == [0, 1, 2] and len(run.history["loss"]) == 2
-    assert _no_hooks(engine.model)
+    assert no_hooks(engine.model)
 
 
 def test_stop_while_paused():
-    engine = _engine(epochs=3, batch_event_interval=0)
-    reached, release = _hold_at(engine, epoch=1, batch=2)
+    engine = make_engine(epochs=3, batch_event_interval=0)
+    reached, release = hold_at(engine, epoch=1, batch=2)
     engine.start()
     assert reached.wait(WAIT)
     engine.pause()
@@ -240,12 +185,7 @@ def test_stop_while_paused():
 
 
 def test_stop_joins_a_long_run():
-    train, val = _loaders(n_train=256, batch_size=8)
-    engine = _engine(train=train, val=val, epochs=1000, probe=16)
-    under_way = threading.Event()
-    engine.on("epoch_end", lambda ev: under_way.set())
-    engine.start()
-    assert under_way.wait(WAIT)
+    engine = start_long_run()
     engine.stop(timeout=WAIT)
     assert not engine.is_alive
     assert engine.status == "stopped"
@@ -255,8 +195,8 @@ def test_stop_joins_a_long_run():
 
 
 def test_start_while_running_is_refused():
-    engine = _engine(epochs=2, batch_event_interval=0)
-    reached, release = _hold_at(engine, epoch=1)
+    engine = make_engine(epochs=2, batch_event_interval=0)
+    reached, release = hold_at(engine, epoch=1)
     engine.start()
     assert reached.wait(WAIT)
     try:
@@ -269,7 +209,7 @@ def test_start_while_running_is_refused():
 
 
 def test_continue_for_more_epochs():
-    engine = _engine(epochs=1)
+    engine = make_engine(epochs=1)
     events = []
     engine.on("epoch_end", events.append)
     engine.start().wait(timeout=WAIT)
@@ -311,7 +251,7 @@ class Exploding(nn.Module):
 def test_exception_in_the_thread_fails_the_run_and_is_reraised():
     torch.manual_seed(0)
     model = Exploding()
-    engine = _engine(model, epochs=4)
+    engine = make_engine(model, epochs=4)
     caught, finished = [], []
 
     def arm(ev):
@@ -332,7 +272,7 @@ def test_exception_in_the_thread_fails_the_run_and_is_reraised():
     # completed epochs are kept
     assert engine.run.epochs == [0, 1] and len(engine.run.history["loss"]) == 1
     assert engine.run.trajectories("hsic").shape == (2, 2, 2)
-    assert _no_hooks(model)
+    assert no_hooks(model)
     # a failed engine does not start again, and wait() keeps re-raising
     with pytest.raises(RuntimeError, match="failed"):
         engine.start(epochs=1)
@@ -342,7 +282,7 @@ def test_exception_in_the_thread_fails_the_run_and_is_reraised():
 
 
 def test_a_failing_callback_fails_the_run():
-    engine = _engine(epochs=2)
+    engine = make_engine(epochs=2)
 
     def bad(ev):
         raise KeyError("callback bug")
@@ -358,7 +298,7 @@ def test_nan_loss_stops_the_run_with_a_clear_status():
     def nan_loss(output, target):
         return F.cross_entropy(output, target) * float("nan")
 
-    engine = _engine(epochs=3, loss=nan_loss)
+    engine = make_engine(epochs=3, loss=nan_loss)
     engine.start()
     with pytest.raises(FloatingPointError):
         engine.wait(timeout=WAIT)
@@ -368,7 +308,7 @@ def test_nan_loss_stops_the_run_with_a_clear_status():
 
 
 def test_huge_learning_rate_diverges_into_a_clear_failure():
-    engine = _engine(epochs=5, lr=1e30, batch_event_interval=0)
+    engine = make_engine(epochs=5, lr=1e30, batch_event_interval=0)
     engine.start()
     with pytest.raises(FloatingPointError):
         engine.wait(timeout=WAIT)
@@ -377,14 +317,22 @@ def test_huge_learning_rate_diverges_into_a_clear_failure():
     assert len(engine.run.history["loss"]) == engine.epoch and engine.run.num_snapshots == engine.epoch + 1
 
 
-def test_bad_batches_fail_with_a_message():
-    x, y = _data(32)
-    loader = DataLoader([{"x": a, "y": b} for a, b in zip(x, y, strict=True)], batch_size=8)
-    engine = _engine(train=loader, val=None, probe_data=(x, y), epochs=1)
+@pytest.mark.parametrize(
+    ("samples", "expected"),
+    [
+        (lambda x, y: list(x), r"pair \(inputs, targets\).*got Tensor"),  # inputs only
+        (lambda x, y: [{"image": a, "y": b} for a, b in zip(x, y, strict=True)], r"input key.*'image', 'y'"),
+        (lambda x, y: [{"x": a, "class": b} for a, b in zip(x, y, strict=True)], r"target key.*'x', 'class'"),
+    ],
+)
+def test_bad_batches_fail_with_a_message(samples, expected):
+    x, y = make_data(32)
+    loader = DataLoader(samples(x, y), batch_size=8)
+    engine = make_engine(train=loader, val=None, probe_data=(x, y), epochs=1)
     engine.start()
-    with pytest.raises(TypeError, match=r"\(inputs, targets\)"):
+    with pytest.raises(TypeError, match=expected):
         engine.wait(timeout=WAIT)
-    assert engine.status == "failed"
+    assert engine.status == "failed" and engine.run.epochs == [0]
 
 
 # ------------------------------------------------------------------------------------------ reproducibility
@@ -392,8 +340,8 @@ def test_bad_batches_fail_with_a_message():
 
 def _seeded_run(seed: int):
     # dropout and a shuffling loader without its own generator: both draw from the seeded global RNG
-    train, val = _loaders(n_train=96, batch_size=16, shuffle=True)
-    engine = _engine(_mlp(seed=0, dropout=0.3), train, val, epochs=2, seed=seed, device="cpu")
+    train, val = make_loaders(n_train=96, batch_size=16, shuffle=True)
+    engine = make_engine(make_mlp(seed=0, dropout=0.3), train, val, epochs=2, seed=seed, device="cpu")
     engine.start().wait(timeout=WAIT)
     assert engine.status == "finished"
     return engine.run
@@ -413,7 +361,7 @@ def test_a_seed_makes_a_cpu_run_reproducible():
 def test_training_sees_the_loaders_batches_in_its_order(own_generator):
     """The same batches, in the same order, as iterating the DataLoader: shuffled by its own seeded generator (as
     ib.datasets loaders are) or by the global RNG that the engine's seed sets."""
-    x, y = _data(64, 3)
+    x, y = make_data(64, 3)
 
     def loader():
         g = torch.Generator().manual_seed(5) if own_generator else None
@@ -426,7 +374,7 @@ def test_training_sees_the_loaders_batches_in_its_order(own_generator):
         return F.cross_entropy(output, y[index])
 
     engine = ib.Engine(
-        _mlp(), loader(), None, epochs=2, loss=loss, metrics=(), probe_data=(x, y), probe=16, seed=9, device="cpu"
+        make_mlp(), loader(), None, epochs=2, loss=loss, metrics=(), probe_data=(x, y), probe=16, seed=9, device="cpu"
     )
     engine.start().wait(timeout=WAIT)
     torch.manual_seed(9)
@@ -443,7 +391,7 @@ def test_tracking_never_changes_training():
         torch.manual_seed(3)
         return nn.Sequential(nn.Linear(D_IN, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Dropout(0.3), nn.Linear(16, C))
 
-    train, _ = _loaders(n_train=96, batch_size=16)
+    train, _ = make_loaders(n_train=96, batch_size=16)
     tracked, plain = model(), model()
     opt = torch.optim.SGD(tracked.parameters(), lr=0.05, momentum=0.9)
     engine = ib.Engine(
@@ -465,9 +413,9 @@ def test_tracking_never_changes_training():
     for k in a:
         assert torch.equal(a[k], b[k]), k
     tracked.eval(), plain.eval()
-    x, _ = _data(20, 5)
+    x, _ = make_data(20, 5)
     assert torch.equal(tracked(x), plain(x))
-    assert _no_hooks(tracked)
+    assert no_hooks(tracked)
 
 
 # ------------------------------------------------------------------------------------------ resources and devices
@@ -475,11 +423,11 @@ def test_tracking_never_changes_training():
 
 def test_memory_budget_is_refused_with_advice():
     with pytest.raises(MemoryError) as info:
-        _engine(epochs=50, probe=64, memory_budget=100_000)
+        make_engine(epochs=50, probe=64, memory_budget=100_000)
     msg = str(info.value)
     assert "smaller probe" in msg and "fewer layers" in msg and "memory_budget" in msg
     # within budget it starts; asking for too many more epochs later is refused the same way, state unchanged
-    engine = _engine(epochs=1, probe=32, memory_budget=200_000)
+    engine = make_engine(epochs=1, probe=32, memory_budget=200_000)
     engine.start().wait(timeout=WAIT)
     with pytest.raises(MemoryError, match="smaller probe"):
         engine.start(epochs=10_000)
@@ -490,7 +438,7 @@ def test_device_auto_picks_cuda_only_when_there_is_one():
     expected = "cuda" if torch.cuda.is_available() else "cpu"
     assert resolve_device("auto").type == expected
     assert resolve_device(None).type == expected
-    engine = _engine(epochs=1)
+    engine = make_engine(epochs=1)
     assert engine.device.type == expected and engine.run.config["device"].startswith(expected)
     assert engine.run.probe_x.device.type == expected
     assert resolve_device("cpu") == torch.device("cpu")
@@ -503,17 +451,17 @@ def test_cuda_without_cuda_is_an_error_that_says_so():
 
 
 def test_engine_rejects_bad_arguments():
-    train, val = _loaders()
+    train, val = make_loaders()
     with pytest.raises(TypeError, match="nn.Module"):
         ib.Engine(lambda x: x, train, val)
     with pytest.raises(ValueError, match="epochs"):
-        ib.Engine(_mlp(), train, val, epochs=-1)
+        ib.Engine(make_mlp(), train, val, epochs=-1)
     with pytest.raises(ValueError, match="mode"):
-        ib.Engine(_mlp(), train, val, mode="epochs")
+        ib.Engine(make_mlp(), train, val, mode="epochs")
     with pytest.raises(ValueError, match="probe"):
-        ib.Engine(_mlp(), train, val, probe=2)
+        ib.Engine(make_mlp(), train, val, probe=2)
     with pytest.raises(TypeError, match="Estimator"):
-        ib.Engine(_mlp(), train, val, evaluators=[object()])
+        ib.Engine(make_mlp(), train, val, evaluators=[object()])
 
     class RootParameterOnly(nn.Module):  # parameters, but no submodule that owns any
         def __init__(self):
@@ -585,7 +533,7 @@ def test_any_nn_module_trains_and_is_tracked(digits, make, layers, dims):
     assert run.history["val_accuracy"][-1] > 0.3  # it learned something (chance is 0.1)
     traj = run.trajectories("hsic", sigma=5.0)
     assert traj.shape == (3, 3, 2) and np.isfinite(traj).all()
-    assert _no_hooks(model)
+    assert no_hooks(model)
     # the model's outputs are the same whether a Tap is listening or not
     model.eval()
     x = run.probe_x[:32]
@@ -595,7 +543,7 @@ def test_any_nn_module_trains_and_is_tracked(digits, make, layers, dims):
             tapped = model(x)
         assert set(tap.outputs) == set(layers)
     assert torch.equal(plain, tapped)
-    assert _no_hooks(model)
+    assert no_hooks(model)
 
 
 def test_default_layers_are_the_modules_with_parameters(digits):
@@ -624,7 +572,7 @@ def test_a_layer_the_forward_never_calls_is_refused(digits):
     model = Unused()
     with pytest.raises(RuntimeError, match="'spare' was not called"):
         ib.Engine(model, train, val, epochs=1, layers=["fc1", "spare"], probe=32)
-    assert _no_hooks(model)
+    assert no_hooks(model)
 
 
 def test_probe_is_a_fixed_seeded_subset_of_the_validation_data(digits):
