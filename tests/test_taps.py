@@ -237,3 +237,68 @@ def test_resolve_layers_accepts_modules_and_single_name():
     assert resolve_layers(net, [net.fc1, "fc2"]) == [("fc1", net.fc1), ("fc2", net.fc2)]
     assert resolve_layers(net, "features.0") == [("features.0", net.features[0])]
     assert [n for n, _ in resolve_layers(net)] == default_layer_names(net)
+
+
+# ------------------------------------------------------------------------------------------ what the engine stores
+
+
+class _ConvNet(nn.Module):
+    """A conv layer, then a block holding a nested Sequential; BatchNorm and Dropout make train mode differ."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(2)
+        self.features = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2))
+        self.block = nn.Sequential(nn.Flatten(), nn.Dropout(0.5), nn.Sequential(nn.Linear(64, 24), nn.Tanh()))
+        self.head = nn.Linear(24, 10)
+
+    def forward(self, x):
+        return self.head(self.block(self.features(x)))
+
+
+def _eval_activations(model: nn.Module, names: list[str], x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Activations of the named submodules in eval mode, captured with plain forward hooks, flattened, float64."""
+    found, modules = {}, dict(model.named_modules())
+    handles = [
+        modules[n].register_forward_hook(lambda m, a, out, n=n: found.__setitem__(n, out.detach().flatten(1).double()))
+        for n in names
+    ]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        model.train(was_training)
+        for handle in handles:
+            handle.remove()
+    return found
+
+
+def test_stored_grams_are_those_of_the_eval_mode_activations():
+    """Per epoch and tracked layer (a conv layer, a Sequential nested in a module, a leaf inside it), the Gram the
+    run stores equals Z Z^T of the activations captured separately in eval mode, to 1e-5 of its largest entry."""
+    from ibwidget import Engine, datasets
+    from ibwidget._packed import unpack
+
+    train, val, _ = datasets.digits.load_data(batch_size=64, seed=0)
+    model = _ConvNet()
+    names = ["features.0", "block.2", "block.2.0"]
+    engine = Engine(model, train, val, epochs=2, layers=names, probe=64, lr=0.05, device="cpu")
+    probe_x = engine.run.probe_x
+    expected = [_eval_activations(model, names, probe_x)]  # epoch 0, before training
+    engine.on("epoch_end", lambda ev: expected.append(_eval_activations(model, names, probe_x)))
+    engine.start().wait(timeout=120)
+    run = engine.run
+    assert engine.status == "finished" and run.epochs == [0, 1, 2] and run.layer_dims == [256, 24, 24]
+    for epoch, acts in enumerate(expected):
+        for i, name in enumerate(names):
+            norms = run._norms.view()[epoch, i].double()
+            dist = unpack(run._dist.view()[epoch, i].double(), run.m)
+            stored = 0.5 * (norms[:, None] + norms[None, :] - dist)
+            Z = acts[name]
+            G = Z @ Z.T
+            error = (stored - G).abs().max() / G.abs().max()
+            assert error < 1e-5, (epoch, name, float(error))
+    # the tracking of these layers sees what training changed: the last epoch differs from the first
+    assert not torch.allclose(expected[0]["block.2"], expected[-1]["block.2"])
