@@ -465,7 +465,7 @@ def test_plain_sequential_trains_as_pyglows_mnist_classifier(mnist_root, monkeyp
     # it trained: two epochs of history, every parameter moved, through the engine
     assert set(history) == {"loss", "accuracy", "val_loss", "val_accuracy"}
     assert all(len(v) == 2 and np.isfinite(v).all() for v in history.values())
-    assert all(not torch.equal(p.detach().cpu(), q) for p, q in zip(model.parameters(), initial, strict=True))
+    assert all(not torch.equal(p.detach(), q) for p, q in zip(model.parameters(), initial, strict=True))
     assert isinstance(model.engine, ib.Engine) and model.engine.status == "finished"
     assert model.run.history == history and model.run.epochs == [0, 1, 2]
     assert model.run.layer_names == ["conv2d_1", "dense_1", "dense_2", "dense_3"]
