@@ -8,18 +8,11 @@ checked. Every other test in those modules runs either way.
 from __future__ import annotations
 
 import importlib
-import os
 
 import pytest
+from _ci import skip_or_fail_under_ci
 
 INSTALL = "pip install --no-deps pyglow==0.1.7"
-
-
-def skip_or_fail_under_ci(reason: str) -> None:
-    """Skip the calling test, or fail it when ``CI`` is set (where nothing may be silently left out)."""
-    if os.environ.get("CI"):
-        pytest.fail(f"{reason}; under CI this test must run", pytrace=False)
-    pytest.skip(reason)
 
 
 def _glow_estimator():
