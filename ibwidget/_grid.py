@@ -130,9 +130,11 @@ class _Rows:
 
 
 def _tail(run, start: int):
-    """A Run sharing ``run``'s probe that holds only its snapshots from index ``start`` on (for live appends)."""
-    if start == 0:
-        return run
+    """A Run sharing ``run``'s probe that holds only its snapshots from index ``start`` on, as recorded now.
+
+    The copy never grows: a computation on it sees one fixed number of snapshots while the training thread keeps
+    appending to ``run`` (``start=0``: every snapshot recorded so far).
+    """
     with run._lock:
         n = len(run.epochs)
         sub = copy.copy(run)
@@ -140,7 +142,7 @@ def _tail(run, start: int):
         sub._median_cache = {}
         sub._dist = _Rows(run._dist.view(n)[start:])
         sub._norms = _Rows(run._norms.view(n)[start:])
-        sub._outputs = _Rows(run._outputs.view(n)[start:])
+        sub._outputs = None if run._outputs is None else _Rows(run._outputs.view(n)[start:])
         sub._acts = {k: _Rows(g.view(n)[start:]) for k, g in run._acts.items()}
         sub.epochs = list(run.epochs[start:n])
     return sub

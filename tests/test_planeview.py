@@ -314,8 +314,8 @@ def test_planeview_refresh_appends_new_epochs(monkeypatch):
 # ------------------------------------------------------------------------------------------------ in the Trainer
 
 
-@pytest.fixture(scope="module")
-def trained():
+def small_trainer(**kwargs) -> ib.Trainer:
+    """A Trainer of a small dense model on digits, 3 epochs, probe of 48 (Dense(24) and the output keep activations)."""
     train, val, _ = ib.datasets.digits.load_data(batch_size=64, seed=0)
     torch.manual_seed(0)
     model = ib.IBSequential(input_shape=(1, 8, 8), device="cpu")
@@ -323,7 +323,12 @@ def trained():
     model.add(ib.layers.Dense(24, activation="relu"))
     model.add(ib.layers.Dense(10))
     model.compile(optimizer="SGD", loss="cross_entropy", metrics=["accuracy"], lr=0.05, momentum=0.9)
-    trainer = ib.Trainer(model, train, val, epochs=3, probe=48, name="planeview")
+    return ib.Trainer(model, train, val, epochs=3, probe=48, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def trained():
+    trainer = small_trainer(name="planeview")
     view = trainer.plane_view
     threads: list[str] = []
     view.observe(lambda _: threads.append(threading.current_thread().name), names=["meta", "grid", "saturation"])
@@ -357,4 +362,59 @@ def test_trainer_without_planeview():
     model.add(ib.layers.Dense(10))
     trainer = ib.Trainer(model, train, val, epochs=1, probe=16, plane_view=False)
     assert trainer.plane_view is None and trainer.children[-1] is trainer._figure_box
+    trainer.close()
+
+
+GATE = "ibwp_holds_the_first_catch_up"
+
+
+def test_live_player_holds_every_recorded_epoch_while_training(monkeypatch):
+    """The Player catches up on the UI thread while the training thread keeps recording epochs.
+
+    An activation estimator in the Player's grid holds the first catch-up (one snapshot, epoch 0) until training has
+    recorded epoch 1, so the run surely grows in the middle of that computation. Every state the view syncs must
+    still be whole (its epochs, grid rows and saturation agree, values finite and equal to the finished run's grid),
+    the first one holds exactly epoch 0, after each epoch the view holds every recorded epoch, and no error shows.
+    """
+    entered, landed = threading.Event(), threading.Event()
+    monkeypatch.setattr(ib.estimators, "_REGISTRY", dict(ib.estimators._REGISTRY))  # registered for this test only
+
+    @ib.estimators.register(GATE, needs="activations", uses_sigma=False, overwrite=True)
+    def gate(T, Z):
+        if not entered.is_set():  # the first call only: wait (UI thread) until training recorded one more epoch
+            entered.set()
+            assert landed.wait(60), "training never recorded epoch 1"
+        return torch.zeros((), dtype=T.dtype)
+
+    trainer = small_trainer(estimators=("hsic", GATE), name="live")
+    view = trainer.plane_view
+    synced: list[tuple[dict, np.ndarray, bytes]] = []  # every state the UI thread set
+    view.observe(lambda _: synced.append((view.meta, _decode(view), view.saturation)), names=["saturation"])
+    after_epoch: dict[int, int] = {}
+
+    def on_batch_end(event):  # training thread, before epoch 1 is recorded: let the Player start on epoch 0 first
+        if event.epoch == 1:
+            assert entered.wait(60), "the Player never started its first catch-up"
+
+    def on_epoch_end(event):  # training thread: wait until the widgets applied this epoch, then read the view
+        landed.set()
+        trainer.sync(timeout=60)
+        after_epoch[event.epoch] = view.meta["n_epochs"]
+
+    trainer.engine.on("batch_end", on_batch_end)
+    trainer.engine.on("epoch_end", on_epoch_end)
+    trainer.start()
+    run = trainer.wait(timeout=120)
+    assert trainer.status == "finished", trainer.engine.traceback
+    assert trainer.last_error == "" and not trainer.notice.value.startswith("display error"), trainer.last_error
+    assert after_epoch == {1: 2, 2: 3, 3: 4}  # after each epoch, every recorded epoch (and epoch 0)
+    full = _grid.plane_grid(run, estimators=["hsic", GATE], sigma_rules=view.meta["rules"]).values
+    counts = [meta["n_epochs"] for meta, _, _ in synced if meta["n_epochs"]]
+    assert counts[0] == 1 and counts[-1] == 4 and counts == sorted(counts), counts
+    for meta, values, saturation in synced:
+        n = meta["n_epochs"]
+        assert meta["runs"][0]["epochs"] == list(range(n)) and values.shape[1] == n
+        assert len(saturation) == n * len(meta["slots"]) * meta["n_layers"] * 4
+        assert np.isfinite(values).all() and np.isfinite(np.frombuffer(saturation, "<f4")).all()
+        np.testing.assert_allclose(values, full[:, :n], rtol=1e-6, atol=1e-30)
     trainer.close()

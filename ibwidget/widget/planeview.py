@@ -20,12 +20,17 @@ import numpy as np
 import traitlets
 
 from ibwidget import estimators as _estimators
-from ibwidget._grid import DEFAULT_RULES, TARGETS, GridBuilder, _as_runs, _packable, builder_grid
+from ibwidget._grid import DEFAULT_RULES, TARGETS, GridBuilder, _as_runs, _packable, _tail, builder_grid
 from ibwidget._report import static_file, write_html
 
 __all__ = ["PlaneView"]
 
 _FULL_SYNC_BYTES = 1 << 16  # live grids up to this size are simply re-sent whole; larger ones get appends
+
+
+def _recorded(runs: list) -> list:
+    """Each run as recorded now, fixed: a computation on these never sees the training thread's next epoch."""
+    return [_tail(run, 0) for run in runs]
 
 
 class PlaneView(anywidget.AnyWidget):
@@ -64,7 +69,7 @@ class PlaneView(anywidget.AnyWidget):
         self._runs = runs
         self._builder = builder
         self._default = {"estimator": estimator, "sigma": sigma, "rule": sigma_rule, "target": target}
-        grid = builder_grid(builder, runs, self._default)
+        grid = builder_grid(builder, _recorded(runs), self._default)
         self._values, self._sat = grid.values, grid.saturation
         self._notes: dict[str, str] = {e["name"]: e["note"] for e in grid.meta["estimators"] if e["note"]}
         self._update_lock = threading.RLock()  # one writer of the traits at a time
@@ -127,12 +132,8 @@ class PlaneView(anywidget.AnyWidget):
             _wake=wake,
         )
 
-    def _meta(self) -> dict:
-        return self._builder.meta(self._runs, self._notes, self._default)
-
-    def _push_full(self, meta: dict | None = None) -> bool:
+    def _push_full(self, meta: dict) -> bool:
         """Set every trait from the Python-side grid (one message); False if they already held it."""
-        meta = meta if meta is not None else self._meta()
         grid = np.ascontiguousarray(self._values, dtype="<f4").tobytes()
         sat = np.ascontiguousarray(self._sat, dtype="<f4").tobytes()
         if meta == self.meta and grid == self.grid and sat == self.saturation:
@@ -145,15 +146,17 @@ class PlaneView(anywidget.AnyWidget):
         """Compute the epochs recorded since the last call and send them (the owner's UI thread, or the caller's).
 
         New epochs go as one custom message with binary buffers; the whole state is set when ``full``, when a
-        front-end asked for it, or while the grid is small.
+        front-end asked for it, or while the grid is small. Values and metadata describe the snapshots recorded when
+        the call began: those that land meanwhile are the next call's.
         """
         with self._update_lock:
             with self._flag_lock:
                 resync, self._want_full = self._want_full, False
             full = full or resync
             appended = None
-            if len(self._runs) == 1:
-                run = self._runs[0]
+            runs = _recorded(self._runs)
+            if len(runs) == 1:
+                run = runs[0]
                 have = self._values.shape[1]
                 if run.num_snapshots > have:
                     v, s, notes = self._builder.compute(run, start=have)
@@ -163,12 +166,12 @@ class PlaneView(anywidget.AnyWidget):
                     self._sat = np.concatenate([self._sat, s[None]], axis=1)
                     appended = (have, v, s, [int(e) for e in run.epochs[have : have + v.shape[0]]])
             else:  # several runs: recompute (views of several runs are of finished runs)
-                counts = [r.num_snapshots for r in self._runs]
+                counts = [r.num_snapshots for r in runs]
                 if max(counts) > self._values.shape[1] and any(c for c in counts):
-                    grid = builder_grid(self._builder, self._runs, self._default)
+                    grid = builder_grid(self._builder, runs, self._default)
                     self._values, self._sat = grid.values, grid.saturation
                     full = True
-            meta = self._meta()
+            meta = self._builder.meta(runs, self._notes, self._default)
             if full or self._values.nbytes <= _FULL_SYNC_BYTES:
                 if not self._push_full(meta) and resync:  # a front-end lost track: send it all again
                     self.send_state(["meta", "grid", "saturation"])
