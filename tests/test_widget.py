@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import threading
+import weakref
 
 import bqplot as bq
 import ipywidgets as widgets
@@ -463,3 +465,29 @@ def test_runview_overlays_runs_with_a_legend(trained, digits, tmp_path):
         RunView([42])
     view.close()
     other.close()
+
+
+# ------------------------------------------------------------------------------------------ closing
+
+
+@pytest.mark.parametrize("kind", ["PlaneView", "RunView", "Trainer"])
+def test_a_closed_view_frees_its_run(digits, tmp_path, kind):
+    """Closing a view, and dropping it, frees its runs: nothing outside the view (anywidget's watch of a front-end
+    file, the UI thread) keeps it. Runs here from the editable install, where anywidget watches files."""
+    train, val = digits
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+    trainer = Trainer(model, train, val, epochs=1, probe=16, layers=["1"], lr=0.1, device="cpu", autostart=True)
+    run = trainer.wait(timeout=60)
+    if kind == "Trainer":
+        view = trainer
+    else:  # a run read back from its file: only the view refers to it
+        path = run.save(tmp_path / "run.ibrun")
+        trainer.close()
+        run = ib.load_run(path)
+        view = ib.PlaneView(run, estimators=["hsic"], sigmas=[5.0]) if kind == "PlaneView" else RunView(run)
+    freed = weakref.ref(run)
+    view.close()
+    del view, trainer, run, model
+    gc.collect()
+    assert freed() is None, [type(r).__name__ for r in gc.get_referrers(freed())]

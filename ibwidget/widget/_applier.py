@@ -76,9 +76,12 @@ class _Applier:
         if not done.wait(timeout):
             raise TimeoutError(f"the widget did not apply its pending updates within {timeout} s.")
 
-    def close(self) -> None:
+    def close(self, timeout: float | None = 10.0) -> None:
+        """Stop the thread after what is queued; wait for it (unless called from it) so it holds its owner no more."""
         self._closed = True
         self._queue.put(("close", None))
+        if self._thread.is_alive() and threading.current_thread() is not self._thread:
+            self._thread.join(timeout)
 
     @property
     def alive(self) -> bool:

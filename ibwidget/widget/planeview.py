@@ -41,7 +41,8 @@ class PlaneView(anywidget.AnyWidget):
     the precomputed grid; ``estimator``, ``sigma``, ``sigma_rule`` and ``target`` the first view shown.
     """
 
-    _esm = static_file("planeview.js")
+    # The module's text, not its Path: anywidget would watch a Path for hot reload and keep every view alive.
+    _esm = static_file("planeview.js").read_text(encoding="utf-8")
     meta = traitlets.Dict().tag(sync=True)
     grid = traitlets.Bytes(b"").tag(sync=True)
     saturation = traitlets.Bytes(b"").tag(sync=True)
