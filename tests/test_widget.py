@@ -16,6 +16,7 @@ from torch import nn
 
 import ibwidget as ib
 from ibwidget.widget import RunView, Trainer
+from ibwidget.widget._base import FIGURE_NAMES
 
 EPOCHS = 3
 PROBE = 64
@@ -216,6 +217,41 @@ def test_layer_toggle_hides_marks_and_rescales_to_visible_layers(trained):
     assert sx.max - sx.min < 1.2 * span + 1e-9  # fitted to the visible layers, with a little padding
     set_view(trainer)
     assert all(m.visible for m in trainer.marks["plane_points"][0])
+
+
+def assert_round_ticks(axis, data) -> None:
+    """``axis`` ticks at multiples of one 1, 2 or 5 x 10^k step, inside its scale's domain, spanning ``data``."""
+    ticks, scale = np.asarray(axis.tick_values, dtype=float), axis.scale
+    assert len(ticks) >= 3, ticks
+    assert axis.num_ticks is None, "bqplot would thin the tick values to num_ticks, or space ticks evenly"
+    step = ticks[1] - ticks[0]
+    mantissa = step / 10.0 ** np.floor(np.log10(step))
+    assert min(abs(mantissa - c) for c in (1.0, 2.0, 5.0)) < 1e-9, (step, ticks)
+    np.testing.assert_allclose(np.diff(ticks), step, rtol=1e-9)
+    np.testing.assert_allclose(ticks / step, np.round(ticks / step), rtol=0, atol=1e-9)
+    assert scale.min <= ticks[0] and ticks[-1] <= scale.max, (ticks, scale.min, scale.max)
+    assert ticks[0] <= data.min() + step and ticks[-1] >= data.max() - step, (ticks, data.min(), data.max())
+
+
+@pytest.mark.parametrize(
+    "view", [{}, {"estimator": "cka"}, {"sigma": 0.7, "target": "output"}, {"estimator": "kde_upper"}]
+)
+def test_axes_tick_at_round_values_covering_the_data(trained, view):
+    trainer, _ = trained
+    set_view(trainer, **view)
+    points = trainer.marks["plane_points"][0]
+    ax, ay, _ = trainer.figures["plane"].axes
+    assert_round_ticks(ax, np.concatenate([m.x for m in points]))
+    assert_round_ticks(ay, np.concatenate([m.y for m in points]))
+    for key in ("dep_x", "dep_y"):
+        assert_round_ticks(trainer.figures[key].axes[1], np.concatenate([m.y for m in trainer.marks[key][0]]))
+    for key in ("loss", "accuracy"):
+        marks = trainer.marks[key][0].values()
+        assert_round_ticks(trainer.figures[key].axes[1], np.concatenate([m.y for m in marks]))
+    epoch_axes = [trainer.figures["plane"].axes[2]] + [trainer.figures[k].axes[0] for k in FIGURE_NAMES[1:]]
+    for axis in epoch_axes:  # whole epochs, each once (a ".0f" label on 0.5-steps would repeat)
+        np.testing.assert_array_equal(axis.tick_values, np.arange(EPOCHS + 1))
+    set_view(trainer)
 
 
 def test_layer_toggles_are_coloured_like_their_trajectories(trained):

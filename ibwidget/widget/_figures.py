@@ -13,6 +13,7 @@ import numpy as np
 from ibwidget.widget._style import EPOCH_SCHEME, TRAIN_COLOR, VAL_COLOR, layer_color, run_style
 
 _EMPTY = np.zeros(0, dtype=np.float32)
+_TICKS = 6  # about this many ticks on a value axis
 FIGURE_CLASSES = {
     "plane": "ibw-plane",
     "dep_x": "ibw-dep-x",
@@ -61,9 +62,41 @@ def _domain(arrays: Sequence[np.ndarray], pad: float = 0.06) -> tuple[float, flo
     return lo - pad * span, hi + pad * span
 
 
-def _set_domain(scale, domain) -> None:
+def nice_ticks(lo: float, hi: float, count: int = _TICKS) -> np.ndarray:
+    """Round tick values (multiples of a 1, 2 or 5 x 10^k step) inside [lo, hi], about ``count`` of them.
+
+    The rule of the front-end's ``niceTicks`` (js/planeview.js), so both planes read alike.
+    """
+    if not (np.isfinite(lo) and np.isfinite(hi)) or hi < lo:
+        return np.zeros(0)
+    if hi == lo:
+        return np.array([lo])
+    raw = (hi - lo) / max(1, count)
+    magnitude = 10.0 ** np.floor(np.log10(raw))
+    norm = raw / magnitude  # in [1, 10)
+    step = (1 if norm < 1.5 else 2 if norm < 3 else 5 if norm < 7 else 10) * magnitude
+    first, last = int(np.ceil(lo / step - 1e-9)), int(np.floor(hi / step + 1e-9))
+    return np.array([float(f"{k * step:.12g}") for k in range(first, last + 1)])
+
+
+def _epoch_ticks(top: float) -> np.ndarray:
+    """Whole epochs from 0 to ``top`` at a round step (an epoch axis never repeats a label)."""
+    ticks = nice_ticks(0.0, float(max(top, 1)))
+    return ticks[ticks == np.round(ticks)]
+
+
+def _set_epochs(scale, axis: bq.Axis, top: float) -> None:
+    """An epoch scale from 0 to ``top``, its axis ticking whole epochs."""
+    scale.max = float(top)
+    axis.tick_values = _epoch_ticks(top)
+
+
+def _set_domain(scale, domain, axis: bq.Axis | None = None) -> None:
+    """Set ``scale``'s domain; ``axis`` (on that scale) then ticks at round values inside it."""
     if domain is not None:
         scale.min, scale.max = float(domain[0]), float(domain[1])
+        if axis is not None:  # (no num_ticks on these axes: bqplot would thin the list, or space ticks evenly)
+            axis.tick_values = nice_ticks(scale.min, scale.max)
 
 
 class Figures:
@@ -114,7 +147,7 @@ class Figures:
         sx, sy = bq.LinearScale(), bq.LinearScale()
         sc = bq.ColorScale(scheme=EPOCH_SCHEME, min=0.0, max=float(max(epoch_max, 1)))
         self.scales["plane"] = {"x": sx, "y": sy, "color": sc}
-        ax = bq.Axis(scale=sx, label="dependence on X", tick_format=".3~g", grid_lines="dashed", num_ticks=6)
+        ax = bq.Axis(scale=sx, label="dependence on X", tick_format=".3~g", grid_lines="dashed")
         ay = bq.Axis(
             scale=sy,
             side="left",
@@ -123,7 +156,7 @@ class Figures:
             grid_lines="dashed",
             label_offset="55px",
         )
-        ac = bq.ColorAxis(scale=sc, side="right", label="epoch", tick_format=".0f")
+        ac = bq.ColorAxis(scale=sc, side="right", label="epoch", tick_format=".0f", tick_values=_epoch_ticks(sc.max))
         self.axes["plane"] = [ax, ay, ac]
         lines_all, points_all = [], []
         for r, layers in enumerate(self.run_layers):
@@ -176,7 +209,7 @@ class Figures:
     def _build_dependence(self, key: str, epoch_max: int) -> None:
         sx, sy = bq.LinearScale(min=0.0, max=float(max(epoch_max, 1))), bq.LinearScale()
         self.scales[key] = {"x": sx, "y": sy}
-        ax = bq.Axis(scale=sx, label="epoch", tick_format=".0f")
+        ax = bq.Axis(scale=sx, label="epoch", tick_format=".0f", tick_values=_epoch_ticks(sx.max))
         ay = bq.Axis(scale=sy, side="left", label=TITLES[key], tick_format=".3~g", label_offset="55px")
         self.axes[key] = [ax, ay]
         all_marks = []
@@ -220,7 +253,7 @@ class Figures:
     def _build_history(self, key: str, epoch_max: int) -> None:
         sx, sy = bq.LinearScale(min=0.0, max=float(max(epoch_max, 1))), bq.LinearScale()
         self.scales[key] = {"x": sx, "y": sy}
-        ax = bq.Axis(scale=sx, label="epoch", tick_format=".0f")
+        ax = bq.Axis(scale=sx, label="epoch", tick_format=".0f", tick_values=_epoch_ticks(sx.max))
         ay = bq.Axis(scale=sy, side="left", label=key, tick_format=".3~g", label_offset="50px")
         self.axes[key] = [ax, ay]
         all_marks = []
@@ -296,13 +329,13 @@ class Figures:
                     xs.append(x)
                     ys.append(y)
         top = float(max(epoch_max, max(epochs_seen), 1))
-        plane = self.scales["plane"]
-        _set_domain(plane["x"], _domain(xs))
-        _set_domain(plane["y"], _domain(ys))
-        plane["color"].max = top
+        plane, (ax, ay, ac) = self.scales["plane"], self.axes["plane"]
+        _set_domain(plane["x"], _domain(xs), ax)
+        _set_domain(plane["y"], _domain(ys), ay)
+        _set_epochs(plane["color"], ac, top)
         for key, values in (("dep_x", xs), ("dep_y", ys)):
-            self.scales[key]["x"].max = top
-            _set_domain(self.scales[key]["y"], _domain(values))
+            _set_epochs(self.scales[key]["x"], self.axes[key][0], top)
+            _set_domain(self.scales[key]["y"], _domain(values), self.axes[key][1])
 
     def update_history(self, data: Sequence[RunData | None], epoch_max: int) -> None:
         """Loss and accuracy, train and val, per run (history index k is epoch k + 1)."""
@@ -319,8 +352,8 @@ class Figures:
                     mark.x, mark.y = x, y
                     values.append(y)
                     top = max(top, float(len(series)))
-            self.scales[key]["x"].max = top
-            _set_domain(self.scales[key]["y"], _domain(values))
+            _set_epochs(self.scales[key]["x"], self.axes[key][0], top)
+            _set_domain(self.scales[key]["y"], _domain(values), self.axes[key][1])
 
     @contextlib.contextmanager
     def hold(self):
