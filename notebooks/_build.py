@@ -140,7 +140,9 @@ NB01 = [
         EPOCHS = 12  # seed tutorial: 7 (on MNIST)
         BATCH_SIZE = 64  # seed tutorial: 64
         PROBE = 256  # probe samples; seed settings: 512 (PyGlow used every training batch instead)
-        SIGMA = 5.0  # Gaussian kernel width for T, X (and the output); seed tutorial: 5
+        SIGMA = 5.0  # Gaussian kernel width for T, X (and the output) under the "fixed" rule; seed tutorial: 5
+        SIGMA_RULE = "median_d2"  # the widgets open on it: sigma^2 = median squared distance, per layer and epoch;
+        # "fixed": SIGMA for every layer, as in the seed tutorial (too small for its wide layers: see section 7)
         LR = 0.01  # SGD learning rate (momentum 0.9)
         DATASET = "auto"  # "auto": MNIST if its files or the network are there, else digits; or "mnist", "digits"
         DOWNLOAD_MNIST = True  # try to download MNIST when its files are missing (fails fast without a network)
@@ -244,9 +246,19 @@ NB01 = [
         * **layer toggles** — one per tracked layer, in its plot colour: click to hide or show a trajectory;
         * **estimator**, **σ** (log slider) and **σ rule**, **target Y** (true labels, or the network's own output as
           PyGlow used) — changing any of them redraws every recorded epoch at once, even during training; the
-          *kernel saturation* gauge beside them tells whether σ is sensible (more in notebook 03);
+          *kernel saturation* gauge beside them tells whether σ is sensible (more in notebook 03 and below);
         * **figures** — the information plane (one line per layer, points coloured by epoch: hover for values),
           the dependence on X and on Y against the epoch (the tutorial's second set of plots), loss and accuracy.
+
+        **Which σ?** The widget opens on the **median rule** (`SIGMA_RULE = "median_d2"`): for every layer and epoch
+        σ² is the median squared distance between probe samples, so the kernel always sees some pairs as close and
+        some as far — the gauge reads about 0.6. The tutorial's choice, a **fixed σ = 5** for every layer, is one
+        click away: choose `fixed` as the σ rule (the slider holds 5). The gauge then falls from about 0.8 before
+        training to about 0.03 — *σ too small* — by the end (on digits): training spreads the probe samples about
+        20 units apart in every layer (before training, from 11 in the convolution down to 0.03 at the output), so
+        at σ = 5 every pair looks unrelated and the kernel matrix is almost the identity, whatever the layer
+        learned. One σ for all layers and epochs cannot suit distances that change this much; the median rule
+        follows them. The cell after training prints both readings per layer.
 
         The next cell displays the widget; the one after starts training and waits for the end (`wait()` blocks
         this notebook until training ends; leave it out to keep working while the model trains — the buttons work
@@ -257,8 +269,8 @@ NB01 = [
         "code",
         """
         trainer = ib.Trainer(
-            model, train, val, epochs=EPOCHS, probe=PROBE, sigma=SIGMA, estimators=("hsic", "hsic_pyglow", "cka"),
-            seed=SEED,
+            model, train, val, epochs=EPOCHS, probe=PROBE, sigma=SIGMA, sigma_rule=SIGMA_RULE,
+            estimators=("hsic", "hsic_pyglow", "cka"), seed=SEED,
         )
         trainer
         """,
@@ -273,13 +285,25 @@ NB01 = [
         """,
     ),
     (
+        "code",
+        """
+        # The gauge's reading (mean off-diagonal kernel value; informative between about 0.05 and 0.9), per layer
+        print(f"{'sigma':>24}  {'epoch':>5}  " + "".join(f"{name:>10}" for name in run.layer_names))
+        for rule, what in ((SIGMA_RULE, f"{SIGMA_RULE} (widget)"), ("fixed", f"fixed {SIGMA:g} (tutorial)")):
+            saturation = run.saturation(SIGMA, rule)
+            for row in (0, -1):
+                cells = "".join(f"{value:>10.3f}" for value in saturation[row])
+                print(f"{what:>24}  {run.epochs[row]:>5}  {cells}")
+        """,
+    ),
+    (
         "md",
         """
         ## 8. The numbers behind the plot
 
         `run.trajectories(estimator, sigma=..., target=...)` returns an array of shape (epochs + 1, layers, 2):
         `[..., 0]` is each layer's dependence on X, `[..., 1]` on Y. Here it is as a table (epoch 0 is the untrained
-        network).
+        network), with the tutorial's fixed σ = 5 as in its plots.
         """,
     ),
     ("code", (TABLE_HELPER, 'traj = table(run, "hsic")\nprint("\\narray shape:", traj.shape)')),
@@ -336,8 +360,8 @@ NB01 = [
           notebook 03 shows the same run under each choice;
         * on the **probe**, the data set, the number of epochs and the random seed.
 
-        Use the widget's controls now: set σ to 0.5 or 50, switch the target to `output` (PyGlow's choice) or the
-        estimator to `cka`, and watch whether the phases survive.
+        Use the widget's controls now: choose the `fixed` σ rule and set σ to 0.5 or 50, switch the target to
+        `output` (PyGlow's choice) or the estimator to `cka`, and watch whether the phases survive.
         """,
     ),
     (
@@ -360,7 +384,7 @@ NB01 = [
         print(f"Saved the run to {path} ({path.stat().st_size / 1e6:.1f} MB)")
         saved = ib.load_run(path)
         print(saved)
-        ib.RunView(saved, estimators=("hsic", "hsic_pyglow", "cka"), sigma=SIGMA)
+        ib.RunView(saved, estimators=("hsic", "hsic_pyglow", "cka"), sigma=SIGMA, sigma_rule=SIGMA_RULE)
         """,
     ),
     (

@@ -9,6 +9,7 @@ interpreter (the venv's).
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -19,6 +20,7 @@ import nbformat
 import pytest
 
 from ibwidget import _export
+from ibwidget.widget._base import SATURATION_RANGE
 
 NOTEBOOKS_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 NOTEBOOKS = sorted(p.name for p in NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb"))
@@ -106,5 +108,11 @@ def test_notebook_runs_without_error(name, tmp_path, data_root, monkeypatch):
         run = load_run(runs[0])
         assert run.epochs == list(range(run.epochs[-1] + 1)) and run.epochs[-1] >= 1
         assert len(run.layer_names) == 5 and json.dumps(run.history)
+        # The flagship's widgets (the Trainer, then the RunView) do not open on a sigma their own gauge calls wrong.
+        gauges = saved_labels(nb, "ibw-saturation")
+        assert len(gauges) == 2, gauges
+        for gauge in gauges:
+            match = re.fullmatch(r"kernel saturation (\d\.\d+)", gauge)
+            assert match and SATURATION_RANGE[0] < float(match.group(1)) < SATURATION_RANGE[1], gauges
     if name.startswith("05_"):
         assert (work / "runs" / "05_small_cnn.ibrun").is_file()

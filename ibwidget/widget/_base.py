@@ -17,6 +17,8 @@ from ibwidget.widget._controls import Controls, View
 from ibwidget.widget._figures import Figures, RunData
 
 FIGURE_NAMES = ("plane", "dep_x", "dep_y", "loss", "accuracy")
+#: The gauge's informative range of kernel saturation (mean off-diagonal kernel value); outside it, σ is off.
+SATURATION_RANGE = (0.05, 0.9)
 _EXPORTS = {"trainer": [("PNG", "png"), ("SVG", "svg"), ("run file", "run")], "view": [("PNG", "png"), ("SVG", "svg")]}
 
 
@@ -288,7 +290,8 @@ class _RunsBox(widgets.VBox):
             self.saturation.value = "kernel saturation: -"
             return
         s = float(np.mean(values))
-        hint = " — σ too large" if s > 0.9 else " — σ too small" if s < 0.05 else ""
+        low, high = SATURATION_RANGE
+        hint = " — σ too large" if s > high else " — σ too small" if s < low else ""
         if math.isnan(s):
             hint = ""
         self.saturation.value = f"kernel saturation {s:.2f}{hint}"
