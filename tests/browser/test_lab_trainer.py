@@ -7,9 +7,11 @@ layer. Screenshots of failures land in tests/browser/artifacts/ (see conftest.py
 
 from __future__ import annotations
 
-import importlib
+import math
 import re
 import time
+from pathlib import Path
+from xml.etree import ElementTree
 
 import pytest
 
@@ -181,14 +183,6 @@ def test_thread_updated_plane(frontend, jupyter_server, browser_page):
 # ----------------------------------------------------------------------------------------------- the Trainer
 
 
-def _widget_available() -> bool:
-    try:
-        importlib.import_module("ibwidget.widget")
-    except ImportError:
-        return False
-    return True
-
-
 def _button(scope, selector: str):
     """The <button> of the widget with class ``selector`` (the class sits on the button or on its container)."""
     loc = scope.locator(selector).first
@@ -207,7 +201,6 @@ def _redrawn(page, scope, selector: str, before: list[str], what: str) -> list[s
     return wait_until(page, lambda: (d := path_data(scope, selector)) != before and d, STEP_TIMEOUT, what)
 
 
-@pytest.mark.skipif(not _widget_available(), reason="ibwidget.widget cannot be imported (the Trainer is not there yet)")
 def test_trainer(frontend, jupyter_server, browser_page):
     """Run All, then drive the Trainer: live growth, Pause/Resume, sigma, estimator, layer toggle, no errors."""
     name = f"trainer_{frontend}.ipynb"
@@ -287,5 +280,114 @@ def test_trainer(frontend, jupyter_server, browser_page):
         lambda: f"layer 0 to hide: {visible_count(plane, lines)} lines, {visible_count(plane, dots)} dots shown",
     )
 
+    assert "finished" in text(root, ".ibw-status")
+    assert_no_console_errors(browser_page)
+
+
+# ------------------------------------------------------------------------------------------------------ export
+
+EXPORT_EPOCHS = 3
+FIGURES = ("plane", "dep_x", "dep_y", "loss", "accuracy")  # what Export writes, one file each
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+SVG = "{http://www.w3.org/2000/svg}"
+
+
+def _export(page, root, label: str, downloads: list) -> dict[str, bytes]:
+    """Choose ``label`` in the export menu, click Export, and return the browser's downloads by file name."""
+    downloads.clear()
+    root.locator(".ibw-export-format select").select_option(label=label)
+    _button(root, ".ibw-export").click()
+    wait_until(
+        page,
+        lambda: len(downloads) >= len(FIGURES),
+        STEP_TIMEOUT,
+        lambda: f"{len(FIGURES)} {label} downloads, got {[d.suggested_filename for d in downloads]}",
+    )
+    page.wait_for_timeout(500)  # a sixth file would be a bug: give it the time to show up
+    assert len(downloads) == len(FIGURES), [d.suggested_filename for d in downloads]
+    files = {}
+    for download in downloads:
+        assert download.failure() is None, (download.suggested_filename, download.failure())
+        files[download.suggested_filename] = Path(download.path()).read_bytes()
+    return files
+
+
+def _by_figure(files: dict[str, bytes], ext: str) -> dict[str, bytes]:
+    """The downloads keyed by figure: each file is named ``<run>-<figure>.<ext>``, one per figure."""
+    found = {}
+    for filename, data in files.items():
+        match = re.fullmatch(rf".+-({'|'.join(FIGURES)})\.{ext}", filename)
+        assert match, f"unexpected download {filename!r}"
+        found[match.group(1)] = data
+    assert sorted(found) == sorted(FIGURES), sorted(files)
+    return found
+
+
+def _classes(element) -> set[str]:
+    return set((element.get("class") or "").split())
+
+
+def _axis_ticks(drawing) -> list[list[float]]:
+    """The tick values each axis of an exported bqplot figure shows (its labels, read back as numbers)."""
+    axes = []
+    for group in drawing.iter(f"{SVG}g"):
+        if "axis" in _classes(group):
+            labels = [t.findtext(f"{SVG}text") for t in group.iter(f"{SVG}g") if "tick" in _classes(t)]
+            if labels:
+                axes.append([float(label.replace("\u2212", "-")) for label in labels])  # d3 writes a true minus
+    return axes
+
+
+def assert_round_steps(ticks: list[float]) -> None:
+    """Distinct ticks one 1, 2 or 5 x 10^k step apart (not evenly spaced oddities like -0.00157, 0.00338)."""
+    assert len(ticks) >= 2 and len(set(ticks)) == len(ticks), ticks
+    steps = [b - a for a, b in zip(ticks, ticks[1:], strict=False)]
+    step = steps[0]
+    assert all(abs(s - step) <= 1e-6 * abs(step) for s in steps), ticks
+    mantissa = abs(step) / 10 ** math.floor(math.log10(abs(step)))
+    assert min(abs(mantissa - c) for c in (1, 2, 5)) < 1e-6, ticks
+    assert all(abs(t / step - round(t / step)) < 1e-6 for t in ticks), ticks
+
+
+def test_export_png_and_svg(frontend, jupyter_server, browser_page):
+    """Export in the browser: bqplot renders every figure and Chromium downloads real PNG and SVG files."""
+    name = f"export_{frontend}.ipynb"
+    trainer_notebook(jupyter_server.root / name, epochs=EXPORT_EPOCHS, probe=64, batch_size=64)
+    page = browser_page.page
+    downloads: list = []
+    page.on("download", lambda download: downloads.append(download))
+    open_and_run_all(page, jupyter_server, name, n_cells=2)
+
+    wait_rendered(page, ".ibw-trainer .ibw-plane path.line")
+    root = page.locator(".ibw-trainer").first
+    plane = root.locator(".ibw-plane").first
+    wait_text(page, root, ".ibw-status", r"finished", BOOT_TIMEOUT)
+    n_layers = count(plane, "path.line")
+    points = n_layers * (EXPORT_EPOCHS + 1)
+    wait_until(page, lambda: count(plane, "path.dot") == points, STEP_TIMEOUT, f"{points} points in the plane")
+
+    pngs = _by_figure(_export(page, root, "PNG", downloads), "png")
+    for figure, data in pngs.items():
+        assert data.startswith(PNG_SIGNATURE), f"{figure}.png is not a PNG: {data[:16]!r}"
+        width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")  # the IHDR chunk
+        assert data[12:16] == b"IHDR" and width >= 260 and height >= 200, (figure, width, height)
+        assert len(data) > 5000, f"{figure}.png holds {len(data)} bytes: an empty figure?"
+
+    svgs = _by_figure(_export(page, root, "SVG", downloads), "svg")
+    for figure, data in svgs.items():
+        tree = ElementTree.fromstring(data)  # parses, or raises
+        assert tree.tag == f"{SVG}svg", (figure, tree.tag)
+    drawing = ElementTree.fromstring(svgs["plane"])
+    paths = list(drawing.iter(f"{SVG}path"))
+    lines = [p for p in paths if "line" in _classes(p) and p.get("d")]
+    dots = [p for p in paths if "dot" in _classes(p)]
+    assert len(lines) == n_layers and len(dots) == points, (len(lines), len(dots))
+    titles = [t.text for t in drawing.iter(f"{SVG}text") if "mainheading" in _classes(t)]
+    assert titles == ["Information plane"], titles
+    axes = _axis_ticks(drawing)  # as drawn by bqplot: x, y and the epoch colour bar, all at round values
+    assert len(axes) == 3, axes
+    for ticks in axes:
+        assert_round_steps(ticks)
+    assert [0.0, float(EXPORT_EPOCHS)] in [[min(t), max(t)] for t in axes], axes  # the colour bar: every epoch
     assert "finished" in text(root, ".ibw-status")
     assert_no_console_errors(browser_page)
