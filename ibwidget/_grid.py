@@ -339,8 +339,8 @@ class GridBuilder:
         if isinstance(sigma_h, torch.Tensor):
             flat_sigma = sigma_h.reshape(E * L)
         else:
-            flat_sigma = torch.full((E * L,), sigma_h)
-        flat_sigma = flat_sigma.to(device, torch.float32)
+            flat_sigma = torch.full((E * L,), sigma_h, dtype=torch.float64)
+        sigma_h = flat_sigma.to(device, torch.float64).reshape(E, L)
         gaussian = self.kernel == "gaussian"
         kernel_specs = [s for s in specs if s.needs == "kernels"]
         jobs: dict[str, list] = {"kernel": kernel_specs, "upper": [], "lower": []}
@@ -361,22 +361,21 @@ class GridBuilder:
             kde = [_packed.Target.of_labels(None)] + [_packed.Target.of_labels(label_of[t]) for t in self.targets]
             targets["upper"] = targets["lower"] = kde
         out = {s.name: torch.empty(E, L, 1 + len(self.targets), dtype=torch.float64, device=device) for s in specs}
-        sat = torch.empty(E, L, dtype=torch.float32, device=device)
-        var = (flat_sigma * flat_sigma).reshape(E, L)
-        flat_sigma = flat_sigma.reshape(E, L)
+        sat = torch.empty(E, L, dtype=torch.float64, device=device)
+        factor = _kernels.exponent_factor(sigma_h)
         passes = []  # (factor, exp, groups, saturation from this pass)
         if kernel_specs and gaussian:  # KDE upper's kernel exp(-D2 / (2 sigma^2)) is the Gaussian kernel itself
-            passes.append((-0.5 / var, True, ["kernel", "upper"], True))
+            passes.append((factor, True, ["kernel", "upper"], True))
         elif kernel_specs:
-            passes.append((torch.full_like(flat_sigma, -0.5), False, ["kernel"], False))
+            passes.append((torch.full_like(sigma_h, -0.5), False, ["kernel"], False))
         if jobs["upper"] and not (kernel_specs and gaussian):
-            passes.append((-0.5 / (var * 1.0), True, ["upper"], True))
-        if jobs["lower"]:
-            passes.append((-0.5 / (var * 4.0), True, ["lower"], False))
+            passes.append((factor, True, ["upper"], True))
+        if jobs["lower"]:  # the lower bound: 4x the noise variance
+            passes.append((_kernels.exponent_factor(sigma_h, 4.0), True, ["lower"], False))
         sat_done = False
-        for factor, exp, groups, with_sat in passes:
+        for pass_factor, exp, groups, with_sat in passes:
             todo = [(s, g) for g in groups for s in jobs[g]]
-            self._chunks(run, dist, factor, exp, todo, targets, out, sat if with_sat else None)
+            self._chunks(run, dist, pass_factor, exp, todo, targets, out, sat if with_sat else None)
             sat_done = sat_done or with_sat
         results = [out[s.name].cpu().numpy() for s in specs]
         return results, (sat.double().cpu().numpy() if sat_done else None)
@@ -399,20 +398,20 @@ class GridBuilder:
 
     @staticmethod
     def _chunks(run, dist, factor, exp: bool, todo, targets, out, sat) -> None:
-        """Kernel values ``exp(factor * D2)`` (or ``factor * D2``) a few epochs at a time; every job reads them.
+        """Kernel values from ``factor * D2`` a few epochs at a time, each matrix in the form that keeps its precision
+        (see :func:`ibwidget._packed.kernel_chunks`); every job reads them.
 
         ``dist`` (E, L, P), ``factor`` (E, L); ``out[name]`` (E, L, 1 + targets); ``sat`` (E, L) or None.
         """
         L = dist.shape[1]
-        diagonal = 1.0 if exp else 0.0
         groups = {g for _, g in todo}
-        for start, stop, k32, k in _packed.kernel_chunks(dist, factor, exp):
+        for start, stop, k32, k, shift in _packed.kernel_chunks(dist, factor, exp):
             if sat is not None:
-                sat[start:stop] = k32.mean(-1)
+                sat[start:stop] = k32.mean(-1, dtype=torch.float64) + shift
             rows = {g: [t.epochs(start, stop) for t in targets[g]] for g in groups}
             for spec, group in todo:
                 option = next(iter(spec.options.values()), None)
-                res = _packed.estimate(spec.fn.__name__, option, k, run.m, rows[group], diagonal)
+                res = _packed.estimate(spec.fn.__name__, option, k, run.m, rows[group], shift)
                 out[spec.name][start:stop] = res.reshape(stop - start, L, -1)
 
 

@@ -31,6 +31,7 @@ __all__ = [
     "sigma_median",
     "sigma_from_rule",
     "saturation",
+    "exponent_factor",
     "SIGMA_RULES",
 ]
 
@@ -68,10 +69,28 @@ def _sq_distances(G: torch.Tensor) -> torch.Tensor:
     return D
 
 
+#: The most negative exponent factor used: beyond it every distinct pair has K = 0 in any float (sigma -> 0).
+_MIN_FACTOR = -1e30
+
+
+def exponent_factor(sigma, variance_scale: float = 1.0):
+    """``-1 / (2 variance_scale sigma^2)``, the Gaussian kernel's exponent per unit squared distance.
+
+    Finite for every positive finite ``sigma`` (a number or a tensor, computed in float64): a width so small that
+    ``sigma^2`` underflows gives the limit kernel ``K = I`` instead of a division by zero, a huge one gives ``K = 1``.
+    """
+    if isinstance(sigma, torch.Tensor):
+        var = sigma.to(torch.float64).square() * variance_scale
+        return (-0.5 / var).clamp_min(_MIN_FACTOR)
+    var = float(sigma) * float(sigma) * variance_scale  # inf for a huge sigma (no OverflowError), 0 for a tiny one
+    return max(-0.5 / var, _MIN_FACTOR) if var > 0 else _MIN_FACTOR
+
+
 def _gaussian(G: torch.Tensor, sigma) -> torch.Tensor:
     """:func:`gaussian` without the argument checks; ``sigma`` a float or a tensor broadcastable to G."""
     D = _sq_distances(G)
-    return D.mul_(-0.5 / (sigma * sigma)).exp_()
+    factor = exponent_factor(sigma)
+    return D.mul_(factor.to(D.dtype) if isinstance(factor, torch.Tensor) else factor).exp_()
 
 
 def linear(G) -> torch.Tensor:

@@ -235,13 +235,13 @@ class Run:
             s = _median_sigma(_packed.pack(D), sigma_rule)[..., None, None]
         else:  # fixed, or sqrt_d with d = the number of outputs
             s = check_sigma(sigma) * (math.sqrt(probs.shape[-1]) if sigma_rule == "sqrt_d" else 1.0)
-        return D.mul_(-0.5 / (s * s)).exp_()
+        return D.mul_(_kernels.exponent_factor(s)).exp_()
 
     def _x_kernel(self, kernel, sigma_x) -> torch.Tensor:
-        """Kernel of the probe inputs X, (m, m)."""
+        """Kernel of the probe inputs X, (m, m), in float64 (a wide kernel keeps its structure near 1)."""
         if kernel == "linear":
-            return _kernels.gram(self.probe_x)
-        return unpack(torch.exp(self._x_dist * (-0.5 / (sigma_x * sigma_x))), self.m, 1.0)
+            return _kernels.gram(self.probe_x.double())
+        return unpack(torch.exp(self._x_dist.double() * _kernels.exponent_factor(sigma_x)), self.m, 1.0)
 
     def trajectories(
         self,
@@ -274,13 +274,17 @@ class Run:
         sigma_h = self._sigma(sigma_rule, sigma, dist, norms, dims, key=(tuple(layers), dist.shape[0]))
         E, L, P = dist.shape
         epoch_of = torch.arange(E, device=self.device).repeat_interleave(L)
-        flat_sigma = sigma_h.reshape(E * L) if isinstance(sigma_h, torch.Tensor) else torch.full((E * L,), sigma_h)
-        flat_sigma = flat_sigma.to(self.device, torch.float32)
+        flat_sigma = (
+            sigma_h.reshape(E * L)
+            if isinstance(sigma_h, torch.Tensor)
+            else torch.full((E * L,), sigma_h, dtype=torch.float64)
+        )
+        flat_sigma = flat_sigma.to(self.device, torch.float64)
         if spec.needs == "distances":  # KDE: sigma^2 is the noise variance, 4x for the lower bound
             labels = self.probe_labels if target == "labels" else outputs.argmax(-1)
             targets = (_packed.Target.of_labels(None), _packed.Target.of_labels(labels))
-            var = flat_sigma * flat_sigma * (4.0 if spec.options.get("bound") == "lower" else 1.0)
-            return self._estimate_chunks(spec, dist, (-0.5 / var).reshape(E, L), targets)
+            factor = _kernels.exponent_factor(flat_sigma, 4.0 if spec.options.get("bound") == "lower" else 1.0)
+            return self._estimate_chunks(spec, dist, factor.reshape(E, L), targets)
         s_x = self._sigma(sigma_rule, sigma if sigma_x is None else sigma_x, self._x_dist, self._x_norms, [], "X")
         K_x = self._x_kernel(kernel, s_x)
         K_y = self._target_kernel(target, kernel, sigma_rule, sigma if sigma_y is None else sigma_y, outputs)
@@ -289,28 +293,33 @@ class Run:
             unbiased = option in ("unbiased", True)
             targets = (_packed.Target.of(K_x, unbiased), _packed.Target.of(K_y, unbiased))
             gaussian = kernel == "gaussian"
-            factor = -0.5 / (flat_sigma * flat_sigma) if gaussian else torch.full_like(flat_sigma, -0.5)
+            factor = _kernels.exponent_factor(flat_sigma) if gaussian else torch.full_like(flat_sigma, -0.5)
             return self._estimate_chunks(spec, dist, factor.reshape(E, L), targets, gaussian)
         return self._generic(spec, kernel, dist, norms, flat_sigma, epoch_of, K_x, K_y)
 
     def _estimate_chunks(self, spec, dist, factor, targets, gaussian=True) -> np.ndarray:
         """Packed estimation of distance rows (E, L, P) in cache-sized chunks of epochs; returns (E, L, 2).
 
-        The kernel's off-diagonal values are ``exp(factor * D2)`` (Gaussian, diagonal 1) or ``factor * D2``
-        (linear, as ``-D2/2`` with diagonal 0): see :func:`ibwidget._packed.kernel_chunks`.
+        The kernel values come from ``factor * D2`` in the form that keeps each matrix's precision: see
+        :func:`ibwidget._packed.kernel_chunks`.
         """
         E, L, _ = dist.shape
         name, option = spec.fn.__name__, next(iter(spec.options.values()), None)
         out = torch.empty(E, L, 2, dtype=torch.float64, device=self.device)
-        for start, stop, _, k in _packed.kernel_chunks(dist, factor, gaussian):
+        for start, stop, _, k, shift in _packed.kernel_chunks(dist, factor, gaussian):
             rows = [t.epochs(start, stop) for t in targets]
-            out[start:stop] = _packed.estimate(name, option, k, self.m, rows, 1.0 if gaussian else 0.0)
+            out[start:stop] = _packed.estimate(name, option, k, self.m, rows, shift)
         return out.cpu().numpy()
 
     def _generic(self, spec, kernel, dist, norms, flat_sigma, epoch_of, K_x, K_y) -> np.ndarray:
-        """Any registered estimator: kernels unpacked to (chunk, m, m) and passed to its function."""
+        """Any registered estimator: float64 kernels unpacked to (chunk, m, m) and passed to its function.
+
+        float64, because estimators such as Rényi's read K itself (its eigenvalues), not only ``K - 1``: near 1, a
+        float32 kernel has lost the structure they measure.
+        """
         E, L, P = dist.shape
-        flat_dist, flat_norms = dist.reshape(E * L, P), norms.reshape(E * L, -1)
+        flat_dist, flat_norms = dist.reshape(E * L, P).double(), norms.reshape(E * L, -1).double()
+        factor = _kernels.exponent_factor(flat_sigma)
         out = torch.empty(E * L, 2, dtype=torch.float64)
         for start in range(0, E * L, _CHUNK):
             sl = slice(start, start + _CHUNK)
@@ -318,8 +327,7 @@ class Run:
                 K = 0.5 * (flat_norms[sl, :, None] + flat_norms[sl, None, :]) - 0.5 * unpack(flat_dist[sl], self.m)
                 K.diagonal(dim1=-2, dim2=-1).copy_(flat_norms[sl])
             else:
-                s = flat_sigma[sl, None]
-                K = unpack(torch.exp(flat_dist[sl] * (-0.5 / (s * s))), self.m, 1.0)
+                K = unpack(torch.exp(flat_dist[sl] * factor[sl, None]), self.m, 1.0)
             ky = K_y if K_y.ndim == 2 else K_y[epoch_of[sl]]
             out[sl, 0] = torch.as_tensor(spec(K, K_x.to(K.dtype))).double().cpu()
             out[sl, 1] = torch.as_tensor(spec(K, ky.to(K.dtype))).double().cpu()
@@ -346,8 +354,9 @@ class Run:
         """Mean off-diagonal Gaussian kernel value per (epoch, layer): ~1 sigma too large, ~0 too small."""
         dist, norms, _, _ = self._view(self.layer_names)
         s = self._sigma(sigma_rule, sigma, dist, norms, self.layer_dims)
-        s = s[..., None] if isinstance(s, torch.Tensor) else s
-        return torch.exp(dist * (-0.5 / (s * s))).mean(-1).double().cpu().numpy()
+        factor = _kernels.exponent_factor(s)
+        factor = factor[..., None].float() if isinstance(factor, torch.Tensor) else factor
+        return (1.0 + torch.expm1(dist * factor).mean(-1, dtype=torch.float64)).cpu().numpy()
 
     # ------------------------------------------------------------------------------------------ files
 
