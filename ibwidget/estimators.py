@@ -290,33 +290,65 @@ def _entropy_bits(codes: torch.Tensor) -> torch.Tensor:
     return -(p * torch.log2(p)).sum()
 
 
-def binning_mi(T, Z, bins: int = 30) -> torch.Tensor:
+def binning_mi(T, Z, bins: int = 30, *, edges=None, width: float | None = None) -> torch.Tensor:
     """Mutual information (bits) between a binned layer T and discrete Z, by plug-in entropies of bin patterns.
 
     Shwartz-Ziv & Tishby 2017, "Opening the black box of deep neural networks via information", Sec. 3.3: each
-    activation is put in one of ``bins`` equal bins spanning the layer's range on the probe; a sample's pattern of
-    bins is its discrete T. ``Z`` is integer labels (m,) or an input array whose distinct rows are its values
-    (then I(T;X) = H(T)). The one estimator that reads activations, not kernels; not re-estimable from a Gram.
+    activation is put in a bin; a sample's pattern of bins is its discrete T. Three binning conventions:
+
+    - default: ``bins`` equal bins spanning the layer's [min, max] on the probe;
+    - ``edges``: fixed bin edges, as ``np.digitize`` uses them (values below the first edge or at or above the last
+      one fall in bins of their own). IDNNs, the code of Shwartz-Ziv & Tishby: ``np.linspace(-1, 1, 30)``;
+    - ``width``: bins of a fixed width over an unlimited range, ``floor(t / width)``. Saxe et al. 2018, "On the
+      information bottleneck theory of deep learning" (ICLR), code ``simplebinmi``: width 0.07 (Appendix).
+
+    ``Z`` is integer labels (m,) or an input array whose distinct rows are its values (then I(T;X) = H(T)). The
+    one estimator that reads activations, not kernels; not re-estimable from a Gram.
 
     >>> import torch
     >>> T = torch.tensor([[0.0], [0.0], [1.0], [1.0]])
     >>> float(binning_mi(T, torch.tensor([0, 0, 1, 1]), bins=2))
     1.0
+    >>> float(binning_mi(T * 0.05, torch.tensor([0, 0, 1, 1]), width=0.07))  # 0 and 0.05 share a bin
+    0.0
     """
     if isinstance(bins, bool) or not isinstance(bins, int) or bins < 1:
         raise ValueError(f"bins must be a positive integer, got {bins!r}. Pass e.g. bins=30.")
+    if edges is not None and width is not None:
+        raise ValueError("pass edges=... (fixed bin edges) or width=... (fixed bin width), not both.")
     T = as_float_tensor(T, "T")
     m = T.shape[0]
     T = T.reshape(m, -1)
     check_finite(T, "T")
-    lo, hi = T.min(), T.max()
-    width = (hi - lo) / bins
-    t_bins = ((T - lo) / torch.where(width > 0, width, torch.ones_like(width))).floor().clamp_(0, bins - 1).long()
-    t_codes = torch.unique(t_bins, dim=0, return_inverse=True)[1]
+    t_codes = torch.unique(_bin_indices(T, bins, edges, width), dim=0, return_inverse=True)[1]
     z_codes = _integer_codes(Z, "Z", m).to(t_codes.device)
     joint = torch.unique(torch.stack([t_codes, z_codes], 1), dim=0, return_inverse=True)[1]
     mi = _entropy_bits(t_codes) + _entropy_bits(z_codes) - _entropy_bits(joint)
     return mi.clamp_min(0.0).to(T.dtype)
+
+
+def _bin_indices(T: torch.Tensor, bins: int, edges, width: float | None) -> torch.Tensor:
+    """Integer bin of every activation of T (m, d) under one of :func:`binning_mi`'s conventions."""
+    if width is not None:
+        if isinstance(width, bool) or not isinstance(width, int | float) or not (math.isfinite(width) and width > 0):
+            raise ValueError(f"width must be a positive bin width, got {width!r}. Pass e.g. width=0.07.")
+        return torch.floor(T.double() / width).long()
+    if edges is not None:
+        edges_t = torch.as_tensor(edges, dtype=torch.float64, device=T.device)
+        if edges_t.ndim != 1 or edges_t.numel() < 2 or not bool((edges_t.diff() > 0).all()):
+            raise ValueError(
+                "edges must be an increasing 1-d sequence of at least 2 bin edges, e.g. np.linspace(-1, 1, 30)."
+            )
+        return torch.bucketize(T.double(), edges_t, right=True)  # np.digitize: edges[i-1] <= t < edges[i]
+    lo, hi = T.min(), T.max()
+    step = (hi - lo) / bins
+    return ((T - lo) / torch.where(step > 0, step, torch.ones_like(step))).floor().clamp_(0, bins - 1).long()
+
+
+#: IDNNs' bin edges (Shwartz-Ziv & Tishby 2017 code): 30 edges spanning tanh's range [-1, 1]
+IDNN_EDGES = tuple(float(e) for e in np.linspace(-1.0, 1.0, 30))
+#: Saxe et al. 2018's bin width (no range limit)
+SAXE_BIN_WIDTH = 0.07
 
 
 # --------------------------------------------------------------------------------------------- registry
@@ -447,10 +479,33 @@ register(
     binning_mi,
     needs="activations",
     label="I({a}; {b})",
-    variant="binning, 30 bins",
+    variant="binning, 30 bins over each layer's range",
     units="bits",
     options={"bins": 30},
     uses_sigma=False,
+    description="plug-in MI of activations in 30 equal bins over each layer's [min, max] on the probe",
+)
+register(
+    "binning_idnn",
+    binning_mi,
+    needs="activations",
+    label="I({a}; {b})",
+    variant="binning, IDNNs edges linspace(−1, 1, 30)",
+    units="bits",
+    options={"edges": IDNN_EDGES},
+    uses_sigma=False,
+    description="plug-in MI with IDNNs' fixed bin edges linspace(-1, 1, 30) (Shwartz-Ziv & Tishby 2017)",
+)
+register(
+    "binning_saxe",
+    binning_mi,
+    needs="activations",
+    label="I({a}; {b})",
+    variant="binning, width 0.07 (Saxe 2018)",
+    units="bits",
+    options={"width": SAXE_BIN_WIDTH},
+    uses_sigma=False,
+    description="plug-in MI with bins of fixed width 0.07 and no range limit (Saxe et al. 2018)",
 )
 
 

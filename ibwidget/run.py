@@ -354,9 +354,11 @@ class Run:
         """Mean off-diagonal Gaussian kernel value per (epoch, layer): ~1 sigma too large, ~0 too small."""
         dist, norms, _, _ = self._view(self.layer_names)
         s = self._sigma(sigma_rule, sigma, dist, norms, self.layer_dims)
-        factor = _kernels.exponent_factor(s)
-        factor = factor[..., None].float() if isinstance(factor, torch.Tensor) else factor
-        return (1.0 + torch.expm1(dist * factor).mean(-1, dtype=torch.float64)).cpu().numpy()
+        factor = _kernels.exponent_factor(s if isinstance(s, torch.Tensor) else torch.tensor(s)).expand(dist.shape[:-1])
+        out = torch.empty(dist.shape[:-1], dtype=torch.float64, device=self.device)
+        for start, stop, k32, _, shift in _packed.kernel_chunks(dist, factor):
+            out[start:stop] = k32.mean(-1, dtype=torch.float64) + shift
+        return out.cpu().numpy()
 
     # ------------------------------------------------------------------------------------------ files
 

@@ -487,6 +487,49 @@ def test_binning_mi_with_labels_matches_plugin_and_is_at_most_H_Y():
     assert 0.0 < got <= np_entropy(labels.tolist()) + 1e-12
 
 
+def _np_plugin_mi(codes_t: np.ndarray, z: np.ndarray) -> float:
+    """Plug-in I(T; Z) in bits from per-sample bin patterns (m, d) and discrete z (m,), with Counter."""
+    patterns = [tuple(row) for row in codes_t.tolist()]
+    joint = list(zip(patterns, z.tolist(), strict=True))
+    return np_entropy(patterns) + np_entropy(z.tolist()) - np_entropy(joint)
+
+
+def test_binning_conventions_of_idnns_and_saxe():
+    """IDNNs: np.digitize with edges linspace(-1, 1, 30); Saxe et al. 2018: floor(t / 0.07) with no range limit."""
+    rng = np.random.default_rng(24)
+    labels = rng.integers(0, 3, size=80)
+    T = np.tanh(labels[:, None] * 0.6 + rng.normal(size=(80, 1)) * 0.5)  # one unit: bin patterns collide
+    T[0, 0] = 1.0  # on the last edge: a bin of its own under np.digitize
+    idnn = _f(estimators.get("binning_idnn")(T, labels))
+    assert idnn == pytest.approx(_np_plugin_mi(np.digitize(T, np.linspace(-1, 1, 30)), labels), rel=1e-12)
+    saxe = _f(estimators.get("binning_saxe")(T, labels))
+    assert saxe == pytest.approx(_np_plugin_mi(np.floor(T / 0.07).astype(int), labels), rel=1e-12)
+    entropies = {n: _f(estimators.get(n)(T, np.arange(80))) for n in ("binning", "binning_idnn", "binning_saxe")}
+    assert len({round(h, 9) for h in entropies.values()}) == 3, entropies  # three different conventions
+    wide = T * 40.0  # far outside [-1, 1]: Saxe's bins follow the values, IDNNs' edges put them in two end bins
+    assert _f(estimators.get("binning_saxe")(wide, np.arange(80))) == pytest.approx(
+        np_entropy([tuple(r) for r in np.floor(wide / 0.07).astype(int).tolist()]), rel=1e-12
+    )
+    assert _f(estimators.get("binning_idnn")(wide, np.arange(80))) == pytest.approx(
+        np_entropy([tuple(r) for r in np.digitize(wide, np.linspace(-1, 1, 30)).tolist()]), rel=1e-12
+    )
+
+
+def test_binning_conventions_are_registered_and_say_which_in_their_labels():
+    labels = {n: estimators.get(n).axis_label("T", "Y") for n in ("binning", "binning_idnn", "binning_saxe")}
+    assert "range" in labels["binning"]
+    assert "linspace(−1, 1, 30)" in labels["binning_idnn"]
+    assert "0.07" in labels["binning_saxe"] and "Saxe" in labels["binning_saxe"]
+    for name in labels:
+        assert estimators.get(name).needs == "activations" and not estimators.get(name).uses_sigma
+    with pytest.raises(ValueError, match="not both"):
+        binning_mi(np.zeros((4, 1)), np.arange(4), edges=[0.0, 1.0], width=0.1)
+    with pytest.raises(ValueError, match="increasing"):
+        binning_mi(np.zeros((4, 1)), np.arange(4), edges=[1.0, 0.0])
+    with pytest.raises(ValueError, match="positive bin width"):
+        binning_mi(np.zeros((4, 1)), np.arange(4), width=0.0)
+
+
 def test_binning_mi_of_a_function_of_the_labels():
     labels = np.random.default_rng(23).integers(0, 5, size=60)
     H_Y = np_entropy(labels.tolist())

@@ -182,20 +182,67 @@ def test_kernel_estimator_trajectories_equal_direct_computation(trained, estimat
 
 @pytest.mark.parametrize("target", ["labels", "output"])
 @pytest.mark.parametrize("rule", ["fixed", "sqrt_d", "median_d2", "median_d"])
-def test_kde_trajectories_equal_direct_computation(trained, target, rule):
+@pytest.mark.parametrize("bound", ["kde_upper", "kde_lower"])
+def test_kde_trajectories_equal_direct_computation(trained, bound, target, rule):
     run, captured = trained
-    got = run.trajectories("kde_upper", sigma=0.5, target=target, sigma_rule=rule)
-    _assert_matches_direct(got, run, captured, "kde_upper", target, "gaussian", rule, 0.5)
+    got = run.trajectories(bound, sigma=0.5, target=target, sigma_rule=rule)
+    _assert_matches_direct(got, run, captured, bound, target, "gaussian", rule, 0.5)
+
+
+def test_kde_lower_is_the_upper_bound_with_four_times_the_noise_variance(trained):
+    run, _ = trained
+    np.testing.assert_allclose(
+        run.trajectories("kde_lower", sigma=0.5), run.trajectories("kde_upper", sigma=1.0), rtol=1e-9, atol=1e-12
+    )
+    assert (run.trajectories("kde_lower", sigma=0.5) < run.trajectories("kde_upper", sigma=0.5) - 1e-3).any()
 
 
 @pytest.mark.parametrize("target", ["labels", "output"])
-def test_binning_trajectories_equal_direct_computation(trained, target):
+@pytest.mark.parametrize("estimator", ["binning", "binning_idnn", "binning_saxe"])
+def test_binning_trajectories_equal_direct_computation(trained, estimator, target):
     run, captured = trained
-    got = run.trajectories("binning", target=target)
-    ref = _direct(run, captured, "binning", target, "gaussian", "fixed", 1.0)
+    got = run.trajectories(estimator, target=target)
+    ref = _direct(run, captured, estimator, target, "gaussian", "fixed", 1.0)
     np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-9)
     assert (ref[..., 0] > 0).all()  # no layer collapsed onto one bin pattern
     assert (ref[:, 2, 0] < math.log2(M) - 0.5).all()  # the 1-unit layer shares bins: I(T;X) = H(T) < log2 m
+
+
+def test_saturation_is_the_off_diagonal_mean_of_the_captured_kernels(trained):
+    """The gauge, in Run.saturation and in the PlaneView grid, against kernels built from the captured activations."""
+    from ibwidget._grid import GridBuilder
+
+    run, captured = trained
+    builder = GridBuilder(["hsic"], sigmas=[0.5, SIGMA], targets=["labels"], sigma_rules=["fixed", "median_d2"])
+    _, grid_sat, _ = builder.compute(run)
+    for k, (rule, sigma) in enumerate(builder.slots):
+        expected = np.empty((len(captured), len(LAYERS)))
+        for e, (acts, _) in enumerate(captured):
+            for li, name in enumerate(LAYERS):
+                G = kernels.gram(acts[name].double())
+                width = sigma if rule == "fixed" else kernels.sigma_median(G, rule)
+                expected[e, li] = float(kernels.saturation(kernels.gaussian(G, width)))
+        np.testing.assert_allclose(run.saturation(sigma=sigma or 1.0, sigma_rule=rule), expected, rtol=1e-5)
+        np.testing.assert_allclose(grid_sat[:, k], expected, rtol=1e-5)
+        # counting the diagonal's ones would raise the mean by (1 - s)/m: over 1e-3 relative here, far above rtol
+
+
+def test_median_d2_averages_the_middle_squared_distances():
+    """With an even number of pairs the two median rules differ only in how the middle two values are averaged:
+    median_d2 gives sigma^2 = (d2_a + d2_b) / 2, median_d gives sigma = (d_a + d_b) / 2."""
+    Z = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 3.0], [5.0, 4.0]])  # 6 pairs: D2 = 1, 9, 10, 25, 32, 41
+    G = Z @ Z.T
+    d2 = np.sort(kernels.sq_distances(G).numpy()[np.triu_indices(4, 1)])
+    run = Run("m", ["z"], [2], torch.zeros(4, 1), torch.tensor([0, 1, 0, 1]), num_classes=2)
+    run.add_snapshot(0, {"z": G}, torch.zeros(4, 2))
+    for rule, sigma in (
+        ("median_d2", math.sqrt((d2[2] + d2[3]) / 2)),
+        ("median_d", (math.sqrt(d2[2]) + math.sqrt(d2[3])) / 2),
+    ):
+        expected = float(kernels.saturation(kernels.gaussian(G.double(), sigma)))
+        assert run.saturation(sigma_rule=rule)[0, 0] == pytest.approx(expected, rel=1e-6)
+    a, b = run.saturation(sigma_rule="median_d2")[0, 0], run.saturation(sigma_rule="median_d")[0, 0]
+    assert abs(a - b) > 1e-3  # the test tells the two rules apart
 
 
 def test_reference_sees_real_dependence(trained):
