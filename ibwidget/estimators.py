@@ -474,39 +474,22 @@ register(
     options={"bound": "lower"},
     description="Kolchinsky & Tracey 2017 pairwise lower bound (noise var = sigma²)",
 )
-register(
-    "binning",
-    binning_mi,
-    needs="activations",
-    label="I({a}; {b})",
-    variant="binning, 30 bins over each layer's range",
-    units="bits",
-    options={"bins": 30},
-    uses_sigma=False,
-    description="plug-in MI of activations in 30 equal bins over each layer's [min, max] on the probe",
-)
-register(
-    "binning_idnn",
-    binning_mi,
-    needs="activations",
-    label="I({a}; {b})",
-    variant="binning, IDNNs edges linspace(−1, 1, 30)",
-    units="bits",
-    options={"edges": IDNN_EDGES},
-    uses_sigma=False,
-    description="plug-in MI with IDNNs' fixed bin edges linspace(-1, 1, 30) (Shwartz-Ziv & Tishby 2017)",
-)
-register(
-    "binning_saxe",
-    binning_mi,
-    needs="activations",
-    label="I({a}; {b})",
-    variant="binning, width 0.07 (Saxe 2018)",
-    units="bits",
-    options={"width": SAXE_BIN_WIDTH},
-    uses_sigma=False,
-    description="plug-in MI with bins of fixed width 0.07 and no range limit (Saxe et al. 2018)",
-)
+for _name, _variant, _options, _description in (
+    ("binning", "30 bins over each layer's range", {"bins": 30}, "30 equal bins over each layer's [min, max]"),
+    ("binning_idnn", "IDNNs edges linspace(−1, 1, 30)", {"edges": IDNN_EDGES}, "IDNNs' fixed bin edges (2017)"),
+    ("binning_saxe", "width 0.07 (Saxe 2018)", {"width": SAXE_BIN_WIDTH}, "bins of width 0.07, no range limit"),
+):
+    register(
+        _name,
+        binning_mi,
+        needs="activations",
+        label="I({a}; {b})",
+        variant=f"binning, {_variant}",
+        units="bits",
+        options=_options,
+        uses_sigma=False,
+        description=f"plug-in MI of binned activations: {_description}",
+    )
 
 
 # ------------------------------------------------------------------------------- PyGlow-style evaluators
