@@ -435,7 +435,8 @@ def plane_grid(
 
 
 def builder_grid(builder: GridBuilder, runs: list, default: dict | None = None) -> Grid:
-    """Compute ``builder``'s grid for ``runs`` (one after the other, padded with NaN)."""
+    """Compute ``builder``'s grid for ``runs`` (one after the other, padded with NaN), as recorded now."""
+    runs = [_tail(r, 0) for r in runs]  # runs still training keep growing: compute on what they hold now
     E = max(r.num_snapshots for r in runs)
     L = max(len(r.layer_names) for r in runs)
     values = np.full((len(runs), E, builder.n_blocks, L, 2), np.nan, dtype=np.float32)

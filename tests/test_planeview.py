@@ -165,6 +165,24 @@ def test_slow_estimators_on_request_and_failures_stay_nan(run):
     assert not np.isnan(g.block("hsic", 0, "labels")).any()
 
 
+def test_a_grid_of_a_run_that_grows_meanwhile_holds_the_epochs_recorded_when_it_began():
+    """A report or grid made while training goes on: the training thread appends mid-computation (here from inside
+    an estimator, so the timing is certain); the grid describes and holds exactly the snapshots it began with."""
+    live = synthetic_run(epochs=2, m=24, widths=(30, 8))
+    extra = synthetic_run(epochs=3, m=24, widths=(30, 8), seed=1)
+
+    @ib.estimators.register("ibwp_appends", overwrite=True)
+    def appends(K, L):
+        if live.num_snapshots == 3:
+            live.add_snapshot(3, {n: kernels.gram(torch.eye(24)) for n in live.layer_names}, torch.zeros(24, 10))
+        return (K * L).mean()
+
+    g = _grid.plane_grid([live, extra], estimators=["hsic", "ibwp_appends"], sigmas=[5.0], targets=["labels"])
+    assert live.num_snapshots == 4  # it did grow meanwhile
+    assert g.meta["runs"][0]["epochs"] == [0, 1, 2]
+    assert np.isnan(g.values[0, 3]).all() and not np.isnan(g.values[0, :3]).any()
+
+
 # ------------------------------------------------------------------------------------------------ one-file HTML
 
 
