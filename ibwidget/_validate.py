@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
 import math
+from collections.abc import Iterable
 
 import numpy as np
 import torch
@@ -57,7 +59,11 @@ def check_kernel(K: torch.Tensor, name: str, min_m: int = 2, check_symmetric: bo
 
 
 def check_pair(K: torch.Tensor, L: torch.Tensor, names=("K", "L"), min_m: int = 2):
-    """Validate two kernel matrices over the same m samples; return them on one device and dtype, and m."""
+    """Validate two kernel matrices over the same m samples; return them on one device and dtype, and m.
+
+    Batched matrices pair up by broadcasting their batch shapes: one ``(m, m)`` matrix against a batch
+    ``(b, m, m)`` gives b values; two batches must have broadcastable batch shapes.
+    """
     K = as_float_tensor(K, names[0], like=L if isinstance(L, torch.Tensor) else None)
     L = as_float_tensor(L, names[1], like=K)
     if K.device != L.device:
@@ -72,8 +78,38 @@ def check_pair(K: torch.Tensor, L: torch.Tensor, names=("K", "L"), min_m: int = 
             f"{names[0]} is {mk}x{mk} but {names[1]} is {ml}x{ml}; both must be kernel matrices of the same "
             "m samples, in the same order."
         )
+    _check_batches(K, L, names)
     dtype = torch.promote_types(K.dtype, L.dtype)
     return K.to(dtype), L.to(dtype), mk
+
+
+def _check_batches(K: torch.Tensor, L: torch.Tensor, names) -> None:
+    """The batch shapes (all but the last two dims) of two kernel matrices must broadcast against each other."""
+    try:
+        torch.broadcast_shapes(K.shape[:-2], L.shape[:-2])
+    except RuntimeError:
+        m = K.shape[-1]
+        raise ValueError(
+            f"{names[0]} has shape {tuple(K.shape)} but {names[1]} has shape {tuple(L.shape)}: batches of "
+            f"{tuple(K.shape[:-2])} and {tuple(L.shape[:-2])} matrices do not pair up. Pass batches of the same "
+            f"shape (matrix i with matrix i), or one ({m}, {m}) matrix to pair it with every matrix of the other."
+        ) from None
+
+
+def check_samples(Z, name: str, m: int, batch_shape: tuple = ()) -> torch.Tensor:
+    """``Z`` as a tensor of one value (a label, or a row) per sample: shape ``(m,)`` or ``(m, ...)``."""
+    if isinstance(Z, np.ndarray):
+        Z = torch.from_numpy(np.ascontiguousarray(Z))
+    if not isinstance(Z, torch.Tensor):
+        Z = torch.as_tensor(Z)
+    if Z.ndim == 0 or Z.shape[0] != m:
+        count = "a single value" if Z.ndim == 0 else f"{Z.shape[0]} samples"
+        shared = f" The same {name} apply to every matrix of the batch {tuple(batch_shape)}." if batch_shape else ""
+        raise ValueError(
+            f"{name} has {count} but the representation has {m}; pass one per sample: shape ({m},) of class ids, "
+            f"or ({m}, k) with one row per sample (e.g. one-hot), got shape {tuple(Z.shape)}.{shared}"
+        )
+    return Z
 
 
 def check_sigma(sigma, name: str = "sigma"):
@@ -94,5 +130,42 @@ def check_sigma(sigma, name: str = "sigma"):
     return float(sigma)
 
 
-def unknown_name(kind: str, name, known) -> ValueError:
-    return ValueError(f"Unknown {kind} {name!r}. Known: {', '.join(repr(k) for k in known)}.")
+def _close_names(name, known: list) -> list:
+    """Known names ``name`` may have meant: those it begins (``"kde"``), else the closest spellings (``"hsci"``)."""
+    if not isinstance(name, str) or not name:
+        return []
+    folded = name.casefold()
+    candidates = [k for k in known if isinstance(k, str)]
+    starts = [k for k in candidates if k.casefold().startswith(folded)]
+    if starts:
+        return starts[:3]
+    score = {k: difflib.SequenceMatcher(None, folded, k.casefold()).ratio() for k in candidates}
+    best = max(score.values(), default=0.0)
+    return [k for k in candidates if score[k] == best][:3] if best >= 0.6 else []
+
+
+def unknown_name(kind: str, name, known: Iterable) -> ValueError:
+    """The error for a name outside a vocabulary: it lists the known names and suggests the closest ones."""
+    known = list(known)
+    text = f"Unknown {kind} {name!r}. Known: {', '.join(repr(k) for k in known)}."
+    close = _close_names(name, known)
+    if close:
+        text += f" Did you mean {' or '.join(repr(c) for c in close)}?"
+    return ValueError(text)
+
+
+def resolve_name(kind: str, name, known: Iterable):
+    """The name of ``known`` that ``name`` spells, ignoring case when that leaves one candidate; else an error.
+
+    >>> resolve_name("estimator", "CKA", ["hsic", "cka"])
+    'cka'
+    """
+    known = list(known)
+    if name in known:
+        return name
+    if isinstance(name, str):
+        same = [k for k in known if isinstance(k, str) and k.casefold() == name.casefold()]
+        if len(same) == 1:
+            return same[0]
+    raise unknown_name(kind, name, known)
+

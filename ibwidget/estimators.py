@@ -22,7 +22,14 @@ import numpy as np
 import torch
 
 from ibwidget import kernels as _kernels
-from ibwidget._validate import as_float_tensor, check_finite, check_kernel, check_pair, unknown_name
+from ibwidget._validate import (
+    as_float_tensor,
+    check_finite,
+    check_kernel,
+    check_pair,
+    check_samples,
+    resolve_name,
+)
 
 __all__ = [
     "hsic",
@@ -82,8 +89,7 @@ def hsic(K, L, normalizer: str = "biased") -> torch.Tensor:
     >>> round(float(hsic(I, I)), 12)  # tr(H) / (m-1)^2 = 1/(m-1)
     0.25
     """
-    if normalizer not in _HSIC_NORMALIZERS:
-        raise unknown_name("HSIC normalizer", normalizer, _HSIC_NORMALIZERS)
+    normalizer = resolve_name("HSIC normalizer", normalizer, _HSIC_NORMALIZERS)
     K, L, m = check_pair(K, L, min_m=4 if normalizer == "unbiased" else 2)
     return _hsic(K, L, normalizer).to(K.dtype)
 
@@ -245,8 +251,7 @@ def kde_mi(D, noise_var: float, labels=None, bound: str = "upper") -> torch.Tens
     >>> float(kde_mi(D, noise_var=1.0))
     2.0
     """
-    if bound not in ("upper", "lower"):
-        raise unknown_name("KDE bound", bound, ("upper", "lower"))
+    bound = resolve_name("KDE bound", bound, ("upper", "lower"))
     if not (isinstance(noise_var, int | float) and math.isfinite(noise_var) and noise_var > 0):
         raise ValueError(f"noise_var must be a positive number, got {noise_var!r}. Pass e.g. noise_var=0.1.")
     D = as_float_tensor(D, "D")
@@ -255,7 +260,7 @@ def kde_mi(D, noise_var: float, labels=None, bound: str = "upper") -> torch.Tens
         raise ValueError("D must hold squared distances (>= 0); build it with kernels.sq_distances(G).")
     codes = None
     if labels is not None:
-        codes = _integer_codes(labels, "labels", m).to(D.device)
+        codes = _integer_codes(labels, "labels", m, tuple(D.shape[:-2])).to(D.device)
     return _kde_mi(D, noise_var, codes, bound).to(D.dtype)
 
 
@@ -272,14 +277,9 @@ def _kde_mi(D: torch.Tensor, noise_var: float, codes: torch.Tensor | None, bound
     return (full - within) / math.log(2.0)
 
 
-def _integer_codes(Z, name: str, m: int) -> torch.Tensor:
+def _integer_codes(Z, name: str, m: int, batch_shape: tuple = ()) -> torch.Tensor:
     """Integer codes (m,) for discrete values: integer labels as given, or the distinct rows of an array."""
-    if isinstance(Z, np.ndarray):
-        Z = torch.from_numpy(np.ascontiguousarray(Z))
-    if not isinstance(Z, torch.Tensor):
-        Z = torch.as_tensor(Z)
-    if Z.shape[0] != m:
-        raise ValueError(f"{name} has {Z.shape[0]} samples but the representation has {m}; pass one per sample.")
+    Z = check_samples(Z, name, m, batch_shape)
     if Z.ndim == 1 and not Z.is_floating_point():
         return Z.long()
     return torch.unique(Z.reshape(m, -1), dim=0, return_inverse=True)[1]
@@ -413,8 +413,7 @@ def register(
     """
     if not isinstance(name, str) or not name:
         raise ValueError("an estimator needs a non-empty string name.")
-    if needs not in _NEEDS:
-        raise unknown_name("'needs' value", needs, _NEEDS)
+    needs = resolve_name("'needs' value", needs, _NEEDS)
 
     def add(f: Callable) -> Callable:
         if not callable(f):
@@ -429,13 +428,13 @@ def register(
 
 
 def get(name: str) -> EstimatorSpec:
-    """The :class:`EstimatorSpec` registered under ``name``."""
+    """The :class:`EstimatorSpec` registered under ``name``; case is ignored when one name matches (``"HSIC"``).
+
+    An unknown name raises a ``ValueError`` listing the registered names and the closest ones.
+    """
     if isinstance(name, EstimatorSpec):
         return name
-    try:
-        return _REGISTRY[name]
-    except (KeyError, TypeError):
-        raise unknown_name("estimator", name, _REGISTRY) from None
+    return _REGISTRY[resolve_name("estimator", name, _REGISTRY)]
 
 
 def names() -> list[str]:
@@ -533,8 +532,7 @@ class HSIC(Estimator):
 
     def __init__(self, kernel: str = "gaussian", gpu: bool = False, **kwargs):
         super().__init__(gpu, **kwargs)
-        if kernel not in ("gaussian", "linear"):
-            raise unknown_name("kernel", kernel, ("gaussian", "linear"))
+        kernel = resolve_name("kernel", kernel, ("gaussian", "linear"))
         if kernel == "gaussian" and "sigma" not in kwargs:
             raise ValueError("HSIC(kernel='gaussian') needs a width: pass sigma=5 (PyGlow's tutorial value).")
         self.kernel = kernel

@@ -19,7 +19,7 @@ import math
 import numpy as np
 import torch
 
-from ibwidget._validate import as_float_tensor, check_kernel, check_sigma, unknown_name
+from ibwidget._validate import as_float_tensor, check_kernel, check_sigma, resolve_name
 
 __all__ = [
     "gram",
@@ -160,8 +160,7 @@ def sigma_median(G, rule: str = "median_d2") -> torch.Tensor:
     off-diagonal distances. The two differ only in how the two middle values are averaged.
     A representation whose points all coincide has no scale: an error says so.
     """
-    if rule not in ("median_d2", "median_d"):
-        raise unknown_name("median rule", rule, ("median_d2", "median_d"))
+    rule = resolve_name("median rule", rule, ("median_d2", "median_d"))
     G = as_float_tensor(G, "G")
     if G.shape[-1] < 2:
         raise ValueError("a median sigma needs at least 2 samples.")
@@ -180,15 +179,14 @@ def sigma_from_rule(G, rule: str = "fixed", sigma: float = 5.0, dim: int | None 
 
     ``fixed`` returns ``sigma``; ``sqrt_d`` returns ``sigma * sqrt(dim)``; the median rules ignore ``sigma``.
     """
+    rule = resolve_name("sigma rule", rule, SIGMA_RULES)
     if rule == "fixed":
         return check_sigma(sigma)
     if rule == "sqrt_d":
         if dim is None or int(dim) < 1:
             raise ValueError("rule 'sqrt_d' needs the representation's dimension: pass dim=d (d >= 1).")
         return check_sigma(sigma) * math.sqrt(int(dim))
-    if rule in ("median_d2", "median_d"):
-        return sigma_median(G, rule)
-    raise unknown_name("sigma rule", rule, SIGMA_RULES)
+    return sigma_median(G, rule)
 
 
 def saturation(K) -> torch.Tensor:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import warnings
 
 import numpy as np
@@ -44,6 +45,50 @@ def test_non_square_kernel(name):
         PAIR_FUNCS[name](K, _kernel(6))
     with pytest.raises(ValueError, match=r"L must be a square kernel matrix"):
         PAIR_FUNCS[name](_kernel(6), K)
+
+
+def _kernels(*batch: int, m: int = 6, seed: int = 0) -> torch.Tensor:
+    """A batch of Gaussian kernels, shape ``(*batch, m, m)``, each of its own random representation."""
+    Z = torch.randn(*batch, m, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+    return kernels.gaussian(Z @ Z.transpose(-1, -2), 1.0)
+
+
+@pytest.mark.parametrize("name", PAIR_FUNCS)
+def test_batches_that_do_not_pair_up_say_both_shapes(name):
+    message = (
+        r"K has shape \(3, 6, 6\) but L has shape \(2, 6, 6\): batches of \(3,\) and \(2,\) matrices do not "
+        r"pair up\. Pass batches of the same shape .* or one \(6, 6\) matrix"
+    )
+    with pytest.raises(ValueError, match=message):
+        PAIR_FUNCS[name](_kernels(3), _kernels(2, seed=1))
+    with pytest.raises(ValueError, match=r"K has shape \(2, 3, 6, 6\) but L has shape \(4, 6, 6\)"):
+        PAIR_FUNCS[name](_kernels(2, 3), _kernels(4, seed=1))
+
+
+@pytest.mark.parametrize("name", PAIR_FUNCS)
+def test_one_matrix_pairs_with_every_matrix_of_a_batch(name):
+    fn, batch, single = PAIR_FUNCS[name], _kernels(3), _kernels(seed=1)
+    each = torch.stack([fn(K, single) for K in batch])
+    torch.testing.assert_close(fn(batch, single), each, rtol=1e-12, atol=0)
+    torch.testing.assert_close(fn(single, batch), each, rtol=1e-12, atol=0)  # every estimator here is symmetric
+    torch.testing.assert_close(fn(batch, single[None]), each, rtol=1e-12, atol=0)  # a batch of one broadcasts too
+
+
+@pytest.mark.parametrize("labels", [torch.tensor(1), 3, (torch.arange(18) % 2).reshape(3, 6)])
+def test_kde_labels_are_one_per_sample(labels):
+    Z = torch.randn(3, 6, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    D = kernels.sq_distances(Z @ Z.transpose(-1, -2))
+    shape = tuple(torch.as_tensor(labels).shape)
+    count = "a single value" if not shape else "3 samples"
+    message = (
+        rf"labels has {count} but the representation has 6; pass one per sample: shape \(6,\) of class ids, or "
+        rf"\(6, k\) .*got shape {re.escape(str(shape))}\. The same labels apply to every matrix of the batch \(3,\)"
+    )
+    with pytest.raises(ValueError, match=message):
+        kde_mi(D, 1.0, labels=labels)
+    shared = torch.tensor([0, 1, 0, 1, 2, 2])
+    each = torch.stack([kde_mi(Db, 1.0, labels=shared) for Db in D])
+    torch.testing.assert_close(kde_mi(D, 1.0, labels=shared), each, rtol=1e-12, atol=0)
 
 
 def test_one_dimensional_kernel_is_not_square():
@@ -167,7 +212,8 @@ def test_sigma_as_numpy_or_torch_scalar_is_accepted(sigma):
 
 def test_unknown_sigma_rule_lists_the_known_ones():
     G = kernels.gram(torch.randn(5, 2))
-    with pytest.raises(ValueError, match=r"Unknown sigma rule 'median'.*'fixed'.*'sqrt_d'.*'median_d2'.*'median_d'"):
+    message = r"Unknown sigma rule 'median'.*'fixed'.*'sqrt_d'.*'median_d2'.*'median_d'\. Did you mean 'median_d2' or"
+    with pytest.raises(ValueError, match=message):
         kernels.sigma_from_rule(G, "median")
     with pytest.raises(ValueError, match=r"Unknown median rule 'fixed'.*'median_d2', 'median_d'"):
         kernels.sigma_median(G, "fixed")
@@ -271,6 +317,63 @@ def test_unknown_estimator_name_lists_the_known_ones():
         estimators.get("hsci")
     with pytest.raises(ValueError, match="Unknown estimator"):
         estimators.get(None)
+
+
+@pytest.mark.parametrize(
+    ("asked", "meant"),
+    [("hsci", "'hsic'"), ("HSCI", "'hsic'"), ("kde", "'kde_upper' or 'kde_lower'"), ("renyi", "'renyi_mi'")],
+)
+def test_unknown_estimator_name_suggests_the_closest(asked, meant):
+    with pytest.raises(ValueError, match=rf"Unknown estimator '{asked}'\. Known: 'hsic', .*\. Did you mean {meant}\?$"):
+        estimators.get(asked)
+
+
+def test_nothing_close_suggests_nothing():
+    with pytest.raises(ValueError, match=r"Unknown estimator 'zzz'\. Known: [^?]*\.$"):
+        estimators.get("zzz")
+
+
+@pytest.mark.parametrize(
+    ("asked", "name"), [("HSIC", "hsic"), ("CKA_Debiased", "cka_debiased"), ("Kde_Upper", "kde_upper")]
+)
+def test_estimator_names_ignore_case(asked, name):
+    assert estimators.get(asked) is estimators.get(name)
+
+
+def test_case_is_ignored_only_when_one_name_matches():
+    try:
+        estimators.register("Mean_Product_Case", lambda K, L: (K * L).mean())
+        estimators.register("mean_product_case", lambda K, L: (K * L).sum())
+        assert estimators.get("Mean_Product_Case").name == "Mean_Product_Case"  # an exact name wins
+        message = r"Unknown estimator 'MEAN_PRODUCT_CASE'.*Did you mean 'Mean_Product_Case' or 'mean_product_case'\?"
+        with pytest.raises(ValueError, match=message):
+            estimators.get("MEAN_PRODUCT_CASE")
+    finally:
+        estimators._REGISTRY.pop("Mean_Product_Case", None)
+        estimators._REGISTRY.pop("mean_product_case", None)
+
+
+def test_sigma_rules_kernels_and_options_ignore_case():
+    G = kernels.gram(torch.randn(6, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0)))
+    assert kernels.sigma_from_rule(G, "FIXED", sigma=2.0) == 2.0
+    assert kernels.sigma_from_rule(G, "Sqrt_D", sigma=2.0, dim=4) == 4.0
+    torch.testing.assert_close(kernels.sigma_from_rule(G, "Median_D2"), kernels.sigma_median(G, "median_d2"))
+    torch.testing.assert_close(kernels.sigma_median(G, "MEDIAN_D"), kernels.sigma_median(G, "median_d"))
+    K, L = _kernel(6), _kernel(6, 1)
+    torch.testing.assert_close(hsic(K, L, normalizer="Unbiased"), hsic(K, L, normalizer="unbiased"))
+    D = kernels.sq_distances(G)
+    torch.testing.assert_close(kde_mi(D, 1.0, bound="Lower"), kde_mi(D, 1.0, bound="lower"))
+    assert estimators.HSIC(kernel="Gaussian", sigma=5).kernel == "gaussian"
+
+
+def test_unknown_option_names_suggest_the_closest():
+    G = kernels.gram(torch.randn(5, 2))
+    with pytest.raises(ValueError, match=r"Unknown sigma rule 'sqrtd'.*Did you mean 'sqrt_d'\?"):
+        kernels.sigma_from_rule(G, "sqrtd")
+    with pytest.raises(ValueError, match=r"Unknown HSIC normalizer 'unbaised'.*Did you mean 'unbiased'\?"):
+        hsic(_kernel(5), _kernel(5), normalizer="unbaised")
+    with pytest.raises(ValueError, match=r"Unknown kernel 'gausian'.*Did you mean 'gaussian'\?"):
+        estimators.HSIC(kernel="gausian", sigma=5)
 
 
 def test_duplicate_registration_is_refused():
