@@ -21,6 +21,7 @@ import numpy as np
 
 from ibwidget._atomic import atomic_write
 from ibwidget._grid import Grid, plane_grid
+from ibwidget._validate import clean_text
 
 __all__ = ["write_html", "grid_html", "quantize", "static_file"]
 
@@ -119,8 +120,8 @@ def grid_html(grid: Grid, title: str | None = None, notes: str | None = None) ->
     module = _module_source()
     digest = base64.b64encode(hashlib.sha256(module.encode("utf-8")).digest()).decode("ascii")
     names = [r["name"] for r in meta["runs"]]
-    title = title if title is not None else "ibwidget report: " + " vs ".join(names)
-    notes_html = f'<p class="ibwp-notes">{html.escape(str(notes))}</p>\n' if notes else ""
+    title = clean_text(title) if title is not None else "ibwidget report: " + " vs ".join(names)
+    notes_html = f'<p class="ibwp-notes">{html.escape(clean_text(notes))}</p>\n' if notes else ""
     epochs = max((len(r["epochs"]) for r in meta["runs"]), default=0)
     footer = (
         f"ibwidget {__version__} · {len(meta['estimators'])} estimators × {len(meta['slots'])} sigma slots × "

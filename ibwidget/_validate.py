@@ -169,3 +169,7 @@ def resolve_name(kind: str, name, known: Iterable):
             return same[0]
     raise unknown_name(kind, name, known)
 
+
+def clean_text(text) -> str:
+    """``text`` as a string any UTF-8 file can hold: a lone surrogate (from undecodable bytes) becomes U+FFFD."""
+    return str(text).encode("utf-16", "surrogatepass").decode("utf-16", "replace")

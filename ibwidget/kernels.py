@@ -118,8 +118,8 @@ def gaussian(G, sigma) -> torch.Tensor:
     return _gaussian(G, _broadcast_sigma(sigma, G))
 
 
-def one_hot(labels, num_classes: int | None = None, dtype=torch.float32) -> torch.Tensor:
-    """Integer labels (m,) to a one-hot matrix (m, C)."""
+def _class_ids(labels, num_classes: int | None) -> tuple[torch.Tensor, int]:
+    """Integer labels (m,) as a long tensor, checked against ``num_classes`` (default: max label + 1)."""
     if isinstance(labels, np.ndarray):
         labels = torch.from_numpy(labels)
     if not isinstance(labels, torch.Tensor):
@@ -134,13 +134,22 @@ def one_hot(labels, num_classes: int | None = None, dtype=torch.float32) -> torc
     C = int(labels.max()) + 1 if num_classes is None else int(num_classes)
     if labels.numel() and int(labels.max()) >= C:
         raise ValueError(f"label {int(labels.max())} is out of range for num_classes={C}.")
-    return torch.nn.functional.one_hot(labels.long(), C).to(dtype)
+    return labels.long(), C
+
+
+def one_hot(labels, num_classes: int | None = None, dtype=torch.float32) -> torch.Tensor:
+    """Integer labels (m,) to a one-hot matrix (m, C)."""
+    labels, C = _class_ids(labels, num_classes)
+    return torch.nn.functional.one_hot(labels, C).to(dtype)
 
 
 def label_kernel(labels, num_classes: int | None = None, dtype=torch.float32) -> torch.Tensor:
-    """Linear kernel of one-hot labels: ``L_ij = 1`` if samples i and j share a class, else 0."""
-    Y = one_hot(labels, num_classes, dtype)
-    return Y @ Y.T
+    """Linear kernel of one-hot labels: ``L_ij = 1`` if samples i and j share a class, else 0.
+
+    Built from label equality, so its cost does not grow with ``num_classes`` (which is only checked).
+    """
+    labels, _ = _class_ids(labels, num_classes)
+    return (labels[:, None] == labels[None, :]).to(dtype)
 
 
 def _offdiag_median(values: torch.Tensor) -> torch.Tensor:

@@ -8,24 +8,19 @@ every epoch, later, for any sigma. Layers narrower than the probe also keep thei
 
 from __future__ import annotations
 
-import io
-import json
 import math
 import threading
-import zipfile
-import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ibwidget import _packed
+from ibwidget import _packed, _runfile
 from ibwidget import estimators as _estimators
 from ibwidget import kernels as _kernels
-from ibwidget._atomic import atomic_write
 from ibwidget._packed import unpack
-from ibwidget._validate import check_sigma, unknown_name
+from ibwidget._validate import check_sigma, clean_text, unknown_name
 
 __all__ = ["Run", "load_run", "TARGETS", "KERNELS"]
 
@@ -34,8 +29,6 @@ KERNELS = ("gaussian", "linear")
 _HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy")
 _FAST_HSIC = {"biased", "pyglow"}
 _CHUNK = 32  # matrices unpacked at once on the generic path
-_FORMAT = "ibwidget.run"
-SCHEMA_VERSION = 1
 
 
 def _median_sigma(dist: torch.Tensor, rule: str) -> torch.Tensor:
@@ -60,6 +53,10 @@ class _Growable:
     def __init__(self, row_shape, dtype, device, capacity: int):
         self._data = torch.empty((max(1, capacity), *row_shape), dtype=dtype, device=device)
         self.size = 0
+
+    def extend(self, rows: torch.Tensor) -> None:
+        for row in rows:
+            self.append(row)
 
     def append(self, row: torch.Tensor) -> None:
         if self.size == self._data.shape[0]:
@@ -101,8 +98,8 @@ class Run:
             raise ValueError("a Run needs at least one tracked layer, with one dimension per layer name.")
         if len(set(layer_names)) != len(layer_names):
             raise ValueError(f"layer names must be unique, got {list(layer_names)}.")
-        self.name = str(name)
-        self.layer_names = list(layer_names)
+        self.name = clean_text(name)
+        self.layer_names = [clean_text(n) for n in layer_names]
         self.layer_dims = [int(d) for d in layer_dims]
         self.device = torch.device(device)
         self.config = dict(config or {})
@@ -376,22 +373,21 @@ class Run:
     def save(self, path) -> Path:
         """Write the run to ``path`` (``.ibrun``: a zip of ``meta.json`` and ``.npy`` arrays; no pickle).
 
-        Atomic: written to a temporary file beside ``path``, flushed to disk, then renamed over it, so a crash
-        mid-save never leaves a broken file in place of a good one.
+        Atomic: written to a hidden temporary file beside ``path`` (``.NAME.*.tmp``), flushed to disk, then renamed
+        over it, so a crash mid-save never leaves a broken file in place of a good one; a hard crash (power loss,
+        ``kill -9``) can leave only that temporary file behind, safe to delete. An existing file keeps its
+        permissions; a new one gets the usual ones (0666 less the umask).
         """
-        path = Path(path)
         with self._lock:
             n = len(self.epochs)
             meta = {
-                "format": _FORMAT,
-                "schema_version": SCHEMA_VERSION,
                 "name": self.name,
                 "layer_names": self.layer_names,
                 "layer_dims": self.layer_dims,
                 "num_classes": self.num_classes,
                 "epochs": self.epochs,
                 "history": self.history,
-                "config": _jsonable(self.config),
+                "config": _runfile.jsonable(self.config),
                 "output_is_probabilities": self.output_is_probabilities,
                 "activations": sorted(self._acts),
                 "custom_dynamics": sorted(self.custom_dynamics),
@@ -406,68 +402,20 @@ class Run:
                     arrays[f"acts_{i}"] = self._acts[name].view(n)
             for k, name in enumerate(meta["custom_dynamics"]):
                 arrays[f"custom_{k}"] = np.asarray(self.custom_dynamics[name], dtype=np.float64)
-            if self.batch_dynamics:
-                arrays["batch_dynamics"] = np.asarray(self.batch_dynamics, dtype=np.float64)
+            if self.batch_dynamics:  # epochs may differ in batch count: concatenated, with the counts
+                arrays["batch_dynamics"] = np.concatenate([np.asarray(b, np.float64) for b in self.batch_dynamics])
+                arrays["batch_counts"] = np.asarray([len(b) for b in self.batch_dynamics], dtype=np.int64)
             arrays = {k: v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else v for k, v in arrays.items()}
-        with (
-            atomic_write(path) as fh,
-            zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as zf,
-        ):
-            zf.writestr("meta.json", json.dumps(meta, indent=1))
-            for key, arr in arrays.items():
-                buf = io.BytesIO()
-                np.save(buf, np.ascontiguousarray(arr), allow_pickle=False)
-                zf.writestr(f"arrays/{key}.npy", buf.getvalue())
-        return path
+        return _runfile.write(path, meta, arrays)
 
     @classmethod
     def load(cls, path, device: str | torch.device = "cpu") -> Run:
-        """Read a run written by :meth:`save`; a damaged or unknown file raises ``ValueError`` saying why."""
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"no run file at {path}; save one with run.save(path).")
-        try:
-            with zipfile.ZipFile(path) as zf:
-                names = set(zf.namelist())
-                if "meta.json" not in names:
-                    raise ValueError(f"{path} is a zip archive but not an ibwidget run (no meta.json).")
-                meta = json.loads(zf.read("meta.json"))
-                if not isinstance(meta, dict):
-                    raise ValueError(f"{path} has a corrupted meta.json (a JSON {type(meta).__name__}, not an object).")
-                if meta.get("format") != _FORMAT:
-                    raise ValueError(f"{path} is not an ibwidget run file (format {meta.get('format')!r}).")
-                version = meta.get("schema_version")
-                if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-                    raise ValueError(f"{path} has an invalid schema_version {version!r}; the file is corrupted.")
-                if version > SCHEMA_VERSION:
-                    raise ValueError(
-                        f"{path} was written with run-file schema {version!r}, newer than this ibwidget reads "
-                        f"({SCHEMA_VERSION}); upgrade ibwidget to open it."
-                    )
-                arrays = {}
-                for entry in names:
-                    if entry.startswith("arrays/") and entry.endswith(".npy"):
-                        try:
-                            arrays[entry[7:-4]] = np.load(io.BytesIO(zf.read(entry)), allow_pickle=False)
-                        except ValueError as exc:  # not a .npy, or one holding pickled objects
-                            raise ValueError(f"{path}: the array {entry} is corrupted ({exc})") from None
-        except (zipfile.BadZipFile, zlib.error) as exc:  # zlib: damaged compressed data, found before the CRC check
-            raise ValueError(f"{path} is not a readable ibwidget run file (truncated or corrupted: {exc}).") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ValueError(f"{path} has a corrupted meta.json ({exc}).") from None
-        except (OSError, EOFError) as exc:
-            if isinstance(exc, FileNotFoundError):
-                raise
-            raise ValueError(f"{path} is truncated or corrupted ({exc}).") from None
-        try:
-            return cls._from_parts(meta, arrays, device)
-        except (KeyError, IndexError, TypeError, RuntimeError) as exc:
-            raise ValueError(
-                f"{path} is an incomplete or inconsistent run file ({type(exc).__name__}: {exc})."
-            ) from None
+        """Read a run written by :meth:`save`; a damaged or unknown file raises ``ValueError`` saying why.
 
-    @classmethod
-    def _from_parts(cls, meta: dict, arrays: dict, device) -> Run:
+        Every size is checked against the file's metadata before anything is inflated, and members the format
+        does not know are skipped.
+        """
+        meta, arrays = _runfile.read(path)
         n = len(meta["epochs"])
         run = cls(
             meta["name"],
@@ -481,38 +429,24 @@ class Run:
             capacity=max(n, 1),
             output_is_probabilities=meta.get("output_is_probabilities", False),
         )
-        P = run.m * (run.m - 1) // 2
-        L = len(run.layer_names)
-        dist, norms = arrays["dist"], arrays["norms"]
-        if dist.shape != (n, L, P) or norms.shape != (n, L, run.m):
-            raise RuntimeError(f"snapshot arrays have shape {dist.shape} and {norms.shape}, expected {(n, L, P)}")
-        for e in range(n):
-            run._dist.append(torch.from_numpy(dist[e]).to(run.device))
-            run._norms.append(torch.from_numpy(norms[e]).to(run.device))
-        acts_names = set(meta.get("activations", []))
+        run._dist.extend(torch.from_numpy(arrays["dist"]).to(run.device, torch.float32))
+        run._norms.extend(torch.from_numpy(arrays["norms"]).to(run.device, torch.float32))
         for i, name in enumerate(run.layer_names):
-            if name in acts_names:
-                acts = torch.from_numpy(arrays[f"acts_{i}"]).to(run.device)
-                if tuple(acts.shape) != (n, run.m, run.layer_dims[i]):
-                    raise RuntimeError(
-                        f"layer {name!r} holds activations of shape {tuple(acts.shape)}, "
-                        f"expected {(n, run.m, run.layer_dims[i])}"
-                    )
+            if f"acts_{i}" in arrays:
+                acts = torch.from_numpy(arrays[f"acts_{i}"]).to(run.device, torch.float32)
                 run._acts[name] = _Growable(tuple(acts.shape[1:]), torch.float32, run.device, max(n, 1))
-                for e in range(n):
-                    run._acts[name].append(acts[e])
+                run._acts[name].extend(acts)
         if n:
-            outputs = torch.from_numpy(arrays["outputs"]).to(run.device)
-            if outputs.ndim != 3 or outputs.shape[:2] != (n, run.m):
-                raise RuntimeError(f"outputs have shape {tuple(outputs.shape)}, expected ({n}, {run.m}, classes)")
+            outputs = torch.from_numpy(arrays["outputs"]).to(run.device, torch.float32)
             run._outputs = _Growable(tuple(outputs.shape[1:]), torch.float32, run.device, n)
-            for e in range(n):
-                run._outputs.append(outputs[e])
+            run._outputs.extend(outputs)
         run.epochs = [int(e) for e in meta["epochs"]]
-        run.history = {k: [float(v) for v in vals] for k, vals in meta["history"].items()}
+        run.history = {k: [math.nan if v is None else float(v) for v in vals] for k, vals in meta["history"].items()}
         for k, name in enumerate(meta.get("custom_dynamics", [])):
             run.custom_dynamics[name] = list(arrays[f"custom_{k}"])
-        if "batch_dynamics" in arrays:
+        if "batch_counts" in arrays:
+            run.batch_dynamics = list(np.split(arrays["batch_dynamics"], np.cumsum(arrays["batch_counts"])[:-1]))
+        elif "batch_dynamics" in arrays:
             run.batch_dynamics = list(arrays["batch_dynamics"])
         return run
 
@@ -520,14 +454,3 @@ class Run:
 def load_run(path, device: str | torch.device = "cpu") -> Run:
     """Open a run saved with :meth:`Run.save`."""
     return Run.load(path, device)
-
-
-def _jsonable(value):
-    """Config values as JSON: numbers, strings, lists and dicts as they are; anything else by its repr."""
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if value is None or isinstance(value, bool | int | float | str):
-        return value
-    return repr(value)

@@ -6,6 +6,10 @@ import io
 import json
 import math
 import os
+import stat
+import subprocess
+import sys
+import textwrap
 import zipfile
 
 import numpy as np
@@ -601,3 +605,158 @@ def test_empty_run_round_trip(tmp_path):
     assert loaded.config["note"] == math.pi and isinstance(loaded.config["obj"], str)
     with pytest.raises(ValueError, match="no snapshot"):
         loaded.trajectories("hsic")
+
+
+# ------------------------------------------------------------------------------------------ hostile files
+
+
+def _max_rss_mib_of_loading(path) -> tuple[float, str]:
+    """Peak RSS growth (MiB) of a fresh process loading ``path``, and how the load ended."""
+    script = textwrap.dedent(
+        f"""
+        import resource, ibwidget as ib
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        try:
+            ib.load_run({str(path)!r}); outcome = "loaded"
+        except ValueError as exc:
+            outcome = "ValueError: " + str(exc)
+        print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)
+        print(outcome)
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    growth, outcome = proc.stdout.strip().split("\n", 1)
+    return float(growth), outcome
+
+
+def _zeros_member(zf: zipfile.ZipFile, name: str, mib: int, header: bytes = b"") -> None:
+    """A member of ``mib`` MiB (after ``header``) of zeros, streamed: it compresses to about mib KiB."""
+    info = zipfile.ZipInfo(name)
+    info.compress_type = zipfile.ZIP_DEFLATED
+    with zf.open(info, "w", force_zip64=True) as out:
+        out.write(header)
+        block = bytes(1024**2)
+        for _ in range(mib):
+            out.write(block)
+
+
+def test_an_unknown_member_is_never_inflated(good_file, tmp_path):
+    path = tmp_path / "bomb.ibrun"
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for name, blob in _entries(good_file).items():
+            zf.writestr(name, blob)
+        _zeros_member(zf, "arrays/extra.npy", 384)
+    assert path.stat().st_size < 3 * 1024**2
+    growth, outcome = _max_rss_mib_of_loading(path)
+    assert outcome == "loaded"
+    assert growth < 150, f"loading grew the process by {growth:.0f} MiB"
+
+
+def test_a_member_larger_than_its_metadata_allows_is_refused_before_it_is_read(good_file, tmp_path):
+    """arrays/dist.npy claims far more epochs than meta.json: refused from its header, its data never inflated."""
+    entries = _entries(good_file)
+    dist = np.load(io.BytesIO(entries.pop("arrays/dist.npy")))
+    huge_shape = (dist.shape[0] * 200_000, *dist.shape[1:])
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False, "shape": huge_shape})
+    path = tmp_path / "liar.ibrun"
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for name, blob in entries.items():
+            zf.writestr(name, blob)
+        _zeros_member(zf, "arrays/dist.npy", 384, header.getvalue())
+    growth, outcome = _max_rss_mib_of_loading(path)
+    assert outcome.startswith("ValueError") and "arrays/dist.npy" in outcome and "shape" in outcome, outcome
+    assert growth < 150, f"refusing it grew the process by {growth:.0f} MiB"
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"layer_names": "fc1"},
+        {"layer_names": [1, 2, 3, 4]},
+        {"layer_dims": [-1, 2, 3, 4]},
+        {"num_classes": -3},
+        {"num_classes": 10**12},
+        {"num_classes": "10"},
+        {"num_classes": 2.5},
+        {"epochs": [0, "1", 2, 3]},
+        {"epochs": {"a": 1}},
+        {"history": []},
+        {"history": {"loss": "low"}},
+        {"history": {"loss": [{"x": 1}]}},
+        {"config": "lr=0.1"},
+        {"name": ["a"]},
+        {"activations": ["no_such_layer"]},
+        {"custom_dynamics": "HSIC"},
+        {"output_is_probabilities": "yes"},
+    ],
+)
+def test_malformed_meta_json_is_a_value_error(good_file, tmp_path, changes):
+    with pytest.raises(ValueError, match=f"meta.json.*{next(iter(changes))}"):
+        load_run(_with_meta(good_file, tmp_path, **changes))
+
+
+def test_deeply_nested_meta_json_is_a_value_error(good_file, tmp_path):
+    entries = _entries(good_file)
+    entries["meta.json"] = ("[" * 200_000 + "]" * 200_000).encode()
+    with pytest.raises(ValueError, match="meta.json"):
+        load_run(_write_zip(tmp_path / "deep.ibrun", entries))
+
+
+@pytest.mark.parametrize(
+    ("entry", "change", "message"),
+    [
+        ("dist", lambda a: np.where(np.arange(a.size).reshape(a.shape) == 7, np.nan, a).astype(a.dtype), "NaN"),
+        ("dist", lambda a: -a, "negative"),
+        ("norms", lambda a: np.full_like(a, np.inf), "NaN or infinite"),
+        ("dist", lambda a: a.astype(np.complex64), "dtype"),
+        ("probe_x", lambda a: a.astype(np.complex128), "dtype"),
+        ("probe_labels", lambda a: a + 100, "outside"),
+        ("probe_labels", lambda a: a.astype(np.float32), "dtype"),
+        ("outputs", lambda a: np.full_like(a, np.nan), "NaN"),
+    ],
+)
+def test_bad_array_values_are_refused(good_file, tmp_path, entry, change, message):
+    entries = _entries(good_file)
+    entries[f"arrays/{entry}.npy"] = _npy(change(np.load(io.BytesIO(entries[f"arrays/{entry}.npy"]))))
+    with pytest.raises(ValueError, match=message):
+        load_run(_write_zip(tmp_path / "values.ibrun", entries))
+
+
+def test_save_keeps_an_existing_files_permissions_and_a_new_file_follows_the_umask(trained, tmp_path):
+    run, _ = trained
+    path = run.save(tmp_path / "shared.ibrun")
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask
+    os.chmod(path, 0o640)
+    run.save(path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640
+    os.chmod(path, 0o604)
+    run.save(path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o604
+
+
+def test_a_name_with_a_lone_surrogate_saves_loads_and_reports(tmp_path):
+    """E.g. a name built from a file name with undecodable bytes (os.fsdecode gives lone surrogates)."""
+    x, y = _data(16, 5)
+    run = Run("run \udcff" + os.fsdecode(b"\xfe"), ["a\udcc3"], [3], x, y, num_classes=C)
+    run.add_snapshot(0, {"a\ufffd": kernels.gram(torch.randn(16, 3))}, torch.randn(16, C))
+    assert run.name == "run \ufffd\ufffd" and run.layer_names == ["a\ufffd"]
+    loaded = load_run(run.save(tmp_path / "s.ibrun"))
+    assert loaded.name == run.name
+    page = loaded.to_html(tmp_path / "s.html", notes="notes \udcff").read_text(encoding="utf-8")
+    assert "run \ufffd\ufffd" in page and "notes \ufffd" in page
+
+
+def test_batches_mode_with_varying_batch_counts_round_trips(tmp_path):
+    x, y = _data(16, 6)
+    run = Run("b", ["a"], [3], x, y, num_classes=C)
+    run.add_snapshot(0, {"a": kernels.gram(torch.randn(16, 3))}, torch.randn(16, C))
+    rng = np.random.default_rng(0)
+    run.batch_dynamics = [rng.normal(size=(b, 1, 1, 2)) for b in (3, 2, 3)]  # (batches, evaluators, layers, 2)
+    loaded = load_run(run.save(tmp_path / "b.ibrun"))
+    assert [b.shape for b in loaded.batch_dynamics] == [(3, 1, 1, 2), (2, 1, 1, 2), (3, 1, 1, 2)]
+    for a, b in zip(run.batch_dynamics, loaded.batch_dynamics, strict=True):
+        np.testing.assert_array_equal(a, b)
