@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import math
 import threading
 import weakref
 
@@ -289,6 +290,25 @@ def test_saturation_gauge(trained):
     value = float(trainer.saturation.value.split()[2])
     sat = trainer.run.saturation(trainer.controls.sigma.value)[-1].mean()
     assert value == pytest.approx(sat, abs=0.006)
+
+
+def test_saturation_gauge_hints_switch_at_its_thresholds(trained):
+    """Just inside and just outside (0.05, 0.9): the hint appears exactly when the reading leaves the range."""
+    trainer, _ = trained
+
+    def sigma_for(target: float) -> float:  # saturation grows with sigma: bisect log sigma
+        lo, hi = math.log(1e-3), math.log(1e4)
+        for _ in range(60):
+            mid = 0.5 * (lo + hi)
+            lo, hi = (mid, hi) if trainer.run.saturation(math.exp(mid))[-1].mean() < target else (lo, mid)
+        return math.exp(0.5 * (lo + hi))
+
+    for target, hint in ((0.93, "too large"), (0.87, ""), (0.06, ""), (0.04, "too small")):
+        set_view(trainer, sigma=sigma_for(target))
+        reading = trainer.saturation.value
+        assert float(reading.split()[2]) == pytest.approx(target, abs=0.005), reading
+        assert (hint in reading) if hint else ("—" not in reading), reading
+    set_view(trainer)
 
 
 def test_css_classes_for_the_browser_tests(trained):
