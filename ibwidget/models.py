@@ -320,7 +320,11 @@ class IBSequential(Sequential):
 
 
 def _follow(engine: Engine, progress: bool) -> None:
-    """Block until the engine ends, drawing tqdm bars in this thread from the engine's events."""
+    """Block until the engine ends, drawing tqdm bars in this thread from the engine's events.
+
+    An interrupt (the notebook's stop button) stops the training after the current batch, waits for it to end
+    (completed epochs kept, status ``stopped``), then is re-raised, as :meth:`Engine.wait` does.
+    """
     events: queue.Queue = queue.Queue()
     engine.on("batch_end", events.put)
     engine.on("epoch_end", events.put)
@@ -353,7 +357,9 @@ def _follow(engine: Engine, progress: bool) -> None:
             elif isinstance(event, str):
                 break
     except KeyboardInterrupt:
-        engine.stop()
+        engine.stop(wait=False)
+        engine.wait(raise_error=False)
+        raise
     finally:
         if bar is not None:
             bar.close()

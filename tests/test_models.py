@@ -3,6 +3,8 @@ MNIST classifier on MNIST files. Only the comparisons with PyGlow itself need it
 
 from __future__ import annotations
 
+import sys
+import threading
 import warnings
 
 import numpy as np
@@ -10,9 +12,11 @@ import pytest
 import torch
 from _glow import glow_fixture  # noqa: F401 - the glow_estimator fixture
 from _mnist import write_idx_images, write_idx_labels
+from _training import WAIT
+from test_engine_reliability import _interrupt_main_when
 
 import ibwidget as ib
-from ibwidget import estimators, kernels
+from ibwidget import estimators, kernels, models
 from ibwidget.estimators import HSIC, Estimator
 from ibwidget.layers import Conv2d, Dense, Dropout, Flatten
 from ibwidget.taps import Tap
@@ -200,6 +204,34 @@ def test_fit_generator_again_continues_the_run(digits):
     assert len(history["loss"]) == 3 and model.evaluated_dynamics.shape == (3, 1, 1, 2, 2)
     with pytest.raises(RuntimeError, match="before the first fit"):
         model.attach_evaluator(HSIC(kernel="gaussian", sigma=SIGMA))
+
+
+def _main_thread_waits_in(function) -> bool:
+    """Whether the main thread is blocked in a threading wait called from ``function``."""
+    frame = sys._current_frames().get(threading.main_thread().ident)
+    if frame is None or frame.f_code.co_filename != threading.__file__:
+        return False
+    while frame is not None and frame.f_code is not function.__code__:
+        frame = frame.f_back
+    return frame is not None
+
+
+def test_an_interrupt_during_fit_generator_stops_training_and_is_reraised(digits):
+    train, val = digits
+    model = _small_model()
+    _compile(model, lr=0.05, momentum=0.9)
+    interrupter = _interrupt_main_when(
+        lambda: model.engine is not None and model.engine.epoch >= 1 and _main_thread_waits_in(models._follow)
+    )
+    with pytest.raises(KeyboardInterrupt):
+        model.fit_generator(train, val, 1000, progress=False)
+    interrupter.join(WAIT)
+    engine, run = model.engine, model.run
+    assert not engine.is_alive and engine.status == "stopped"
+    done = engine.epoch
+    assert 1 <= done < 1000 and run.num_snapshots == done + 1 and len(run.history["loss"]) == done
+    history = model.fit_generator(train, val, 1, progress=False)  # the same run continues
+    assert model.run is run and engine.status == "finished" and len(history["loss"]) == done + 1
 
 
 # ------------------------------------------------------------------------------------------ batches mode
