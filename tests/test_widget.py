@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 import traitlets
+from _training import WAIT, hold_at
 from torch import nn
 
 import ibwidget as ib
@@ -487,6 +488,27 @@ def test_uncompiled_ibsequential_gets_the_default_compile(digits):
         Trainer(small_model(), train, val, epochs=1, probe=PROBE, layers=["dense_1"])
     with pytest.raises(ValueError, match="estimator"):
         Trainer(small_model(), train, val, epochs=1, probe=PROBE, estimators=("nope",))
+
+
+@pytest.mark.parametrize("options", [{"lr": 0.5}, {"optimizer": "Adam"}, {"loss": "nll"}])
+def test_a_model_still_training_is_refused_before_its_optimizer_is_replaced(digits, options):
+    train, val = digits
+    model = small_model()
+    first = Trainer(model, train, val, epochs=2, probe=PROBE, plane_view=False, batch_event_interval=0)
+    optimizer, loss = model._optimizer, model._loss
+    reached, release = hold_at(first.engine, epoch=1, batch=2)
+    first.start()
+    try:
+        assert reached.wait(WAIT)
+        with pytest.raises(RuntimeError, match=r"already being trained.*ib\.engine_of\(model\)\.stop\(\)"):
+            Trainer(model, train, val, epochs=1, probe=PROBE, plane_view=False, **options)
+        assert model._optimizer is optimizer is first.engine.optimizer and model._loss is loss
+        assert type(optimizer).__name__ == "SGD" and optimizer.param_groups[0]["lr"] == 0.05
+        assert model.engine is first.engine
+    finally:
+        release.set()
+    assert first.wait(timeout=WAIT).epochs == [0, 1, 2] and first.status == "finished"
+    first.close()
 
 
 def test_runview_overlays_runs_with_a_legend(trained, digits, tmp_path):

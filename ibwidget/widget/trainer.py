@@ -7,7 +7,7 @@ import math
 
 import ipywidgets as widgets
 
-from ibwidget.engine import Engine, device_label
+from ibwidget.engine import Engine, _refuse_second_training, device_label
 from ibwidget.widget._applier import _Batch
 from ibwidget.widget._base import _label, _RunsBox
 from ibwidget.widget.planeview import PlaneView
@@ -26,6 +26,7 @@ def _duration(seconds: float) -> str:
 
 
 def _make_engine(model, train_loader, val_loader, epochs, probe, layers, loss, optimizer, lr, device, kw) -> Engine:
+    _refuse_second_training(model)  # before compile() would replace the optimizer of a model still training
     if hasattr(model, "make_engine"):  # an IBSequential: its compile() settings, its device, its tracked layers
         if layers is not None:
             raise ValueError(
