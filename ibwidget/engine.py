@@ -278,6 +278,7 @@ class Engine:
                 if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
                     raise ValueError(f"epochs must be a positive integer, got {epochs!r}.")
                 self.recorder.check_budget(self.epoch + epochs + 1)
+                self.run.reserve(self.epoch + epochs + 1)
                 self._target_epochs = self.epoch + epochs
             elif self.status in ("finished", "stopped") and self.epoch >= self._target_epochs:
                 raise RuntimeError("this run has trained all its epochs; call start(epochs=N) to train N more.")

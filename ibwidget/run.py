@@ -54,6 +54,13 @@ class _Growable:
         self._data = torch.empty((max(1, capacity), *row_shape), dtype=dtype, device=device)
         self.size = 0
 
+    def reserve(self, capacity: int) -> None:
+        """Hold at least ``capacity`` rows, growing to exactly that (appends beyond it double again)."""
+        if capacity > self._data.shape[0]:
+            bigger = self._data.new_empty((capacity, *self._data.shape[1:]))
+            bigger[: self.size] = self._data[: self.size]
+            self._data = bigger
+
     def extend(self, rows: torch.Tensor) -> None:
         for row in rows:
             self.append(row)
@@ -149,6 +156,13 @@ class Run:
                     self._acts[n] = _Growable(tuple(a.shape), torch.float32, self.device, capacity)
                 self._acts[n].append(a)
             self.epochs.append(int(epoch))
+
+    def reserve(self, snapshots: int) -> None:
+        """Make room for ``snapshots`` snapshots in all, so that a continued run holds what its budget counted."""
+        with self._lock:
+            for grown in (self._dist, self._norms, self._outputs, *self._acts.values()):
+                if grown is not None:
+                    grown.reserve(snapshots)
 
     def log_epoch(self, logs: dict) -> None:
         """Append one epoch's metrics (keys of ``history``; missing ones are recorded as NaN)."""

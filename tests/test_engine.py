@@ -224,6 +224,9 @@ def test_continue_for_more_epochs():
     assert len(engine.run.history["loss"]) == 3
     assert [(ev.epoch, ev.num_epochs) for ev in events] == [(1, 1), (2, 3), (3, 3)]
     assert engine.run.trajectories("cka").shape == (4, 2, 2)
+    # a continued run holds what its memory budget counted (here 5 snapshots), not a doubled buffer (8)
+    engine.start(epochs=1).wait(timeout=WAIT)
+    assert engine.run._dist.capacity == 5 and engine.run._outputs.capacity == 5
 
 
 # ------------------------------------------------------------------------------------------ failures
