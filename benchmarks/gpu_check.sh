@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # GPU check, one prepared script for a bare CUDA machine (torch preinstalled, no network).
 # Carry the PyGlow wheel in .whl/ (see README "GPU check"); everything else is this checkout.
-# Prints: the device, the CUDA variants of the estimator tests, the seed-model tracking benchmark for full
-# 750-batch epochs (plain PyTorch vs ibwidget tracked vs PyGlow tracked), and re-estimation latency on the GPU.
+# Prints: the device, the CUDA variants of the estimator and engine tests (a non-finite loss on the device path),
+# the precision tests (every estimator at sigma 0.05 ... 500 against float64), the seed-model tracking benchmark
+# for full 750-batch epochs (plain PyTorch vs ibwidget tracked vs PyGlow tracked), and re-estimation latency on the GPU.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 DEVICE="${DEVICE:-cuda}" BATCHES="${BATCHES:-750}"   # DEVICE=cpu BATCHES=3 for a dry run on a CPU machine
@@ -13,8 +14,11 @@ if ls .whl/*.whl >/dev/null 2>&1; then
 fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
-echo "== CUDA variants of the estimator tests"
-python3 -m pytest -q -p no:cacheprovider -k cuda tests/test_kernels.py tests/test_estimators.py tests/test_estimator_errors.py 2>&1 | tail -3
+echo "== CUDA variants of the estimator and engine tests"
+python3 -m pytest -q -p no:cacheprovider -k cuda tests/test_kernels.py tests/test_estimators.py \
+  tests/test_estimator_errors.py tests/test_engine_reliability.py 2>&1 | tail -3
+echo "== precision at every sigma"
+python3 -m pytest -q -p no:cacheprovider tests/test_precision.py 2>&1 | tail -3
 echo "== tracking overhead, full epochs"
 python3 benchmarks/bench_tracking.py --device "$DEVICE" --batches "$BATCHES" --epochs 3
 echo "== re-estimation on the GPU"
