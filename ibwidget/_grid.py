@@ -34,7 +34,7 @@ import torch
 from ibwidget import _packed
 from ibwidget import estimators as _estimators
 from ibwidget import kernels as _kernels
-from ibwidget._validate import unknown_name
+from ibwidget._validate import resolve_name, unknown_name
 
 __all__ = ["Grid", "GridBuilder", "plane_grid", "default_estimators", "DEFAULT_SIGMAS", "DEFAULT_RULES", "TARGETS"]
 
@@ -173,23 +173,17 @@ class GridBuilder:
         if bad or not sigmas:
             raise ValueError(f"sigmas must be positive finite numbers, got {list(sigmas)!r}; e.g. sigmas=[1, 5, 25].")
         self.sigmas = tuple(sorted(set(sigmas)))
-        targets = [targets] if isinstance(targets, str) else list(dict.fromkeys(targets))
-        for t in targets:
-            if t not in TARGETS:
-                raise unknown_name("target", t, TARGETS)
+        targets = [targets] if isinstance(targets, str) else targets
+        targets = list(dict.fromkeys(resolve_name("target", t, TARGETS) for t in targets))
         if not targets:
             raise ValueError("a grid needs at least one target: 'labels' and/or 'output'.")
         self.targets = tuple(targets)
-        rules = [sigma_rules] if isinstance(sigma_rules, str) else list(dict.fromkeys(sigma_rules))
-        for r in rules:
-            if r not in _kernels.SIGMA_RULES:
-                raise unknown_name("sigma rule", r, _kernels.SIGMA_RULES)
+        rules = [sigma_rules] if isinstance(sigma_rules, str) else sigma_rules
+        rules = list(dict.fromkeys(resolve_name("sigma rule", r, _kernels.SIGMA_RULES) for r in rules))
         if not rules:
             raise ValueError("a grid needs at least one sigma rule, e.g. sigma_rules=['fixed'].")
         self.rules = tuple(rules)
-        if kernel not in ("gaussian", "linear"):
-            raise unknown_name("kernel", kernel, ("gaussian", "linear"))
-        self.kernel = kernel
+        self.kernel = resolve_name("kernel", kernel, _kernels.KERNELS)
         self.slots: list[tuple[str, float | None]] = []
         for r in self.rules:
             if r in _SIGMA_RULES:

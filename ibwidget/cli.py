@@ -127,6 +127,9 @@ def _train(args) -> int:
     failure = None
     try:
         model.fit_generator(train, val, args.epochs, probe=args.probe, seed=args.seed, **keep)
+    except KeyboardInterrupt:  # the engine stopped after its current batch: its completed epochs are saved below
+        if model.engine is None:
+            raise
     except Exception as exc:  # noqa: BLE001 - the completed epochs are saved below, then the failure is reported
         if model.engine is None or model.engine.epoch == 0:
             raise

@@ -532,7 +532,7 @@ class HSIC(Estimator):
 
     def __init__(self, kernel: str = "gaussian", gpu: bool = False, **kwargs):
         super().__init__(gpu, **kwargs)
-        kernel = resolve_name("kernel", kernel, ("gaussian", "linear"))
+        kernel = resolve_name("kernel", kernel, _kernels.KERNELS)
         if kernel == "gaussian" and "sigma" not in kwargs:
             raise ValueError("HSIC(kernel='gaussian') needs a width: pass sigma=5 (PyGlow's tutorial value).")
         self.kernel = kernel

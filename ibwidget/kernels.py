@@ -33,7 +33,11 @@ __all__ = [
     "saturation",
     "exponent_factor",
     "SIGMA_RULES",
+    "KERNELS",
 ]
+
+#: Kernels a representation's Gram matrix can be turned into (``Run.trajectories(kernel=...)``).
+KERNELS = ("gaussian", "linear")
 
 #: Sigma rules, each with its formula (d is the representation's dimension, D2 the off-diagonal squared distances).
 SIGMA_RULES = {

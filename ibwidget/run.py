@@ -20,12 +20,12 @@ from ibwidget import _packed, _runfile
 from ibwidget import estimators as _estimators
 from ibwidget import kernels as _kernels
 from ibwidget._packed import unpack
-from ibwidget._validate import check_sigma, clean_text, unknown_name
+from ibwidget._validate import check_sigma, clean_text, resolve_name, unknown_name
 
 __all__ = ["Run", "load_run", "TARGETS", "KERNELS"]
 
 TARGETS = ("labels", "output")
-KERNELS = ("gaussian", "linear")
+KERNELS = _kernels.KERNELS
 _HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy")
 _FAST_HSIC = {"biased", "pyglow"}
 _CHUNK = 32  # matrices unpacked at once on the generic path
@@ -273,10 +273,9 @@ class Run:
         ``sigma_y`` the output's); for KDE estimators sigma² is the noise variance.
         """
         spec = _estimators.get(estimator)
-        if target not in TARGETS:
-            raise unknown_name("target", target, TARGETS)
-        if kernel not in KERNELS:
-            raise unknown_name("kernel", kernel, KERNELS)
+        target = resolve_name("target", target, TARGETS)
+        kernel = resolve_name("kernel", kernel, KERNELS)
+        sigma_rule = resolve_name("sigma rule", sigma_rule, _kernels.SIGMA_RULES)
         layers = self._resolve_layers(layers)
         dims = [self.layer_dims[self.layer_names.index(n)] for n in layers]
         dist, norms, outputs, acts = self._view(layers)

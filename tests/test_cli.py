@@ -8,6 +8,7 @@ import functools
 import io
 import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -330,3 +331,23 @@ def test_failed_training_keeps_its_completed_epochs(tmp_path, capsys, monkeypatc
     assert "training failed (RuntimeError: the machine went away)" in line and str(out) in line
     run = ib.load_run(out)
     assert len(run.history["loss"]) == run.epochs[-1] >= 1  # every completed epoch, with its history
+
+
+def test_an_interrupted_train_saves_its_completed_epochs(tmp_path):
+    path = tmp_path / "d.ibrun"
+    command = [sys.executable, "-m", "ibwidget.cli", "train", "--epochs", "1000", "--probe", "32", "--out", str(path)]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        for line in proc.stdout:
+            if line.startswith("Epoch 1/1000"):  # the first epoch is complete
+                proc.send_signal(signal.SIGINT)
+                break
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 1, err
+    run = ib.load_run(path)
+    done = len(run.history["loss"])
+    assert 1 <= done < 1000 and run.epochs == list(range(done + 1))
+    assert f"interrupted after {done} of 1000 epochs, saved to {path}" in err

@@ -33,15 +33,19 @@ SHIFT_INVARIANT = {"hsic", "cka", "nhsic"}  # functions unchanged by K -> K - 11
 RTOL = 1e-3
 
 
-@pytest.fixture(scope="module")
-def digits_run() -> Run:
-    """Tanh(32) and ReLU(12) layers on digits, probe 256, 3 snapshots, recorded with plain PyTorch."""
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA")
+
+
+@pytest.fixture(scope="module", params=["cpu", pytest.param("cuda", marks=CUDA)])
+def digits_run(request) -> Run:
+    """Tanh(32) and ReLU(12) layers on digits, probe 256, 3 snapshots, recorded with plain PyTorch, held on the
+    device the estimators then run on."""
     torch.manual_seed(0)
     train, val, _ = ib.datasets.digits.load_data(batch_size=64)
     body = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.Tanh(), nn.Linear(32, 12), nn.ReLU())
     head = nn.Linear(12, 10)
     probe_x, probe_y = make_probe(val, 256)
-    run = Run("digits", list(LAYERS), [32, 12], probe_x, probe_y, num_classes=10)
+    run = Run("digits", list(LAYERS), [32, 12], probe_x, probe_y, num_classes=10, device=request.param)
     opt = torch.optim.SGD([*body.parameters(), *head.parameters()], lr=0.05)
     for epoch in range(3):
         with torch.no_grad():
@@ -73,20 +77,21 @@ def _reference(run: Run, name: str, sigma: float, rule: str, target: str) -> np.
     m = run.m
     shift = spec.fn.__name__ in SHIFT_INVARIANT
     width = (lambda D: sigma) if rule == "fixed" else (lambda D: _median_sigma(D, rule))  # noqa: E731
-    Dx = unpack(run._x_dist.double(), m)
+    Dx = unpack(run._x_dist.double().cpu(), m)
     Kx = _kernel64(Dx, width(Dx), shift)
     out = np.empty((run.num_snapshots, len(run.layer_names), 2))
     for e in range(run.num_snapshots):
-        outputs = run._outputs.view()[e].double()
+        outputs = run._outputs.view()[e].double().cpu()
+        labels = run.probe_labels.cpu()
         if target == "labels":
-            codes, Ky = run.probe_labels, kernels.label_kernel(run.probe_labels, run.num_classes).double()
+            codes, Ky = labels, kernels.label_kernel(labels, run.num_classes).double()
         else:
             probs = torch.softmax(outputs, -1)
             codes = outputs.argmax(-1)
             Dy = kernels.sq_distances(probs @ probs.T)
             Ky = _kernel64(Dy, width(Dy), shift)
         for li in range(len(run.layer_names)):
-            D = unpack(run._dist.view()[e, li].double(), m)
+            D = unpack(run._dist.view()[e, li].double().cpu(), m)
             s = width(D)
             if spec.needs == "distances":
                 out[e, li] = [float(spec(D, s**2)), float(spec(D, s**2, labels=codes))]
@@ -144,7 +149,7 @@ def test_saturated_kernels_keep_their_structure(digits_run):
 def test_extreme_sigmas_give_the_limit_kernels(digits_run):
     """sigma = 1e-200: K = I for distinct points; sigma = 1e200: K = 1 (no division by zero, no overflow)."""
     m = digits_run.m
-    L = kernels.label_kernel(digits_run.probe_labels, digits_run.num_classes).double()
+    L = kernels.label_kernel(digits_run.probe_labels.cpu(), digits_run.num_classes).double()
     narrow = digits_run.trajectories("hsic", sigma=1e-200)
     I = torch.eye(m, dtype=torch.float64)
     assert narrow[..., 1] == pytest.approx(float(estimators.hsic(I, L)), rel=1e-9)

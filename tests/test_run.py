@@ -760,3 +760,17 @@ def test_batches_mode_with_varying_batch_counts_round_trips(tmp_path):
     assert [b.shape for b in loaded.batch_dynamics] == [(3, 1, 1, 2), (2, 1, 1, 2), (3, 1, 1, 2)]
     for a, b in zip(run.batch_dynamics, loaded.batch_dynamics, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_trajectories_and_grids_take_names_in_any_case_and_suggest_the_closest(trained):
+    from ibwidget._grid import GridBuilder
+
+    run, _ = trained
+    np.testing.assert_array_equal(
+        run.trajectories("CKA", target="Labels", kernel="Gaussian", sigma_rule="Median_D2"),
+        run.trajectories("cka", target="labels", kernel="gaussian", sigma_rule="median_d2"),
+    )
+    with pytest.raises(ValueError, match="Did you mean 'output'"):
+        run.trajectories("hsic", target="outptu")
+    builder = GridBuilder(["HSIC"], sigmas=[1.0], targets=["LABELS"], sigma_rules=["Fixed"], kernel="Linear")
+    assert builder.targets == ("labels",) and builder.rules == ("fixed",) and builder.kernel == "linear"
