@@ -298,12 +298,15 @@ class IBSequential(Sequential):
 
     @property
     def evaluated_dynamics(self) -> np.ndarray | None:
-        """PyGlow's layout (epochs, batches, evaluators, layers, 2); batches = 1 in the default probe mode."""
+        """PyGlow's layout (epochs, batches, evaluators, layers, 2); batches = 1 in the default probe mode.
+
+        In ``mode="batches"``, epochs with fewer batches than the longest are padded with NaN (``np.nanmean``).
+        """
         if self.engine is None or not self.evaluators:
             return None
         run = self.engine.run
         if self.engine.mode == "batches":
-            return np.stack(run.batch_dynamics) if run.batch_dynamics else None
+            return _padded(run.batch_dynamics) if run.batch_dynamics else None
         per_evaluator = []
         for ev in self.evaluators:
             if isinstance(ev, HSIC):
@@ -317,6 +320,16 @@ class IBSequential(Sequential):
                 values = np.asarray(run.custom_dynamics.get(type(ev).__name__, []))[1:]
             per_evaluator.append(values)
         return np.stack(per_evaluator, 1)[:, None]
+
+
+def _padded(per_epoch: list[np.ndarray]) -> np.ndarray:
+    """Per-epoch (batches, ...) arrays stacked to (epochs, most batches, ...); an epoch with fewer batches (a sampler
+    that varies them) is padded with NaN, so ``np.nanmean(dynamics, 1)`` averages each epoch's own batches."""
+    most = max(len(a) for a in per_epoch)
+    out = np.full((len(per_epoch), most, *per_epoch[0].shape[1:]), np.nan)
+    for e, a in enumerate(per_epoch):
+        out[e, : len(a)] = a
+    return out
 
 
 def _follow(engine: Engine, progress: bool) -> None:

@@ -294,6 +294,36 @@ def test_batches_mode_keeps_pyglow_per_batch_layout_and_values(batches_run):
     assert all(not m._forward_hooks for m in model.modules())
 
 
+class _ShrinkingLoader:
+    """A loader whose epochs have 4, 3, 2 ... batches (as a sampler that varies its length would give)."""
+
+    def __init__(self, loader):
+        self.batches, self.epoch = list(loader)[:4], 0
+
+    def __iter__(self):
+        self.epoch += 1
+        return iter(self.batches[: max(1, 5 - self.epoch)])
+
+    def __len__(self):
+        return max(1, 4 - self.epoch)
+
+
+def test_batches_mode_with_varying_batch_counts_saves_and_pads(digits, tmp_path):
+    train, val = digits
+    model = seed_tutorial_model(mode="batches")
+    _compile(model, lr=0.05, momentum=0.9)
+    model.attach_evaluator(HSIC(kernel="gaussian", gpu=False, sigma=SIGMA))
+    model.fit_generator(_ShrinkingLoader(train), val, 3, progress=False)
+    dyn = model.evaluated_dynamics
+    assert dyn.shape == (3, 4, 1, 5, 2)
+    assert np.isfinite(dyn[0]).all() and np.isfinite(dyn[1, :3]).all() and np.isnan(dyn[1, 3:]).all()
+    assert np.isfinite(dyn[2, :2]).all() and np.isnan(dyn[2, 2:]).all()
+    loaded = ib.load_run(model.run.save(tmp_path / "ragged.ibrun"))
+    assert [len(b) for b in loaded.batch_dynamics] == [4, 3, 2]
+    for a, b in zip(model.run.batch_dynamics, loaded.batch_dynamics, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_batches_mode_values_equal_glow_itself(glow_estimator, batches_run):
     model = batches_run[0]
     dyn = model.evaluated_dynamics
