@@ -14,7 +14,7 @@ import argparse
 import torch
 from _timing import median_time
 
-from ibwidget import estimators, kernels
+from ibwidget.measure import estimators, kernels
 
 WIDTHS = (12544, 1000, 500, 200)
 SIGMA = 5.0

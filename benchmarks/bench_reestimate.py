@@ -13,8 +13,8 @@ import argparse
 import torch
 from _timing import median_time
 
-from ibwidget import estimators, kernels
-from ibwidget.run import Run
+from ibwidget.measure import estimators, kernels
+from ibwidget.record.run import Run
 
 WIDTHS = (12544, 1000, 500, 200, 10)
 
@@ -38,7 +38,7 @@ def build_run(epochs: int, m: int, seed: int = 0, device: str = "cpu") -> Run:
 
 def direct(run: Run, sigma: float) -> torch.Tensor:
     """What a tool without packed snapshots does: every Gram unpacked and estimated one by one."""
-    from ibwidget.run import unpack
+    from ibwidget.record.run import unpack
 
     Kx = kernels.gaussian(kernels.gram(run.probe_x), sigma)
     Ky = kernels.label_kernel(run.probe_labels, 10)

@@ -22,7 +22,7 @@ from torch import nn
 
 import ibwidget as ib
 from ibwidget.cli import seed_model
-from ibwidget.engine import device_label, resolve_device
+from ibwidget.train.engine import device_label, resolve_device
 
 
 def _sync(device):

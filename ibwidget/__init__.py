@@ -1,11 +1,17 @@
 """ibwidget: watch a PyTorch network learn, layer by layer, in the information plane."""
 
-from ibwidget import datasets, estimators, kernels, layers, models
-from ibwidget.engine import Engine, engine_of
-from ibwidget.models import IBSequential, Sequential
-from ibwidget.run import Run, load_run
-
-__version__ = "0.1.0"
+from ibwidget import (
+    datasets,
+    estimators,
+    kernels,
+    layers,
+    models,
+    plane,  # noqa: F401 - registers the report writer behind Run.to_html
+)
+from ibwidget._version import __version__
+from ibwidget.pyglow.models import IBSequential, Sequential
+from ibwidget.record.run import Run, load_run
+from ibwidget.train.engine import Engine, engine_of
 
 __all__ = [
     "Engine",

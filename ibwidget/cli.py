@@ -16,17 +16,17 @@ import sys
 import tempfile
 from pathlib import Path
 
-from ibwidget import estimators as _estimators
-from ibwidget._validate import check_sigma
-from ibwidget.run import KERNELS, TARGETS, load_run
+from ibwidget.measure import estimators as _estimators
+from ibwidget.measure._validate import check_sigma
+from ibwidget.record.run import KERNELS, TARGETS, load_run
 
 DATASETS = ("digits", "mnist", "cifar10")
 
 
 def seed_model(input_shape, num_classes: int = 10, device="auto", dropout: float = 0.0):
     """The seed tutorial's network: Conv2d(16) -> Flatten -> Dense 1000/500/200 -> Dense(num_classes) logits."""
-    from ibwidget.layers import Conv2d, Dense, Dropout, Flatten
-    from ibwidget.models import IBSequential
+    from ibwidget.pyglow.layers import Conv2d, Dense, Dropout, Flatten
+    from ibwidget.pyglow.models import IBSequential
 
     model = IBSequential(input_shape=input_shape, device=device)
     model.add(Conv2d(filters=16, kernel_size=3, stride=1, padding=1, activation="relu"))
@@ -178,7 +178,7 @@ def _info(args) -> int:
 
 
 def _report(args) -> int:
-    from ibwidget._report import write_html
+    from ibwidget.plane._report import write_html
 
     runs = [load_run(p) for p in args.paths]
     kwargs = {"targets": tuple(args.targets.split(",")), "kernel": args.kernel}

@@ -18,7 +18,7 @@ import pytest
 
 import ibwidget as ib
 from ibwidget.cli import main
-from ibwidget.models import IBSequential
+from ibwidget.pyglow.models import IBSequential
 
 LAYERS = ["conv2d_1", "dense_1", "dense_2", "dense_3", "dense_4"]
 

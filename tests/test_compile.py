@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ibwidget._compile import (
+from ibwidget.train._compile import (
     DEFAULT_LR,
     DEFAULT_MOMENTUM,
     accuracy,

@@ -16,8 +16,8 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import ibwidget as ib
-from ibwidget.engine import BatchEvent, EpochEvent, resolve_device
-from ibwidget.taps import Tap
+from ibwidget.record.taps import Tap
+from ibwidget.train.engine import BatchEvent, EpochEvent, resolve_device
 
 # ------------------------------------------------------------------------------------------ events
 

@@ -19,8 +19,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 import ibwidget as ib
-from ibwidget import engine as engine_module
-from ibwidget.recorder import Recorder, make_probe, split_batch
+from ibwidget.record.recorder import Recorder, make_probe, split_batch
+from ibwidget.train import engine as engine_module
 
 # ------------------------------------------------------------------------------------------ one training per model
 

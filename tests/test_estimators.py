@@ -16,8 +16,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ibwidget import estimators, kernels
-from ibwidget.estimators import binning_mi, cka, hsic, kde_mi, nhsic, renyi_entropy, renyi_mi
+from ibwidget.measure import estimators, kernels
+from ibwidget.measure.estimators import binning_mi, cka, hsic, kde_mi, nhsic, renyi_entropy, renyi_mi
 
 FAST = settings(max_examples=40, deadline=None)
 NORMALIZERS = ("biased", "unbiased", "pyglow")

@@ -10,7 +10,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ibwidget import kernels
+from ibwidget.measure import kernels
 
 FAST = settings(max_examples=40, deadline=None)
 

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ibwidget import layers as L
+from ibwidget.pyglow import layers as L
 
 
 def _built(layer, input_shape):

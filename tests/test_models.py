@@ -16,10 +16,11 @@ from _training import WAIT
 from test_engine_reliability import _interrupt_main_when
 
 import ibwidget as ib
-from ibwidget import estimators, kernels, models
-from ibwidget.estimators import HSIC, Estimator
-from ibwidget.layers import Conv2d, Dense, Dropout, Flatten
-from ibwidget.taps import Tap
+from ibwidget.measure import estimators, kernels
+from ibwidget.pyglow import models
+from ibwidget.pyglow.evaluators import HSIC, Estimator
+from ibwidget.pyglow.layers import Conv2d, Dense, Dropout, Flatten
+from ibwidget.record.taps import Tap
 
 SIGMA = 5
 PROBE = 64
@@ -498,7 +499,7 @@ def test_plain_sequential_trains_as_pyglows_mnist_classifier(mnist_root, monkeyp
     a plain Sequential with dropout and a final softmax, compiled with PyGlow's defaults, trained by fit_generator
     through the same engine as IBSequential, with tqdm progress, returning the history."""
     from ibwidget.datasets import mnist
-    from ibwidget.models import Sequential
+    from ibwidget.pyglow.models import Sequential
 
     root, _ = mnist_root
     monkeypatch.setenv("IBWIDGET_DATA", str(root))

@@ -14,9 +14,11 @@ import pytest
 import torch
 
 import ibwidget as ib
-from ibwidget import _grid, _report, kernels
 from ibwidget.cli import main
-from ibwidget.run import Run
+from ibwidget.measure import estimators as measure_estimators
+from ibwidget.measure import kernels
+from ibwidget.plane import _grid, _report
+from ibwidget.record.run import Run
 
 HOSTILE = "<img src=x onerror=alert(1)>"
 
@@ -395,7 +397,9 @@ def test_live_player_holds_every_recorded_epoch_while_training(monkeypatch):
     the first one holds exactly epoch 0, after each epoch the view holds every recorded epoch, and no error shows.
     """
     entered, landed = threading.Event(), threading.Event()
-    monkeypatch.setattr(ib.estimators, "_REGISTRY", dict(ib.estimators._REGISTRY))  # registered for this test only
+    monkeypatch.setattr(
+        measure_estimators, "_REGISTRY", dict(measure_estimators._REGISTRY)
+    )  # registered for this test only
 
     @ib.estimators.register(GATE, needs="activations", uses_sigma=False, overwrite=True)
     def gate(T, Z):

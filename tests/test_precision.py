@@ -19,11 +19,11 @@ import torch
 from torch import nn
 
 import ibwidget as ib
-from ibwidget import estimators, kernels
-from ibwidget._grid import GridBuilder
-from ibwidget._packed import unpack
-from ibwidget.recorder import make_probe
-from ibwidget.run import Run
+from ibwidget.measure import estimators, kernels
+from ibwidget.measure._packed import unpack
+from ibwidget.plane._grid import GridBuilder
+from ibwidget.record.recorder import make_probe
+from ibwidget.record.run import Run
 
 SIGMAS = (0.05, 0.5, 5.0, 50.0, 500.0)
 RULES = ("fixed", "median_d2", "median_d")
@@ -175,7 +175,8 @@ def test_nhsic_after_set_num_threads_matches_numpy():
     script = textwrap.dedent(
         """
         import numpy as np, torch
-        from ibwidget import estimators, kernels
+        from ibwidget.measure import estimators
+        from ibwidget.measure import kernels
         torch.set_num_threads(2)
         g = torch.Generator().manual_seed(0)
         Z = torch.randn(32, 256, 5, generator=g, dtype=torch.float64)

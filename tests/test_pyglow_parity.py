@@ -14,8 +14,9 @@ import pytest
 import torch
 from _glow import glow_fixture  # noqa: F401 - the glow_estimator fixture
 
-from ibwidget import estimators, kernels
-from ibwidget.estimators import hsic
+from ibwidget import estimators  # the public path: functions and PyGlow's evaluator classes
+from ibwidget.measure import kernels
+from ibwidget.measure.estimators import hsic
 
 SIGMA = 5.0
 M = 64

@@ -19,9 +19,9 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import ibwidget as ib
-from ibwidget import estimators, kernels
-from ibwidget.run import Run, load_run
-from ibwidget.taps import Tap
+from ibwidget.measure import estimators, kernels
+from ibwidget.record.run import Run, load_run
+from ibwidget.record.taps import Tap
 
 M = 64  # probe size
 C = 5  # classes
@@ -214,7 +214,7 @@ def test_binning_trajectories_equal_direct_computation(trained, estimator, targe
 
 def test_saturation_is_the_off_diagonal_mean_of_the_captured_kernels(trained):
     """The gauge, in Run.saturation and in the PlaneView grid, against kernels built from the captured activations."""
-    from ibwidget._grid import GridBuilder
+    from ibwidget.plane._grid import GridBuilder
 
     run, captured = trained
     builder = GridBuilder(["hsic"], sigmas=[0.5, SIGMA], targets=["labels"], sigma_rules=["fixed", "median_d2"])
@@ -763,7 +763,7 @@ def test_batches_mode_with_varying_batch_counts_round_trips(tmp_path):
 
 
 def test_trajectories_and_grids_take_names_in_any_case_and_suggest_the_closest(trained):
-    from ibwidget._grid import GridBuilder
+    from ibwidget.plane._grid import GridBuilder
 
     run, _ = trained
     np.testing.assert_array_equal(

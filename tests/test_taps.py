@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from ibwidget import layers as L
-from ibwidget.taps import Tap, default_layer_names, resolve_layers
+from ibwidget.pyglow import layers as L
+from ibwidget.record.taps import Tap, default_layer_names, resolve_layers
 
 
 def _cnn():
@@ -279,7 +279,7 @@ def test_stored_grams_are_those_of_the_eval_mode_activations():
     """Per epoch and tracked layer (a conv layer, a Sequential nested in a module, a leaf inside it), the Gram the
     run stores equals Z Z^T of the activations captured separately in eval mode, to 1e-5 of its largest entry."""
     from ibwidget import Engine, datasets
-    from ibwidget._packed import unpack
+    from ibwidget.measure._packed import unpack
 
     train, val, _ = datasets.digits.load_data(batch_size=64, seed=0)
     model = _ConvNet()

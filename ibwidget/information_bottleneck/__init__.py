@@ -1,5 +1,5 @@
 """PyGlow's module path for evaluators (``glow.information_bottleneck``), kept so PyGlow notebooks run unchanged."""
 
-from ibwidget.estimators import HSIC, Estimator
+from ibwidget.pyglow.evaluators import HSIC, Estimator
 
 __all__ = ["HSIC", "Estimator"]

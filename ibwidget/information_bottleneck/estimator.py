@@ -1,5 +1,5 @@
 """PyGlow's ``glow.information_bottleneck.estimator`` path."""
 
-from ibwidget.estimators import HSIC, Estimator
+from ibwidget.pyglow.evaluators import HSIC, Estimator
 
 __all__ = ["HSIC", "Estimator"]

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import ipywidgets as widgets
 import numpy as np
 
-from ibwidget import estimators as _estimators
+from ibwidget.measure import estimators as _estimators
 from ibwidget.widget._applier import _Applier, _Batch
 from ibwidget.widget._controls import Controls, View
 from ibwidget.widget._figures import Figures, RunData

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 
 import ipywidgets as widgets
 
-from ibwidget import estimators as _estimators
-from ibwidget import kernels as _kernels
-from ibwidget.run import TARGETS
+from ibwidget.measure import estimators as _estimators
+from ibwidget.measure import kernels as _kernels
+from ibwidget.record.run import TARGETS
 from ibwidget.widget._style import layer_color
 
 SIGMA_MIN, SIGMA_MAX = 1e-2, 1e3

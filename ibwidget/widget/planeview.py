@@ -1,6 +1,6 @@
 """``PlaneView``: the information plane drawn by ibwidget's own front-end, with every toggle in the browser.
 
-The synced state is a precomputed grid (:mod:`ibwidget._grid`): float32 binary buffers of every estimator x sigma
+The synced state is a precomputed grid (:mod:`ibwidget.plane._grid`): float32 binary buffers of every estimator x sigma
 slot x target x layer x epoch, plus run names, layer names and history. Layer, estimator, sigma and target toggles,
 the epoch player, hover read-outs and the saturation gauge run in the browser with no kernel round trip; the same
 front-end is inlined into one-file HTML reports (:meth:`ibwidget.Run.to_html`).
@@ -19,9 +19,9 @@ import anywidget
 import numpy as np
 import traitlets
 
-from ibwidget import estimators as _estimators
-from ibwidget._grid import DEFAULT_RULES, TARGETS, GridBuilder, _as_runs, _packable, _tail, builder_grid
-from ibwidget._report import static_file, write_html
+from ibwidget.measure import estimators as _estimators
+from ibwidget.plane._grid import DEFAULT_RULES, TARGETS, GridBuilder, _as_runs, _packable, _tail, builder_grid
+from ibwidget.plane._report import static_file, write_html
 
 __all__ = ["PlaneView"]
 
@@ -36,7 +36,7 @@ def _recorded(runs: list) -> list:
 class PlaneView(anywidget.AnyWidget):
     """A kernel-free information plane of one run or several: toggles and an epoch player in the browser.
 
-    ``estimators`` (default: every fast registered estimator, see :func:`ibwidget._grid.default_estimators`),
+    ``estimators`` (default: every fast registered estimator, see :func:`ibwidget.plane._grid.default_estimators`),
     ``sigmas`` (default 25 log-spaced widths from 0.05 to 500), ``targets``, ``sigma_rules`` and ``kernel`` choose
     the precomputed grid; ``estimator``, ``sigma``, ``sigma_rule`` and ``target`` the first view shown.
     """

@@ -6,7 +6,7 @@ import os
 
 import ipywidgets as widgets
 
-from ibwidget.run import Run, load_run
+from ibwidget.record.run import Run, load_run
 from ibwidget.widget._applier import _Batch
 from ibwidget.widget._base import _RunsBox
 from ibwidget.widget._style import legend_html

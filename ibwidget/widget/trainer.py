@@ -7,7 +7,7 @@ import math
 
 import ipywidgets as widgets
 
-from ibwidget.engine import Engine, _refuse_second_training, device_label
+from ibwidget.train.engine import Engine, _refuse_second_training, device_label
 from ibwidget.widget._applier import _Batch
 from ibwidget.widget._base import _label, _RunsBox
 from ibwidget.widget.planeview import PlaneView
@@ -65,7 +65,7 @@ class Trainer(_RunsBox):
 
     ``model``: an ``IBSequential`` (compiled, or compiled here with SGD lr 0.01 momentum 0.9 and cross-entropy)
     or any ``nn.Module`` (then ``layers``, ``loss``, ``optimizer``, ``lr`` and ``device`` build the
-    :class:`~ibwidget.engine.Engine`). ``estimators`` come first in the estimator dropdown, then every registered
+    :class:`~ibwidget.train.engine.Engine`). ``estimators`` come first in the estimator dropdown, then every registered
     one; ``sigma``/``sigma_rule``/``target`` set the first view (all changeable later); other keywords go to the
     engine (e.g. ``name``, ``seed``, ``keep_activations``). Display it, then ``start()``; ``wait()`` blocks until
     training ends and the widget shows the final state (end an exported notebook with it). ``plane_view``: a
@@ -159,12 +159,12 @@ class Trainer(_RunsBox):
 
     @property
     def engine(self) -> Engine:
-        """The :class:`~ibwidget.engine.Engine` that trains the model."""
+        """The :class:`~ibwidget.train.engine.Engine` that trains the model."""
         return self._engine
 
     @property
     def run(self):
-        """The :class:`~ibwidget.run.Run` being recorded."""
+        """The :class:`~ibwidget.record.run.Run` being recorded."""
         return self._engine.run
 
     @property

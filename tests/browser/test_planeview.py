@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 import torch
 
-from ibwidget import kernels
-from ibwidget.run import Run
+from ibwidget.measure import kernels
+from ibwidget.record.run import Run
 
 from .conftest import ARTIFACTS, CHROMIUM_ARGS, _artifact_name
 from .notebooks import write_notebook
@@ -304,8 +304,8 @@ def test_one_file_html_redraw_time_100_epochs(offline_page, tmp_path):
 _NOTEBOOK_RUN = """
 import torch
 import ibwidget as ib
-from ibwidget import kernels
-from ibwidget.run import Run
+from ibwidget.measure import kernels
+from ibwidget.record.run import Run
 
 g = torch.Generator().manual_seed(0)
 m, widths, names = 32, (40, 20, 10), ["dense0", "dense1", "logits"]

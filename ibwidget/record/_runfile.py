@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ibwidget._atomic import atomic_write
+from ibwidget.record._atomic import atomic_write
 
-FORMAT = "ibwidget.run"
+FORMAT = "ibwidget.record.run"
 SCHEMA_VERSION = 1
 MAX_META_BYTES = 64 * 1024**2  #: a larger meta.json is refused before it is read
 _FLOAT = ("<f4", "<f8")
@@ -30,7 +30,7 @@ _INTEGER = ("<i8", "<i4")
 
 
 def write(path, meta: dict, arrays: dict[str, np.ndarray]) -> Path:
-    """Write ``meta`` and ``arrays`` to ``path`` atomically (see :func:`ibwidget._atomic.atomic_write`)."""
+    """Write ``meta`` and ``arrays`` to ``path`` atomically (see :func:`ibwidget.record._atomic.atomic_write`)."""
     path = Path(path)
     with (
         atomic_write(path) as fh,

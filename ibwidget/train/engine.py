@@ -1,7 +1,7 @@
 """The training loop, run in a background thread, with pause/resume/stop and plain-data events.
 
 The engine owns the model's training; after every epoch the recorder snapshots the probe into the
-:class:`~ibwidget.run.Run`. Callbacks (Lightning-style names, one ``event`` argument) run in the training
+:class:`~ibwidget.record.run.Run`. Callbacks (Lightning-style names, one ``event`` argument) run in the training
 thread and receive frozen dataclasses of plain Python numbers, never tensors on the device: a widget must hand
 them to its own thread (it never touches a widget trait from here).
 """
@@ -21,12 +21,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from ibwidget import _compile
-from ibwidget.estimators import HSIC as _HSICEvaluator
-from ibwidget.estimators import Estimator
-from ibwidget.recorder import DEFAULT_MEMORY_BUDGET, Recorder, make_probe, split_batch
-from ibwidget.run import Run
-from ibwidget.taps import Tap, default_layer_names, resolve_layers
+from ibwidget.pyglow.evaluators import HSIC as _HSICEvaluator
+from ibwidget.pyglow.evaluators import Estimator
+from ibwidget.record.recorder import DEFAULT_MEMORY_BUDGET, Recorder, make_probe, split_batch
+from ibwidget.record.run import Run
+from ibwidget.record.taps import Tap, default_layer_names, resolve_layers
+from ibwidget.train import _compile
 
 __all__ = ["Engine", "BatchEvent", "EpochEvent", "engine_of", "resolve_device", "STATUSES"]
 

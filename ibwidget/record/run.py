@@ -16,11 +16,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ibwidget import _packed, _runfile
-from ibwidget import estimators as _estimators
-from ibwidget import kernels as _kernels
-from ibwidget._packed import unpack
-from ibwidget._validate import check_sigma, clean_text, resolve_name, unknown_name
+from ibwidget.measure import _packed
+from ibwidget.measure import estimators as _estimators
+from ibwidget.measure import kernels as _kernels
+from ibwidget.measure._packed import unpack
+from ibwidget.measure._validate import check_sigma, clean_text, resolve_name, unknown_name
+from ibwidget.record import _runfile
 
 __all__ = ["Run", "load_run", "TARGETS", "KERNELS"]
 
@@ -45,6 +46,15 @@ def _median_sigma(dist: torch.Tensor, rule: str) -> torch.Tensor:
 def pack_gram(G: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Gram (..., m, m) -> (packed squared distances (..., P), squared norms (..., m)), P = m(m-1)/2."""
     return _packed.pack(_kernels._sq_distances(G)).contiguous(), torch.diagonal(G, dim1=-2, dim2=-1).contiguous()
+
+
+_report_writer = None  # write_html(runs, path, title, notes, **grid_kwargs), from the plane layer above this one
+
+
+def set_report_writer(writer) -> None:
+    """Register the function :meth:`Run.to_html` calls (:mod:`ibwidget.plane` does, on import)."""
+    global _report_writer
+    _report_writer = writer
 
 
 class _Growable:
@@ -311,7 +321,7 @@ class Run:
         """Packed estimation of distance rows (E, L, P) in cache-sized chunks of epochs; returns (E, L, 2).
 
         The kernel values come from ``factor * D2`` in the form that keeps each matrix's precision: see
-        :func:`ibwidget._packed.kernel_chunks`.
+        :func:`ibwidget.measure._packed.kernel_chunks`.
         """
         E, L, _ = dist.shape
         name, option = spec.fn.__name__, next(iter(spec.options.values()), None)
@@ -379,9 +389,9 @@ class Run:
         (``grid_kwargs``: ``estimators``, ``sigmas``, ``targets``, ``sigma_rules``, ``kernel``; see
         :class:`ibwidget.PlaneView`). Atomic, like :meth:`save`. Returns the path.
         """
-        from ibwidget._report import write_html
-
-        return write_html([self], path, title=title, notes=notes, **grid_kwargs)
+        if _report_writer is None:
+            raise RuntimeError("no report writer is registered; import ibwidget (or ibwidget.plane) first.")
+        return _report_writer([self], path, title=title, notes=notes, **grid_kwargs)
 
     def save(self, path) -> Path:
         """Write the run to ``path`` (``.ibrun``: a zip of ``meta.json`` and ``.npy`` arrays; no pickle).

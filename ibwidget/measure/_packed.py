@@ -4,7 +4,7 @@ A symmetric kernel K over m samples is held as its off-diagonal upper triangle `
 diagonal ``d``. HSIC (all normalisers), CKA (plain and debiased) and the KDE bounds need only a few statistics of K:
 its row sums, sum and sum of squares, and inner products with the (pre-centred) target kernels. Computing those in
 chunks from ``k`` costs one pass over half the matrix, with no (m, m) matrix ever built; the results equal
-:mod:`ibwidget.estimators` on the full matrices (tested).
+:mod:`ibwidget.measure.estimators` on the full matrices (tested).
 
 Precision at every sigma: a wide Gaussian kernel has values near 1, where float32 keeps only ~6e-8 of ``1 - K``,
 and a narrow one values near 0, whose structure ``K - 1`` would lose. So each matrix is held in the form that keeps
@@ -143,7 +143,7 @@ def kernel_chunks(dist: torch.Tensor, factor: torch.Tensor, gaussian: bool = Tru
     Each matrix's off-diagonal values are ``K - shift`` (see the module docstring): Gaussian ``expm1(factor * D2)``
     where the kernel is wide (shift 1, zero diagonal) and ``exp(factor * D2)`` where it is narrow (shift 0, unit
     diagonal); linear ``factor * D2`` (shift 1 in the sense of a zero diagonal). ``factor`` (E, L) as from
-    :func:`ibwidget.kernels.exponent_factor`; ``shift`` (e, L) float64, so the diagonal of what ``k`` holds is
+    :func:`ibwidget.measure.kernels.exponent_factor`; ``shift`` (e, L) float64, so the diagonal of what ``k`` holds is
     ``1 - shift`` and a row's mean Gaussian kernel value is ``k32.mean(-1) + shift``. Computed in float32 into reused
     buffers (``k32``) and copied to float64 (``k``); the buffers are overwritten at the next step.
     """

@@ -2,7 +2,7 @@
 
 After every epoch (and once before training, epoch 0) the probe is passed through the model in ``eval()`` mode
 without gradients; each tapped layer's Gram matrix ``G = Z Z^T`` (float32, on the training device) goes into the
-:class:`~ibwidget.run.Run`. Memory is fixed per epoch and checked against a budget before training starts.
+:class:`~ibwidget.record.run.Run`. Memory is fixed per epoch and checked against a budget before training starts.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from ibwidget import kernels as _kernels
-from ibwidget.taps import Tap
+from ibwidget.measure import kernels as _kernels
+from ibwidget.record.taps import Tap
 
 __all__ = ["make_probe", "split_batch", "Recorder", "DEFAULT_MEMORY_BUDGET", "INPUT_KEYS", "TARGET_KEYS"]
 

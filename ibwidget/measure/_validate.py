@@ -41,7 +41,7 @@ def check_kernel(K: torch.Tensor, name: str, min_m: int = 2, check_symmetric: bo
     if K.ndim < 2 or K.shape[-1] != K.shape[-2]:
         raise ValueError(
             f"{name} must be a square kernel matrix of shape (m, m) or (..., m, m), got shape {tuple(K.shape)}. "
-            "Build one with ibwidget.kernels.gram(Z) and a kernel such as kernels.gaussian(G, sigma)."
+            "Build one with ibwidget.measure.kernels.gram(Z) and a kernel such as kernels.gaussian(G, sigma)."
         )
     m = K.shape[-1]
     if m < min_m:

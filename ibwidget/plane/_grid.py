@@ -31,10 +31,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ibwidget import _packed
-from ibwidget import estimators as _estimators
-from ibwidget import kernels as _kernels
-from ibwidget._validate import resolve_name, unknown_name
+from ibwidget.measure import _packed
+from ibwidget.measure import estimators as _estimators
+from ibwidget.measure import kernels as _kernels
+from ibwidget.measure._validate import resolve_name, unknown_name
+from ibwidget.record.run import Run
 
 __all__ = ["Grid", "GridBuilder", "plane_grid", "default_estimators", "DEFAULT_SIGMAS", "DEFAULT_RULES", "TARGETS"]
 
@@ -393,7 +394,7 @@ class GridBuilder:
     @staticmethod
     def _chunks(run, dist, factor, exp: bool, todo, targets, out, sat) -> None:
         """Kernel values from ``factor * D2`` a few epochs at a time, each matrix in the form that keeps its precision
-        (see :func:`ibwidget._packed.kernel_chunks`); every job reads them.
+        (see :func:`ibwidget.measure._packed.kernel_chunks`); every job reads them.
 
         ``dist`` (E, L, P), ``factor`` (E, L); ``out[name]`` (E, L, 1 + targets); ``sat`` (E, L) or None.
         """
@@ -446,8 +447,6 @@ def builder_grid(builder: GridBuilder, runs: list, default: dict | None = None) 
 
 
 def _as_runs(runs) -> list:
-    from ibwidget.run import Run
-
     runs = [runs] if isinstance(runs, Run) else list(runs)
     if not runs or not all(isinstance(r, Run) for r in runs):
         raise TypeError("pass an ibwidget.Run or a list of runs (e.g. [trainer.run, ib.load_run('a.ibrun')]).")

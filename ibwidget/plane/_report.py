@@ -19,9 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ibwidget._atomic import atomic_write
-from ibwidget._grid import Grid, plane_grid
-from ibwidget._validate import clean_text
+from ibwidget._version import __version__
+from ibwidget.measure._validate import clean_text
+from ibwidget.plane._grid import Grid, plane_grid
+from ibwidget.record._atomic import atomic_write
 
 __all__ = ["write_html", "grid_html", "quantize", "static_file"]
 
@@ -62,12 +63,13 @@ h1{{font-size:20px;margin:0 0 6px}} .ibwp-notes{{white-space:pre-wrap;color:#444
 
 def static_file(name: str) -> Path:
     """A front-end file: ``ibwidget/static/<name>`` in an installed wheel, ``js/<name>`` in a source checkout."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "static" / name, here.parent / "js" / name):
+    package = Path(__file__).resolve().parent.parent
+    places = (package / "static" / name, package.parent / "js" / name)
+    for candidate in places:
         if candidate.is_file():
             return candidate
     raise FileNotFoundError(
-        f"ibwidget's front-end file {name!r} is missing (looked in {here / 'static'} and {here.parent / 'js'}); "
+        f"ibwidget's front-end file {name!r} is missing (looked in {places[0].parent} and {places[1].parent}); "
         "reinstall ibwidget."
     )
 
@@ -112,8 +114,6 @@ def _module_source() -> str:
 
 def grid_html(grid: Grid, title: str | None = None, notes: str | None = None) -> str:
     """The one-file HTML page of a computed grid (see :func:`write_html`)."""
-    from ibwidget import __version__
-
     meta = dict(grid.meta)
     meta["encoding"] = "u16"
     codes, scales = quantize(grid.values)

@@ -1,0 +1,210 @@
+"""Gram matrices, distances and kernels over a probe set of m samples.
+
+Every estimator in :mod:`ibwidget.measure.estimators` depends on a representation Z only through its Gram matrix
+``G = Z Z^T``: squared distances are ``D2_ij = G_ii + G_jj - 2 G_ij``. So we store Grams and derive kernels from them,
+for any sigma, after the fact. All functions take torch tensors (any device) or numpy arrays, work on batched
+inputs ``(..., m, m)``, and compute in the input's dtype.
+
+>>> import torch
+>>> Z = torch.tensor([[0.0, 0.0], [3.0, 4.0]])
+>>> sq_distances(gram(Z))
+tensor([[ 0., 25.],
+        [25.,  0.]])
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from ibwidget.measure._validate import as_float_tensor, check_kernel, check_sigma, resolve_name
+
+__all__ = [
+    "gram",
+    "sq_distances",
+    "linear",
+    "gaussian",
+    "one_hot",
+    "label_kernel",
+    "sigma_median",
+    "sigma_from_rule",
+    "saturation",
+    "exponent_factor",
+    "SIGMA_RULES",
+    "KERNELS",
+]
+
+#: Kernels a representation's Gram matrix can be turned into (``Run.trajectories(kernel=...)``).
+KERNELS = ("gaussian", "linear")
+
+#: Sigma rules, each with its formula (d is the representation's dimension, D2 the off-diagonal squared distances).
+SIGMA_RULES = {
+    "fixed": "sigma as given (PyGlow: 5 for X, H and Y alike)",
+    "sqrt_d": "sigma * sqrt(d) (HSIC-bottleneck code)",
+    "median_d2": "sigma^2 = median of off-diagonal D2",
+    "median_d": "sigma = median of off-diagonal distances sqrt(D2)",
+}
+
+
+def gram(Z) -> torch.Tensor:
+    """``Z`` of shape (m, ...) flattened to (m, d), returns ``Z Z^T`` of shape (m, m)."""
+    Z = as_float_tensor(Z, "Z")
+    if Z.ndim < 1 or Z.shape[0] < 1:
+        raise ValueError(f"Z must have shape (m, ...) with m >= 1 samples, got {tuple(Z.shape)}.")
+    Z = Z.reshape(Z.shape[0], -1)
+    G = Z @ Z.T
+    return 0.5 * (G + G.T)  # exact symmetry, whatever the BLAS summation order
+
+
+def sq_distances(G) -> torch.Tensor:
+    """Squared Euclidean distances from a Gram matrix: ``D2_ij = G_ii + G_jj - 2 G_ij``, clamped at 0."""
+    G = as_float_tensor(G, "G")
+    check_kernel(G, "G", min_m=1)
+    return _sq_distances(G)
+
+
+def _sq_distances(G: torch.Tensor) -> torch.Tensor:
+    """:func:`sq_distances` without the argument checks, for hot paths that checked once."""
+    diag = torch.diagonal(G, dim1=-2, dim2=-1)
+    D = (diag.unsqueeze(-1) + diag.unsqueeze(-2) - 2.0 * G).clamp_min_(0.0)
+    D.diagonal(dim1=-2, dim2=-1).zero_()  # exact zeros: a point's distance to itself
+    return D
+
+
+#: The most negative exponent factor used: beyond it every distinct pair has K = 0 in any float (sigma -> 0).
+_MIN_FACTOR = -1e30
+
+
+def exponent_factor(sigma, variance_scale: float = 1.0):
+    """``-1 / (2 variance_scale sigma^2)``, the Gaussian kernel's exponent per unit squared distance.
+
+    Finite for every positive finite ``sigma`` (a number or a tensor, computed in float64): a width so small that
+    ``sigma^2`` underflows gives the limit kernel ``K = I`` instead of a division by zero, a huge one gives ``K = 1``.
+    """
+    if isinstance(sigma, torch.Tensor):
+        var = sigma.to(torch.float64).square() * variance_scale
+        return (-0.5 / var).clamp_min(_MIN_FACTOR)
+    var = float(sigma) * float(sigma) * variance_scale  # inf for a huge sigma (no OverflowError), 0 for a tiny one
+    return max(-0.5 / var, _MIN_FACTOR) if var > 0 else _MIN_FACTOR
+
+
+def _gaussian(G: torch.Tensor, sigma) -> torch.Tensor:
+    """:func:`gaussian` without the argument checks; ``sigma`` a float or a tensor broadcastable to G."""
+    D = _sq_distances(G)
+    factor = exponent_factor(sigma)
+    return D.mul_(factor.to(D.dtype) if isinstance(factor, torch.Tensor) else factor).exp_()
+
+
+def linear(G) -> torch.Tensor:
+    """The linear kernel ``k(z, z') = <z, z'>``: the Gram matrix itself."""
+    G = as_float_tensor(G, "G")
+    check_kernel(G, "G", min_m=1)
+    return G
+
+
+def _broadcast_sigma(sigma, G: torch.Tensor) -> torch.Tensor | float:
+    sigma = check_sigma(sigma)
+    if isinstance(sigma, torch.Tensor):
+        sigma = sigma.to(device=G.device, dtype=G.dtype)
+        return sigma.reshape(sigma.shape + (1, 1))
+    return sigma
+
+
+def gaussian(G, sigma) -> torch.Tensor:
+    """Gaussian (RBF) kernel from a Gram matrix: ``exp(-D2 / (2 sigma^2))``.
+
+    ``sigma`` is a number, or a tensor of shape ``G.shape[:-2]`` with one width per batched matrix.
+    """
+    G = as_float_tensor(G, "G")
+    check_kernel(G, "G", min_m=1)
+    return _gaussian(G, _broadcast_sigma(sigma, G))
+
+
+def _class_ids(labels, num_classes: int | None) -> tuple[torch.Tensor, int]:
+    """Integer labels (m,) as a long tensor, checked against ``num_classes`` (default: max label + 1)."""
+    if isinstance(labels, np.ndarray):
+        labels = torch.from_numpy(labels)
+    if not isinstance(labels, torch.Tensor):
+        labels = torch.as_tensor(labels)
+    if labels.is_floating_point() or labels.dtype == torch.bool or labels.ndim != 1:
+        raise TypeError(
+            f"labels must be a 1-d tensor of integer class ids, got dtype {labels.dtype}, shape "
+            f"{tuple(labels.shape)}. Pass e.g. torch.tensor([0, 3, 1, ...])."
+        )
+    if labels.numel() and int(labels.min()) < 0:
+        raise ValueError("labels must be non-negative class ids 0..C-1.")
+    C = int(labels.max()) + 1 if num_classes is None else int(num_classes)
+    if labels.numel() and int(labels.max()) >= C:
+        raise ValueError(f"label {int(labels.max())} is out of range for num_classes={C}.")
+    return labels.long(), C
+
+
+def one_hot(labels, num_classes: int | None = None, dtype=torch.float32) -> torch.Tensor:
+    """Integer labels (m,) to a one-hot matrix (m, C)."""
+    labels, C = _class_ids(labels, num_classes)
+    return torch.nn.functional.one_hot(labels, C).to(dtype)
+
+
+def label_kernel(labels, num_classes: int | None = None, dtype=torch.float32) -> torch.Tensor:
+    """Linear kernel of one-hot labels: ``L_ij = 1`` if samples i and j share a class, else 0.
+
+    Built from label equality, so its cost does not grow with ``num_classes`` (which is only checked).
+    """
+    labels, _ = _class_ids(labels, num_classes)
+    return (labels[:, None] == labels[None, :]).to(dtype)
+
+
+def _offdiag_median(values: torch.Tensor) -> torch.Tensor:
+    """Median of the strictly upper-triangular entries of ``(..., m, m)`` (mean of the two middle values)."""
+    m = values.shape[-1]
+    iu = torch.triu_indices(m, m, offset=1, device=values.device)
+    flat = values[..., iu[0], iu[1]]
+    s = flat.sort(dim=-1).values
+    n = s.shape[-1]
+    return 0.5 * (s[..., (n - 1) // 2] + s[..., n // 2])
+
+
+def sigma_median(G, rule: str = "median_d2") -> torch.Tensor:
+    """Median-heuristic sigma from a Gram matrix (Gretton et al. 2005; batched over leading dims).
+
+    ``median_d2``: sigma^2 = median of off-diagonal squared distances. ``median_d``: sigma = median of
+    off-diagonal distances. The two differ only in how the two middle values are averaged.
+    A representation whose points all coincide has no scale: an error says so.
+    """
+    rule = resolve_name("median rule", rule, ("median_d2", "median_d"))
+    G = as_float_tensor(G, "G")
+    if G.shape[-1] < 2:
+        raise ValueError("a median sigma needs at least 2 samples.")
+    D = sq_distances(G)
+    sigma = _offdiag_median(D).sqrt() if rule == "median_d2" else _offdiag_median(D.sqrt())
+    if not bool((sigma > 0).all()):
+        raise ValueError(
+            f"the {rule} rule gives sigma = 0: most samples have identical representations (a dead layer?). "
+            "Use a fixed sigma instead (rule='fixed')."
+        )
+    return sigma
+
+
+def sigma_from_rule(G, rule: str = "fixed", sigma: float = 5.0, dim: int | None = None):
+    """The kernel width for ``G`` under a named rule of :data:`SIGMA_RULES`.
+
+    ``fixed`` returns ``sigma``; ``sqrt_d`` returns ``sigma * sqrt(dim)``; the median rules ignore ``sigma``.
+    """
+    rule = resolve_name("sigma rule", rule, SIGMA_RULES)
+    if rule == "fixed":
+        return check_sigma(sigma)
+    if rule == "sqrt_d":
+        if dim is None or int(dim) < 1:
+            raise ValueError("rule 'sqrt_d' needs the representation's dimension: pass dim=d (d >= 1).")
+        return check_sigma(sigma) * math.sqrt(int(dim))
+    return sigma_median(G, rule)
+
+
+def saturation(K) -> torch.Tensor:
+    """Mean off-diagonal kernel value: near 1, sigma is too large; near 0, too small (a gauge for the user)."""
+    K = as_float_tensor(K, "K")
+    m = check_kernel(K, "K", min_m=2, check_symmetric=False)
+    off = K.sum(dim=(-2, -1)) - torch.diagonal(K, dim1=-2, dim2=-1).sum(-1)
+    return off / (m * (m - 1))
