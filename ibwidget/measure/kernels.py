@@ -19,6 +19,7 @@ import math
 import numpy as np
 import torch
 
+from ibwidget._vocabulary import KERNELS, MEDIAN_RULES, SIGMA_RULES
 from ibwidget.measure._validate import as_float_tensor, check_kernel, check_sigma, resolve_name
 
 __all__ = [
@@ -35,17 +36,6 @@ __all__ = [
     "SIGMA_RULES",
     "KERNELS",
 ]
-
-#: Kernels a representation's Gram matrix can be turned into (``Run.trajectories(kernel=...)``).
-KERNELS = ("gaussian", "linear")
-
-#: Sigma rules, each with its formula (d is the representation's dimension, D2 the off-diagonal squared distances).
-SIGMA_RULES = {
-    "fixed": "sigma as given (PyGlow: 5 for X, H and Y alike)",
-    "sqrt_d": "sigma * sqrt(d) (HSIC-bottleneck code)",
-    "median_d2": "sigma^2 = median of off-diagonal D2",
-    "median_d": "sigma = median of off-diagonal distances sqrt(D2)",
-}
 
 
 def gram(Z) -> torch.Tensor:
@@ -173,7 +163,7 @@ def sigma_median(G, rule: str = "median_d2") -> torch.Tensor:
     off-diagonal distances. The two differ only in how the two middle values are averaged.
     A representation whose points all coincide has no scale: an error says so.
     """
-    rule = resolve_name("median rule", rule, ("median_d2", "median_d"))
+    rule = resolve_name("median rule", rule, MEDIAN_RULES)
     G = as_float_tensor(G, "G")
     if G.shape[-1] < 2:
         raise ValueError("a median sigma needs at least 2 samples.")

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ibwidget._vocabulary import GRID_FORMAT, GRID_VERSION, KERNELS, SIGMA_SCALING_RULES, TARGETS
 from ibwidget.measure import _packed
 from ibwidget.measure import estimators as _estimators
 from ibwidget.measure import kernels as _kernels
@@ -42,9 +43,6 @@ __all__ = ["Grid", "GridBuilder", "plane_grid", "default_estimators", "DEFAULT_S
 #: 25 log-spaced widths centred on PyGlow's sigma = 5: 5 x 10^(-2 ... 2), 6 steps per decade.
 DEFAULT_SIGMAS = tuple(float(f"{5.0 * 10.0**k:.6g}") for k in np.linspace(-2.0, 2.0, 25))
 DEFAULT_RULES = ("fixed", "median_d2", "median_d")
-TARGETS = ("labels", "output")
-_SIGMA_RULES = ("fixed", "sqrt_d")  # rules that take a sigma from the grid
-_FORMAT_VERSION = 1
 
 
 def _packable(spec) -> bool:
@@ -111,7 +109,7 @@ class Grid:
         slots = [i for i, s in enumerate(self.meta["slots"]) if s["rule"] == rule]
         if not slots:
             raise unknown_name("sigma rule in this grid", rule, self.meta["rules"])
-        if rule not in _SIGMA_RULES:
+        if rule not in SIGMA_SCALING_RULES:
             return slots[0]
         return min(slots, key=lambda i: abs(math.log(self.meta["slots"][i]["sigma"] / float(sigma))))
 
@@ -184,10 +182,10 @@ class GridBuilder:
         if not rules:
             raise ValueError("a grid needs at least one sigma rule, e.g. sigma_rules=['fixed'].")
         self.rules = tuple(rules)
-        self.kernel = resolve_name("kernel", kernel, _kernels.KERNELS)
+        self.kernel = resolve_name("kernel", kernel, KERNELS)
         self.slots: list[tuple[str, float | None]] = []
         for r in self.rules:
-            if r in _SIGMA_RULES:
+            if r in SIGMA_SCALING_RULES:
                 self.slots += [(r, s) for s in self.sigmas]
             else:
                 self.slots.append((r, None))
@@ -232,8 +230,8 @@ class GridBuilder:
                 }
             )
         return {
-            "format": "ibwidget.planegrid",
-            "version": _FORMAT_VERSION,
+            "format": GRID_FORMAT,
+            "version": GRID_VERSION,
             "encoding": "f32",
             "n_runs": len(runs),
             "n_epochs": max((r.num_snapshots for r in runs), default=0),

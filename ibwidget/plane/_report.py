@@ -20,13 +20,13 @@ from pathlib import Path
 import numpy as np
 
 from ibwidget._version import __version__
+from ibwidget._vocabulary import NAN_CODE
 from ibwidget.measure._validate import clean_text
 from ibwidget.plane._grid import Grid, plane_grid
 from ibwidget.record._atomic import atomic_write
 
 __all__ = ["write_html", "grid_html", "quantize", "static_file"]
 
-_NAN_CODE = 65535
 _MOUNT = '\nmountStandalone(document.getElementById("ibwp-root"));\n'
 _JSON_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
 
@@ -86,13 +86,13 @@ def quantize(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         hi = np.nanmax(moved, axis=-1) if moved.shape[-1] else np.zeros((B, 2))
     lo = np.where(np.isfinite(lo), lo, 0.0)
     hi = np.where(np.isfinite(hi), hi, lo)
-    step = (hi - lo) / (_NAN_CODE - 1)
+    step = (hi - lo) / (NAN_CODE - 1)
     lo_b = lo[None, None, :, None, :]
     step_b = step[None, None, :, None, :]
     with np.errstate(invalid="ignore", divide="ignore"):
         codes = np.where(step_b > 0, np.rint((v - lo_b) / np.where(step_b > 0, step_b, 1.0)), 0.0)
-    codes = np.clip(codes, 0, _NAN_CODE - 1)
-    codes = np.where(finite, codes, _NAN_CODE).astype("<u2")
+    codes = np.clip(codes, 0, NAN_CODE - 1)
+    codes = np.where(finite, codes, NAN_CODE).astype("<u2")
     scales = np.stack([lo, step], axis=-1).astype("<f8")  # (B, 2, 2)
     return codes, scales
 

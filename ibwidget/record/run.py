@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ibwidget._vocabulary import KERNELS, MEDIAN_RULES, TARGETS
 from ibwidget.measure import _packed
 from ibwidget.measure import estimators as _estimators
 from ibwidget.measure import kernels as _kernels
@@ -25,8 +26,6 @@ from ibwidget.record import _runfile
 
 __all__ = ["Run", "load_run", "TARGETS", "KERNELS"]
 
-TARGETS = ("labels", "output")
-KERNELS = _kernels.KERNELS
 _HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy")
 _FAST_HSIC = {"biased", "pyglow"}
 _CHUNK = 32  # matrices unpacked at once on the generic path
@@ -233,7 +232,7 @@ class Run:
                 return s * math.sqrt(self.input_dim)
             root_d = torch.tensor([math.sqrt(d) for d in dims], dtype=dist.dtype, device=dist.device)
             return (s * root_d).expand(dist.shape[:-1])
-        if rule in ("median_d2", "median_d"):
+        if rule in MEDIAN_RULES:
             if key is None:
                 return _median_sigma(dist, rule)
             key = (rule, key)
@@ -252,7 +251,7 @@ class Run:
         if kernel == "linear":
             return G
         D = _kernels._sq_distances(G)
-        if sigma_rule in ("median_d2", "median_d"):
+        if sigma_rule in MEDIAN_RULES:
             s = _median_sigma(_packed.pack(D), sigma_rule)[..., None, None]
         else:  # fixed, or sqrt_d with d = the number of outputs
             s = check_sigma(sigma) * (math.sqrt(probs.shape[-1]) if sigma_rule == "sqrt_d" else 1.0)

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import ipywidgets as widgets
 import numpy as np
 
+from ibwidget._vocabulary import SATURATION_RANGE
 from ibwidget.measure import estimators as _estimators
 from ibwidget.widget._applier import _Applier, _Batch
 from ibwidget.widget._controls import Controls, View
@@ -18,7 +19,6 @@ from ibwidget.widget._figures import Figures, RunData
 
 FIGURE_NAMES = ("plane", "dep_x", "dep_y", "loss", "accuracy")
 #: The gauge's informative range of kernel saturation (mean off-diagonal kernel value); outside it, σ is off.
-SATURATION_RANGE = (0.05, 0.9)
 _EXPORTS = {"trainer": [("PNG", "png"), ("SVG", "svg"), ("run file", "run")], "view": [("PNG", "png"), ("SVG", "svg")]}
 
 

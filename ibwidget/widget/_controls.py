@@ -8,13 +8,13 @@ from dataclasses import dataclass
 
 import ipywidgets as widgets
 
+from ibwidget._vocabulary import MEDIAN_RULES as _MEDIAN_RULES
 from ibwidget.measure import estimators as _estimators
 from ibwidget.measure import kernels as _kernels
 from ibwidget.record.run import TARGETS
 from ibwidget.widget._style import layer_color
 
 SIGMA_MIN, SIGMA_MAX = 1e-2, 1e3
-_MEDIAN_RULES = ("median_d2", "median_d")
 
 
 @dataclass(frozen=True)

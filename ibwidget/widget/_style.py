@@ -2,23 +2,10 @@
 
 from __future__ import annotations
 
-#: Layer i is drawn in PALETTE[i % 10] everywhere (category10).
-PALETTE = (
-    "#1f77b4",
-    "#ff7f0e",
-    "#2ca02c",
-    "#d62728",
-    "#9467bd",
-    "#8c564b",
-    "#e377c2",
-    "#7f7f7f",
-    "#bcbd22",
-    "#17becf",
-)
+from ibwidget._vocabulary import LINE_STYLES, PALETTE, SVG_DASHES
+
 #: Run r of a RunView uses LINE_STYLES[r] and MARKERS[r] (cycled).
-LINE_STYLES = ("solid", "dashed", "dotted", "dash_dotted")
 MARKERS = ("circle", "square", "triangle-up", "diamond", "cross", "triangle-down")
-_SVG_DASH = {"solid": "", "dashed": "6,4", "dotted": "2,3", "dash_dotted": "6,3,2,3"}
 TRAIN_COLOR, VAL_COLOR = "#1f77b4", "#ff7f0e"
 EPOCH_SCHEME = "viridis"
 
@@ -36,7 +23,7 @@ def legend_html(names: list[str]) -> str:
     """An HTML legend: one line sample per run in its line style."""
     items = []
     for r, name in enumerate(names):
-        dash = _SVG_DASH[run_style(r)[0]]
+        dash = SVG_DASHES[run_style(r)[0]]
         sample = (
             '<svg width="34" height="10" style="vertical-align:middle">'
             f'<line x1="1" y1="5" x2="33" y2="5" stroke="#333" stroke-width="2" stroke-dasharray="{dash}"/></svg>'

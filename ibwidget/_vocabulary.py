@@ -1,0 +1,50 @@
+"""The one vocabulary: every name the layers, the views and the front-end (``js/planeview.js``) share, defined once.
+
+The grid's ``meta`` carries what the front-end needs of it (format, version, palette, dashes, the NaN code), and the
+front-end refuses a format version it does not know.
+"""
+
+from __future__ import annotations
+
+#: What Y is: the true labels (one-hot, linear kernel) or the network's softmax output (PyGlow's choice).
+TARGETS = ("labels", "output")
+
+#: Kernels a representation's Gram matrix can be turned into.
+KERNELS = ("gaussian", "linear")
+
+#: Sigma rules, each with its formula (d is the representation's dimension, D2 the off-diagonal squared distances).
+SIGMA_RULES = {
+    "fixed": "sigma as given (PyGlow: 5 for X, H and Y alike)",
+    "sqrt_d": "sigma * sqrt(d) (HSIC-bottleneck code)",
+    "median_d2": "sigma^2 = median of off-diagonal D2",
+    "median_d": "sigma = median of off-diagonal distances sqrt(D2)",
+}
+#: Rules that scale a given sigma; the others (median rules) take sigma from the data.
+SIGMA_SCALING_RULES = ("fixed", "sqrt_d")
+MEDIAN_RULES = ("median_d2", "median_d")
+
+#: Layer i is drawn in PALETTE[i % 10] everywhere (category10).
+PALETTE = (
+    "#1f77b4",
+    "#ff7f0e",
+    "#2ca02c",
+    "#d62728",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#7f7f7f",
+    "#bcbd22",
+    "#17becf",
+)
+#: Run r of a comparison uses LINE_STYLES[r] (cycled); SVG_DASHES gives each its stroke-dasharray.
+LINE_STYLES = ("solid", "dashed", "dotted", "dash_dotted")
+SVG_DASHES = {"solid": "", "dashed": "6,4", "dotted": "2,3", "dash_dotted": "6,3,2,3"}
+
+#: The saturation gauge's informative range (mean off-diagonal kernel value): outside it, sigma is too small/large.
+SATURATION_RANGE = (0.05, 0.9)
+
+#: The precomputed plane grid's format (``meta["format"]``, ``meta["version"]``), read by js/planeview.js.
+GRID_FORMAT = "ibwidget.planegrid"
+GRID_VERSION = 1
+#: uint16 code of a missing value in the one-file report's quantised grid.
+NAN_CODE = 65535
