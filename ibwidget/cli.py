@@ -18,25 +18,10 @@ from pathlib import Path
 
 from ibwidget.measure import estimators as _estimators
 from ibwidget.measure._validate import check_sigma
+from ibwidget.pyglow.seed import seed_model
 from ibwidget.record.run import KERNELS, TARGETS, load_run
 
 DATASETS = ("digits", "mnist", "cifar10")
-
-
-def seed_model(input_shape, num_classes: int = 10, device="auto", dropout: float = 0.0):
-    """The seed tutorial's network: Conv2d(16) -> Flatten -> Dense 1000/500/200 -> Dense(num_classes) logits."""
-    from ibwidget.pyglow.layers import Conv2d, Dense, Dropout, Flatten
-    from ibwidget.pyglow.models import IBSequential
-
-    model = IBSequential(input_shape=input_shape, device=device)
-    model.add(Conv2d(filters=16, kernel_size=3, stride=1, padding=1, activation="relu"))
-    model.add(Flatten())
-    for width in (1000, 500, 200):
-        model.add(Dense(width, activation="relu"))
-        if dropout:
-            model.add(Dropout(dropout))
-    model.add(Dense(num_classes))
-    return model
 
 
 def _load(dataset: str, batch_size: int, seed: int, root):
