@@ -18,6 +18,8 @@ venv: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check ibwidget tests benchmarks
+	$(BIN)/ruff format --check ibwidget tests benchmarks
+	$(BIN)/mypy
 
 test: lint browser-deps js-test
 	$(BIN)/python -m pytest -q

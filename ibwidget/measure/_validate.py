@@ -5,12 +5,13 @@ from __future__ import annotations
 import difflib
 import math
 from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 import torch
 
 
-def as_float_tensor(x, name: str, like: torch.Tensor | None = None) -> torch.Tensor:
+def as_float_tensor(x: object, name: str, like: torch.Tensor | None = None) -> torch.Tensor:
     """Return ``x`` as a floating torch tensor; numpy arrays go to ``like``'s device."""
     if isinstance(x, np.ndarray):
         if x.dtype == object:
@@ -58,7 +59,9 @@ def check_kernel(K: torch.Tensor, name: str, min_m: int = 2, check_symmetric: bo
     return m
 
 
-def check_pair(K: torch.Tensor, L: torch.Tensor, names=("K", "L"), min_m: int = 2):
+def check_pair(
+    K: torch.Tensor | np.ndarray, L: torch.Tensor | np.ndarray, names: tuple[str, str] = ("K", "L"), min_m: int = 2
+) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Validate two kernel matrices over the same m samples; return them on one device and dtype, and m.
 
     Batched matrices pair up by broadcasting their batch shapes: one ``(m, m)`` matrix against a batch
@@ -83,7 +86,7 @@ def check_pair(K: torch.Tensor, L: torch.Tensor, names=("K", "L"), min_m: int = 
     return K.to(dtype), L.to(dtype), mk
 
 
-def _check_batches(K: torch.Tensor, L: torch.Tensor, names) -> None:
+def _check_batches(K: torch.Tensor, L: torch.Tensor, names: tuple[str, str]) -> None:
     """The batch shapes (all but the last two dims) of two kernel matrices must broadcast against each other."""
     try:
         torch.broadcast_shapes(K.shape[:-2], L.shape[:-2])
@@ -96,7 +99,7 @@ def _check_batches(K: torch.Tensor, L: torch.Tensor, names) -> None:
         ) from None
 
 
-def check_samples(Z, name: str, m: int, batch_shape: tuple = ()) -> torch.Tensor:
+def check_samples(Z: object, name: str, m: int, batch_shape: tuple = ()) -> torch.Tensor:
     """``Z`` as a tensor of one value (a label, or a row) per sample: shape ``(m,)`` or ``(m, ...)``."""
     if isinstance(Z, np.ndarray):
         Z = torch.from_numpy(np.ascontiguousarray(Z))
@@ -112,7 +115,7 @@ def check_samples(Z, name: str, m: int, batch_shape: tuple = ()) -> torch.Tensor
     return Z
 
 
-def check_sigma(sigma, name: str = "sigma"):
+def check_sigma(sigma: object, name: str = "sigma") -> float | torch.Tensor:
     """Sigma must be positive and finite: a number, or a tensor of per-batch values."""
     if isinstance(sigma, torch.Tensor | np.ndarray):
         s = torch.as_tensor(sigma)
@@ -130,7 +133,7 @@ def check_sigma(sigma, name: str = "sigma"):
     return float(sigma)
 
 
-def _close_names(name, known: list) -> list:
+def _close_names(name: object, known: list) -> list:
     """Known names ``name`` may have meant: those it begins (``"kde"``), else the closest spellings (``"hsci"``)."""
     if not isinstance(name, str) or not name:
         return []
@@ -144,7 +147,7 @@ def _close_names(name, known: list) -> list:
     return [k for k in candidates if score[k] == best][:3] if best >= 0.6 else []
 
 
-def unknown_name(kind: str, name, known: Iterable) -> ValueError:
+def unknown_name(kind: str, name: object, known: Iterable) -> ValueError:
     """The error for a name outside a vocabulary: it lists the known names and suggests the closest ones."""
     known = list(known)
     text = f"Unknown {kind} {name!r}. Known: {', '.join(repr(k) for k in known)}."
@@ -154,7 +157,7 @@ def unknown_name(kind: str, name, known: Iterable) -> ValueError:
     return ValueError(text)
 
 
-def resolve_name(kind: str, name, known: Iterable):
+def resolve_name(kind: str, name: object, known: Iterable) -> Any:
     """The name of ``known`` that ``name`` spells, ignoring case when that leaves one candidate; else an error.
 
     >>> resolve_name("estimator", "CKA", ["hsic", "cka"])
@@ -170,6 +173,6 @@ def resolve_name(kind: str, name, known: Iterable):
     raise unknown_name(kind, name, known)
 
 
-def clean_text(text) -> str:
+def clean_text(text: object) -> str:
     """``text`` as a string any UTF-8 file can hold: a lone surrogate (from undecodable bytes) becomes U+FFFD."""
     return str(text).encode("utf-16", "surrogatepass").decode("utf-16", "replace")

@@ -14,8 +14,9 @@ input's dtype. Sums that cancel are accumulated in float64. Binning is the one e
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -45,6 +46,8 @@ __all__ = [
 ]
 
 _F64 = torch.float64
+#: What the functions accept: a torch tensor on any device, or a numpy array.
+Matrix = torch.Tensor | np.ndarray
 
 
 def _center(K: torch.Tensor) -> torch.Tensor:
@@ -73,7 +76,7 @@ def _hsic_unbiased(K: torch.Tensor, L: torch.Tensor) -> torch.Tensor:
 _HSIC_NORMALIZERS = ("biased", "unbiased", "pyglow")
 
 
-def hsic(K, L, normalizer: str = "biased") -> torch.Tensor:
+def hsic(K: Matrix, L: Matrix, normalizer: str = "biased") -> torch.Tensor:
     """Hilbert-Schmidt independence criterion of two kernel matrices.
 
     ``"biased"``: ``tr(K H L H) / (m-1)^2`` (Gretton et al. 2005, "Measuring statistical dependence with
@@ -105,7 +108,7 @@ def _safe_ratio(num: torch.Tensor, den_sq: torch.Tensor) -> torch.Tensor:
     return torch.where(ok, num / torch.sqrt(torch.where(ok, den_sq, torch.ones_like(den_sq))), torch.zeros_like(num))
 
 
-def cka(K, L, debiased: bool = False) -> torch.Tensor:
+def cka(K: Matrix, L: Matrix, debiased: bool = False) -> torch.Tensor:
     """Centered kernel alignment, ``HSIC(K, L) / sqrt(HSIC(K, K) HSIC(L, L))``.
 
     Kornblith et al. 2019, "Similarity of neural network representations revisited", eq. (3); ``debiased=True``
@@ -130,7 +133,7 @@ def _cka(K: torch.Tensor, L: torch.Tensor, debiased: bool) -> torch.Tensor:
     return _safe_ratio(kl, kk * ll)
 
 
-def nhsic(K, L, eps: float = 1e-5) -> torch.Tensor:
+def nhsic(K: Matrix, L: Matrix, eps: float = 1e-5) -> torch.Tensor:
     """Normalized HSIC, ``tr(Kc (Kc + eps m I)^-1 Lc (Lc + eps m I)^-1)`` with ``Kc = H K H``.
 
     Fukumizu et al. 2008, "Kernel measures of conditional dependence" (NOCCO), as used by Ma, Lewis & Kleijn 2020,
@@ -182,13 +185,13 @@ def _unit_trace(K: torch.Tensor) -> torch.Tensor:
     return K / tr[..., None, None]
 
 
-def _check_alpha(alpha) -> float:
+def _check_alpha(alpha: float) -> float:
     if not (isinstance(alpha, int | float) and math.isfinite(alpha) and alpha > 0):
         raise ValueError(f"alpha must be a positive number (alpha=1 is Shannon), got {alpha!r}.")
     return float(alpha)
 
 
-def renyi_entropy(K, alpha: float = 1.01) -> torch.Tensor:
+def renyi_entropy(K: Matrix, alpha: float = 1.01) -> torch.Tensor:
     """Matrix-based Renyi alpha-entropy in bits, ``S_a(A) = log2(sum_i lambda_i(A)^a) / (1 - a)``, ``A = K / tr K``.
 
     Sanchez Giraldo, Rao & Principe 2015, "Measures of entropy from data using infinitely divisible kernels",
@@ -203,7 +206,7 @@ def renyi_entropy(K, alpha: float = 1.01) -> torch.Tensor:
     return _renyi_entropy_normalized(_unit_trace(K), _check_alpha(alpha)).to(K.dtype)
 
 
-def renyi_mi(K, L, alpha: float = 1.01) -> torch.Tensor:
+def renyi_mi(K: Matrix, L: Matrix, alpha: float = 1.01) -> torch.Tensor:
     """Matrix-based Renyi alpha mutual information in bits, ``S(A) + S(B) - S(A∘B / tr(A∘B))``.
 
     Yu et al. 2019, "Multivariate extension of matrix-based Renyi's alpha-order entropy functional", eq. (6) for
@@ -234,7 +237,7 @@ def _neg_mean_log_mean_exp(logits: torch.Tensor, counts: torch.Tensor) -> torch.
     return -(torch.logsumexp(logits, dim=-1) - torch.log(counts)).mean(-1)
 
 
-def kde_mi(D, noise_var: float, labels=None, bound: str = "upper") -> torch.Tensor:
+def kde_mi(D: Matrix, noise_var: float, labels: Matrix | None = None, bound: str = "upper") -> torch.Tensor:
     """Pairwise-distance bounds on the mutual information of a layer with Gaussian noise, in bits.
 
     Kolchinsky & Tracey 2017, "Estimating mixture entropy with pairwise distances", Entropy 19(7):361, eqs. (10)
@@ -274,7 +277,7 @@ def _kde_mi(D: torch.Tensor, noise_var: float, codes: torch.Tensor | None, bound
     return (full - within) / math.log(2.0)
 
 
-def _integer_codes(Z, name: str, m: int, batch_shape: tuple = ()) -> torch.Tensor:
+def _integer_codes(Z: Matrix, name: str, m: int, batch_shape: tuple = ()) -> torch.Tensor:
     """Integer codes (m,) for discrete values: integer labels as given, or the distinct rows of an array."""
     Z = check_samples(Z, name, m, batch_shape)
     if Z.ndim == 1 and not Z.is_floating_point():
@@ -287,7 +290,9 @@ def _entropy_bits(codes: torch.Tensor) -> torch.Tensor:
     return -(p * torch.log2(p)).sum()
 
 
-def binning_mi(T, Z, bins: int = 30, *, edges=None, width: float | None = None) -> torch.Tensor:
+def binning_mi(
+    T: Matrix, Z: Matrix, bins: int = 30, *, edges: Sequence[float] | None = None, width: float | None = None
+) -> torch.Tensor:
     """Mutual information (bits) between a binned layer T and discrete Z, by plug-in entropies of bin patterns.
 
     Shwartz-Ziv & Tishby 2017, "Opening the black box of deep neural networks via information", Sec. 3.3: each
@@ -324,7 +329,7 @@ def binning_mi(T, Z, bins: int = 30, *, edges=None, width: float | None = None) 
     return mi.clamp_min(0.0).to(T.dtype)
 
 
-def _bin_indices(T: torch.Tensor, bins: int, edges, width: float | None) -> torch.Tensor:
+def _bin_indices(T: torch.Tensor, bins: int, edges: Sequence[float] | None, width: float | None) -> torch.Tensor:
     """Integer bin of every activation of T (m, d) under one of :func:`binning_mi`'s conventions."""
     if width is not None:
         if isinstance(width, bool) or not isinstance(width, int | float) or not (math.isfinite(width) and width > 0):
@@ -379,7 +384,7 @@ class EstimatorSpec:
             text += f" [{self.units}]"
         return text
 
-    def __call__(self, *args, **kwargs):
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.fn(*args, **{**self.options, **kwargs})
 
 
@@ -399,7 +404,7 @@ def register(
     options: Mapping | None = None,
     uses_sigma: bool = True,
     overwrite: bool = False,
-):
+) -> Callable:
     """Register an estimator under ``name`` (usable as a decorator); it then appears in the widget's dropdown.
 
     >>> @register("mean_product", label="E[K∘L]({a}, {b})", overwrite=True)

@@ -422,10 +422,7 @@ class _Pool(Layer):
         out = _window_out(input_shape[1:], self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode)
         _check_out(name, input_shape, out)
         cls = self._torch[(self.kind, self.rank)]
-        if self.kind == "max":
-            extra = {"dilation": self.dilation}
-        else:
-            extra = {"count_include_pad": self.count_include_pad}
+        extra = {"dilation": self.dilation} if self.kind == "max" else {"count_include_pad": self.count_include_pad}
         self.pooling_layer = cls(self.kernel_size, self.stride, self.padding, ceil_mode=self.ceil_mode, **extra)
         return (input_shape[0], *out)
 

@@ -7,6 +7,7 @@ calls the owner's ``apply`` with one :class:`_Batch`. Errors never kill the thre
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 import traceback
@@ -129,10 +130,8 @@ class _Applier:
                 batch.more_pending = not self._queue.empty()
                 self._apply(batch)
             except BaseException as exc:  # noqa: BLE001 - shown in the widget, never kills this thread
-                try:
+                with contextlib.suppress(BaseException):  # reporting the error must not kill this thread either
                     self._on_error(exc, traceback.format_exc())
-                except BaseException:  # noqa: BLE001
-                    pass
             finally:
                 for done in syncs:
                     done.set()

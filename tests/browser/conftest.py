@@ -149,10 +149,8 @@ def _federated_extensions(server: JupyterServer, path: str) -> set[str]:
 def _stop(server: JupyterServer) -> None:
     with contextlib.suppress(OSError, ValueError):
         server.api("POST", "api/shutdown", timeout=5)
-    try:
+    with contextlib.suppress(subprocess.TimeoutExpired):
         server.proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        pass
     # Only the process group this fixture started (start_new_session: pgid == pid), never anything by name.
     for sig in (signal.SIGTERM, signal.SIGKILL):
         if server.proc.poll() is not None:
