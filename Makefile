@@ -17,8 +17,8 @@ $(STAMP): pyproject.toml requirements/torch.txt requirements/dev-extra.txt
 venv: $(STAMP)
 
 lint: $(STAMP)
-	$(BIN)/ruff check ibwidget tests benchmarks
-	$(BIN)/ruff format --check ibwidget tests benchmarks
+	$(BIN)/ruff check ibwidget tests benchmarks notebooks
+	$(BIN)/ruff format --check ibwidget tests benchmarks notebooks
 	$(BIN)/mypy
 
 test: lint browser-deps js-test
@@ -56,6 +56,11 @@ demo: $(STAMP)
 train: $(STAMP)
 	$(BIN)/ibwidget train --dataset digits --epochs 20 --estimator hsic --probe 512 --out runs/digits.ibrun
 	$(BIN)/ibwidget info runs/digits.ibrun
+
+# Regenerate notebooks/*.ipynb from their jupytext percent-format sources notebooks/*.py (a test checks they match).
+.PHONY: notebooks
+notebooks: $(STAMP)
+	$(BIN)/python notebooks/_build.py
 
 # Execute every notebook and write build/html/<name>.html with the widget state embedded (and the executed .ipynb).
 html: $(STAMP)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 #: What Y is: the true labels (one-hot, linear kernel) or the network's softmax output (PyGlow's choice).
 TARGETS = ("labels", "output")
+#: The symbol each target is written with on an axis: I(T;Y) against the labels, I(T;Ŷ) against the output.
+TARGET_SYMBOLS = {"labels": "Y", "output": "Ŷ"}
 
 #: Kernels a representation's Gram matrix can be turned into.
 KERNELS = ("gaussian", "linear")
@@ -45,6 +47,6 @@ SATURATION_RANGE = (0.05, 0.9)
 
 #: The precomputed plane grid's format (``meta["format"]``, ``meta["version"]``), read by js/planeview.js.
 GRID_FORMAT = "ibwidget.planegrid"
-GRID_VERSION = 1
+GRID_VERSION = 2
 #: uint16 code of a missing value in the one-file report's quantised grid.
 NAN_CODE = 65535

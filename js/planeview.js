@@ -1,28 +1,67 @@
 // ibwidget PlaneView: a kernel-free information plane (anywidget ESM; also inlined into one-file HTML reports).
 //
-// The synced state is a precomputed grid (see ibwidget/_grid.py): every estimator x sigma slot x target x layer x
+// The synced state is a precomputed grid (see ibwidget/plane/_grid.py): every estimator x sigma slot x target x layer x
 // epoch x 2 coordinates, so every toggle and the epoch player run here, with no kernel round trip.
-//   meta        JSON: axes of the grid, runs (names, layer names, epochs, history), estimator labels
+//   meta        JSON: format and version (others are refused in the view), axes of the grid, runs (names, layer
+//               names, epochs, history), estimator labels, and the vocabulary it is drawn with (palette, dashes,
+//               NaN code, saturation range: ibwidget/_vocabulary.py)
 //   grid        bytes: float32 (runs, epochs, blocks, layers, 2), or uint16 codes with `scales` (one-file HTML)
 //   saturation  bytes: float32 (runs, epochs, slots, layers), mean off-diagonal Gaussian kernel value
 // User strings (run, layer names) only ever reach the page through textContent, never as markup.
-// The pure helpers are named exports (tested with `node --test js/tests/`); the DOM code is `render`.
+// The pure helpers are named exports (tested with `node --test js/tests/`, against a fixture grid Python wrote); the
+// DOM code is small builders sharing one view object, wired together by `render`.
 
 const SVG_NS = "http://www.w3.org/2000/svg";
-export const PALETTE = [
-  "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
-  "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
-];
-const DASHES = ["", "6,4", "2,3", "6,3,2,3"];
+// The grid format this front-end reads (ibwidget/_vocabulary.py: GRID_FORMAT, GRID_VERSION); it refuses others.
+// Everything else the vocabulary defines (palette, dashes, NaN code, saturation range) comes in the grid's meta.
+export const GRID_FORMAT = "ibwidget.planegrid";
+export const GRID_VERSION = 2;
 const VIRIDIS = [
   [68, 1, 84], [72, 35, 116], [64, 67, 135], [52, 94, 141], [41, 120, 142], [32, 144, 140],
   [34, 167, 132], [68, 190, 112], [121, 209, 81], [189, 222, 38], [253, 231, 37],
 ];
-const NAN_CODE = 65535;
 export const TRAIL = 8; // steps of the fading trail behind each layer's current point
 export const SPEEDS = [1, 2, 5, 10, 20]; // epochs per second
 
 // ------------------------------------------------------------------------------------------------ pure helpers
+
+/** Why this front-end cannot draw `meta` (another format or version), or "" when it can. */
+export function formatProblem(meta) {
+  if (!meta || meta.format !== GRID_FORMAT) {
+    return `not an ibwidget plane grid (format ${JSON.stringify(meta ? meta.format : meta)}, expected "${GRID_FORMAT}")`;
+  }
+  if (meta.version !== GRID_VERSION) {
+    const newer = meta.version > GRID_VERSION;
+    return (
+      `this grid is format version ${meta.version}; this view reads version ${GRID_VERSION} only: ` +
+      (newer ? "update ibwidget to view it" : "recompute the grid (or the report) with this ibwidget")
+    );
+  }
+  return "";
+}
+
+/** The colour of layer l (meta.palette, cycled). */
+export function layerColour(meta, l) {
+  return meta.palette[l % meta.palette.length];
+}
+
+/** The stroke-dasharray of run r of a comparison (meta.dashes, cycled). */
+export function runDash(meta, r) {
+  return meta.dashes[r % meta.dashes.length];
+}
+
+/** The gauge track's CSS background: red outside meta.saturation_range, yellow at its ends, green inside. */
+export function gaugeBackground(meta) {
+  const [low, high] = meta.saturation_range.map((v) => v * 100);
+  const inner = (f) => (low + f * (high - low)).toFixed(1);
+  return `linear-gradient(90deg,#c0392b,#f1c40f ${low.toFixed(1)}%,#27ae60 ${inner(0.25)}%,#27ae60 ${inner(0.75)}%,#f1c40f ${high.toFixed(1)}%,#c0392b)`;
+}
+
+/** " — σ too large" / " — σ too small" outside meta.saturation_range, else "". */
+export function saturationHint(meta, s) {
+  const [low, high] = meta.saturation_range;
+  return s > high ? " — σ too large" : s < low ? " — σ too small" : "";
+}
 
 /** Bytes of a DataView / ArrayBuffer / typed array / base64 string, as a Uint8Array (no copy where possible). */
 export function bytesOf(value) {
@@ -60,7 +99,7 @@ export function float32Of(bytes) {
 
 /**
  * The grid's values as a Float32Array, from float32 bytes (meta.encoding "f32") or from uint16 codes with a
- * float64 (blocks, 2 coordinates, [lo, step]) table of scales ("u16": value = lo + code * step, 65535 = NaN).
+ * float64 (blocks, 2 coordinates, [lo, step]) table of scales ("u16": value = lo + code * step, meta.nan_code = NaN).
  */
 export function decodeValues(meta, gridBytes, scaleBytes) {
   if ((meta.encoding || "f32") === "f32") return float32Of(gridBytes);
@@ -70,12 +109,13 @@ export function decodeValues(meta, gridBytes, scaleBytes) {
   const s = aligned(bytesOf(scaleBytes), 8);
   const scales = new Float64Array(s.buffer, s.byteOffset, Math.floor(s.byteLength / 8));
   const out = new Float32Array(codes.length);
+  const nanCode = meta.nan_code;
   const L = meta.n_layers;
   const B = meta.n_blocks;
   const perBlock = L * 2;
   for (let i = 0; i < codes.length; i++) {
     const code = codes[i];
-    if (code === NAN_CODE) {
+    if (code === nanCode) {
       out[i] = NaN;
       continue;
     }
@@ -87,24 +127,44 @@ export function decodeValues(meta, gridBytes, scaleBytes) {
   return out;
 }
 
-/** The block of (estimator index, slot index, target index); estimators without sigma have one slot. */
-export function blockIndex(meta, est, slot, target) {
-  const e = meta.estimators[est];
-  const s = e.slots > 1 ? slot : 0;
-  return e.base + s * meta.targets.length + target;
+function unknownName(what, name, names) {
+  return new Error(`ibwidget: unknown ${what} ${JSON.stringify(name)}; this grid has ${names.join(", ")}`);
 }
 
-/** The slot of a rule: for fixed / sqrt_d the one with sigma meta.sigmas[sigmaIndex]; a median rule has one. */
-export function slotIndex(meta, rule, sigmaIndex) {
-  const sigma = meta.sigmas[sigmaIndex];
-  let first = -1;
-  for (let i = 0; i < meta.slots.length; i++) {
-    const s = meta.slots[i];
-    if (s.rule !== rule) continue;
-    if (first < 0) first = i;
-    if (s.sigma === null || s.sigma === undefined || s.sigma === sigma) return i;
+/** Index of `name` in `names`, or an Error that lists the names there are. */
+function indexOf(names, name, what) {
+  const i = names.indexOf(name);
+  if (i < 0) throw unknownName(what, name, names);
+  return i;
+}
+
+/**
+ * The block of (estimator name, slot index, target name); an estimator without sigma ignores the slot.
+ * Python's Grid.block_index(estimator, slot, target) is the same function.
+ */
+export function blockIndex(meta, estimator, slot, target) {
+  const names = meta.estimators.map((e) => e.name);
+  const e = meta.estimators[indexOf(names, estimator, "estimator in this grid")];
+  const t = indexOf(meta.targets, target, "target in this grid");
+  return e.base + (e.slots > 1 ? slot : 0) * meta.targets.length + t;
+}
+
+/**
+ * The slot of a median rule (sigma ignored), or of the grid sigma nearest `sigma` (log scale) under a scaling rule.
+ * Python's Grid.slot_index(rule, sigma) is the same function.
+ */
+export function slotIndex(meta, rule, sigma) {
+  const slots = [];
+  meta.slots.forEach((s, i) => {
+    if (s.rule === rule) slots.push(i);
+  });
+  if (!slots.length) throw unknownName("sigma rule in this grid", rule, meta.rules);
+  const sigmas = slots.map((i) => meta.slots[i].sigma);
+  if (sigmas[0] === null || sigmas[0] === undefined) return slots[0];
+  if (!(sigma > 0 && Number.isFinite(sigma))) {
+    throw new Error(`ibwidget: the ${JSON.stringify(rule)} rule needs a positive sigma, got ${sigma}`);
   }
-  return first;
+  return slots[nearestLog(sigmas, sigma)];
 }
 
 /** Index of the grid value nearest to v on a log scale (the sigma slider snaps to it). */
@@ -305,8 +365,7 @@ const CSS = `
 .ibwp-svg .ibwp-axis-line{stroke:#666}
 .ibwp-svg .ibwp-layers *{pointer-events:none}
 .ibwp-gauge{display:flex;align-items:center;gap:8px}
-.ibwp-gauge-track{width:160px;height:10px;background:linear-gradient(90deg,#c0392b,#f1c40f 15%,#27ae60 35%,#27ae60 65%,#f1c40f 85%,#c0392b);
-  border-radius:5px;position:relative}
+.ibwp-gauge-track{width:160px;height:10px;background:#ddd;border-radius:5px;position:relative}
 .ibwp-gauge-fill{position:absolute;top:-3px;width:3px;height:16px;background:#111;border-radius:1px}
 .ibwp-tooltip{position:absolute;pointer-events:none;background:rgba(255,255,255,.95);border:1px solid #999;
   border-radius:3px;padding:3px 6px;font-size:12px;white-space:pre;display:none;z-index:10}
@@ -347,81 +406,70 @@ const W = 720;
 const H = 470;
 const M = { left: 78, right: 92, top: 16, bottom: 58 };
 
-/** Render a PlaneView into `el` from an anywidget-like `model` (get / on / off / send). Returns a cleanup. */
-export function render({ model, el: host }) {
-  const uid = "ibwp" + ++viewCount;
-  const root = el("div", "ibwp-root");
-  root.tabIndex = 0;
-  root.setAttribute("data-lm-suppress-shortcuts", "true"); // JupyterLab: our keys, not the notebook's
-  root.setAttribute("role", "application");
-  root.setAttribute("aria-label", "information plane: space plays or pauses, arrow keys step through epochs");
-  const style = el("style");
-  style.textContent = CSS;
-  root.appendChild(style);
+// A view is one object shared by the builders below: { model, uid, ui (its DOM nodes), state, raf }. Each builder
+// makes or redraws one part; `render` wires them together.
 
-  const title = el("div", "ibwp-title");
-  const controls = el("div", "ibwp-row ibwp-controls");
-  const layerRow = el("div", "ibwp-row ibwp-toggles");
-  const player = el("div", "ibwp-row ibwp-player");
-  const plot = el("div", "ibwp-plot");
-  const tooltip = el("div", "ibwp-tooltip");
-  const gauge = el("div", "ibwp-row ibwp-gauge");
-  const readout = el("div", "ibwp-readout");
-  const historyLine = el("div", "ibwp-history");
-  const note = el("div", "ibwp-note");
-  root.append(title, controls, layerRow, player, plot, gauge, historyLine, readout, note);
+function labelled(text, node) {
+  const l = el("label");
+  l.append(text, node);
+  return l;
+}
 
-  // controls
-  const estSelect = el("select", "ibwp-estimator");
-  const ruleSelect = el("select", "ibwp-rule");
-  const sigmaInput = el("input", "ibwp-sigma");
-  sigmaInput.type = "range";
-  sigmaInput.step = "1";
-  const sigmaValue = el("span", "ibwp-sigma-value");
-  const targetSelect = el("select", "ibwp-target");
-  const labelled = (text, node) => {
-    const l = el("label");
-    l.append(text, node);
-    return l;
-  };
-  const sigmaLabel = labelled("σ ", sigmaInput);
-  controls.append(
-    labelled("estimator ", estSelect),
-    labelled("rule ", ruleSelect),
-    sigmaLabel,
-    sigmaValue,
-    labelled("target ", targetSelect),
+function button(cls, text, tip) {
+  const b = el("button", cls, text);
+  b.type = "button";
+  if (tip) b.title = tip;
+  return b;
+}
+
+/** The selection controls: estimator, sigma rule, sigma slider, target. */
+function buildControls(ui) {
+  ui.estSelect = el("select", "ibwp-estimator");
+  ui.ruleSelect = el("select", "ibwp-rule");
+  ui.sigmaInput = el("input", "ibwp-sigma");
+  ui.sigmaInput.type = "range";
+  ui.sigmaInput.step = "1";
+  ui.sigmaValue = el("span", "ibwp-sigma-value");
+  ui.targetSelect = el("select", "ibwp-target");
+  ui.controls.append(
+    labelled("estimator ", ui.estSelect),
+    labelled("rule ", ui.ruleSelect),
+    labelled("σ ", ui.sigmaInput),
+    ui.sigmaValue,
+    labelled("target ", ui.targetSelect),
   );
-  // player
-  const playButton = el("button", "ibwp-play", "▶ Play");
-  playButton.type = "button";
-  playButton.title = "play / pause (space)";
-  const backButton = el("button", "ibwp-step-back", "◀");
-  backButton.type = "button";
-  backButton.title = "previous epoch (←)";
-  const fwdButton = el("button", "ibwp-step-fwd", "▶|");
-  fwdButton.type = "button";
-  fwdButton.title = "next epoch (→)";
-  const scrub = el("input", "ibwp-scrub");
-  scrub.type = "range";
-  scrub.min = "0";
-  scrub.step = "1";
-  scrub.setAttribute("aria-label", "epoch");
-  const epochLabel = el("span", "ibwp-epoch");
-  const speedSelect = el("select", "ibwp-speed");
-  for (const s of SPEEDS) option(speedSelect, s, s + " epoch" + (s === 1 ? "" : "s") + "/s");
-  speedSelect.value = "5";
-  player.append(playButton, backButton, fwdButton, scrub, epochLabel, labelled("speed ", speedSelect));
-  // gauge
-  const gaugeTrack = el("div", "ibwp-gauge-track");
-  const gaugeFill = el("div", "ibwp-gauge-fill");
-  gaugeTrack.appendChild(gaugeFill);
-  const gaugeText = el("span", "ibwp-gauge-text");
-  gauge.append(el("span", "ibwp-gauge-label", "kernel saturation"), gaugeTrack, gaugeText);
-  gauge.title = "mean off-diagonal Gaussian kernel value of the visible layers at this epoch: near 1, sigma is too large; near 0, too small";
+}
 
-  // svg skeleton
-  const svg = svgEl("svg", { viewBox: `0 0 ${W} ${H}`, role: "img" }, "ibwp-svg");
+/** The epoch player: play / pause, steps, the scrubber, the epoch label and the speed. */
+function buildPlayer(ui) {
+  ui.playButton = button("ibwp-play", "▶ Play", "play / pause (space)");
+  ui.backButton = button("ibwp-step-back", "◀", "previous epoch (←)");
+  ui.fwdButton = button("ibwp-step-fwd", "▶|", "next epoch (→)");
+  ui.scrub = el("input", "ibwp-scrub");
+  ui.scrub.type = "range";
+  ui.scrub.min = "0";
+  ui.scrub.step = "1";
+  ui.scrub.setAttribute("aria-label", "epoch");
+  ui.epochLabel = el("span", "ibwp-epoch");
+  ui.speedSelect = el("select", "ibwp-speed");
+  for (const s of SPEEDS) option(ui.speedSelect, s, s + " epoch" + (s === 1 ? "" : "s") + "/s");
+  ui.speedSelect.value = "5";
+  ui.player.append(ui.playButton, ui.backButton, ui.fwdButton, ui.scrub, ui.epochLabel, labelled("speed ", ui.speedSelect));
+}
+
+/** The kernel saturation gauge. */
+function buildGauge(ui) {
+  ui.gaugeTrack = el("div", "ibwp-gauge-track");
+  ui.gaugeFill = el("div", "ibwp-gauge-fill");
+  ui.gaugeTrack.appendChild(ui.gaugeFill);
+  ui.gaugeText = el("span", "ibwp-gauge-text");
+  ui.gauge.append(el("span", "ibwp-gauge-label", "kernel saturation"), ui.gaugeTrack, ui.gaugeText);
+  ui.gauge.title = "mean off-diagonal Gaussian kernel value of the visible layers at this epoch: near 1, sigma is too large; near 0, too small";
+}
+
+/** The plot's SVG skeleton: gradient and clip, grid, axes, layers, colour bar, labels, hover ring, tooltip. */
+function buildPlot(ui, uid) {
+  ui.svg = svgEl("svg", { viewBox: `0 0 ${W} ${H}`, role: "img" }, "ibwp-svg");
   const defs = svgEl("defs");
   const gradient = svgEl("linearGradient", { id: uid + "-grad", x1: "0", y1: "1", x2: "0", y2: "0" });
   for (let i = 0; i <= 10; i++) gradient.appendChild(svgEl("stop", { offset: i / 10, "stop-color": viridis(i / 10) }));
@@ -429,26 +477,55 @@ export function render({ model, el: host }) {
   const clip = svgEl("clipPath", { id: uid + "-clip" });
   clip.appendChild(svgEl("rect", { x: M.left, y: M.top, width: W - M.left - M.right, height: H - M.top - M.bottom }));
   defs.appendChild(clip);
-  svg.appendChild(defs);
-  const gridG = svgEl("g", null, "ibwp-grid");
-  const axesG = svgEl("g", null, "ibwp-axes");
-  const layersG = svgEl("g", { "clip-path": `url(#${uid}-clip)` }, "ibwp-layers");
-  const cbarG = svgEl("g", null, "ibwp-colorbar");
-  const xLabel = svgEl("text", { x: (M.left + W - M.right) / 2, y: H - 14, "text-anchor": "middle" }, "ibwp-axis-label ibwp-xlabel");
-  const yLabel = svgEl(
+  ui.svg.appendChild(defs);
+  ui.gridG = svgEl("g", null, "ibwp-grid");
+  ui.axesG = svgEl("g", null, "ibwp-axes");
+  ui.layersG = svgEl("g", { "clip-path": `url(#${uid}-clip)` }, "ibwp-layers");
+  ui.cbarG = svgEl("g", null, "ibwp-colorbar");
+  ui.xLabel = svgEl("text", { x: (M.left + W - M.right) / 2, y: H - 14, "text-anchor": "middle" }, "ibwp-axis-label ibwp-xlabel");
+  ui.yLabel = svgEl(
     "text",
     { transform: `translate(16,${(M.top + H - M.bottom) / 2}) rotate(-90)`, "text-anchor": "middle" },
     "ibwp-axis-label ibwp-ylabel",
   );
-  const emptyText = svgEl("text", { x: (M.left + W - M.right) / 2, y: (M.top + H - M.bottom) / 2, "text-anchor": "middle" }, "ibwp-empty");
-  svg.append(gridG, axesG, layersG, cbarG, xLabel, yLabel, emptyText);
-  const hoverRing = svgEl("circle", { r: 8, fill: "none", stroke: "#111", "stroke-width": 1.5, display: "none" }, "ibwp-hover");
-  svg.appendChild(hoverRing);
-  plot.append(svg, tooltip);
-  host.appendChild(root);
+  ui.emptyText = svgEl("text", { x: (M.left + W - M.right) / 2, y: (M.top + H - M.bottom) / 2, "text-anchor": "middle" }, "ibwp-empty");
+  ui.svg.append(ui.gridG, ui.axesG, ui.layersG, ui.cbarG, ui.xLabel, ui.yLabel, ui.emptyText);
+  ui.hoverRing = svgEl("circle", { r: 8, fill: "none", stroke: "#111", "stroke-width": 1.5, display: "none" }, "ibwp-hover");
+  ui.svg.appendChild(ui.hoverRing);
+  ui.plot.append(ui.svg, ui.tooltip);
+}
 
-  // ---------------------------------------------------------------------------------------------- state
-  const state = {
+/** The DOM of a view (not yet in the page): the root and every part, by name. */
+function buildDom(uid) {
+  const root = el("div", "ibwp-root");
+  root.tabIndex = 0;
+  root.setAttribute("data-lm-suppress-shortcuts", "true"); // JupyterLab: our keys, not the notebook's
+  root.setAttribute("role", "application");
+  root.setAttribute("aria-label", "information plane: space plays or pauses, arrow keys step through epochs");
+  root.appendChild(el("style", null, CSS));
+  const ui = {
+    root,
+    title: el("div", "ibwp-title"),
+    controls: el("div", "ibwp-row ibwp-controls"),
+    layerRow: el("div", "ibwp-row ibwp-toggles"),
+    player: el("div", "ibwp-row ibwp-player"),
+    plot: el("div", "ibwp-plot"),
+    tooltip: el("div", "ibwp-tooltip"),
+    gauge: el("div", "ibwp-row ibwp-gauge"),
+    readout: el("div", "ibwp-readout"),
+    historyLine: el("div", "ibwp-history"),
+    note: el("div", "ibwp-note"),
+  };
+  root.append(ui.title, ui.controls, ui.layerRow, ui.player, ui.plot, ui.gauge, ui.historyLine, ui.readout, ui.note);
+  buildControls(ui);
+  buildPlayer(ui);
+  buildGauge(ui);
+  buildPlot(ui, uid);
+  return ui;
+}
+
+function initialState() {
+  return {
     meta: null,
     dims: null,
     values: new Float32Array(0),
@@ -468,573 +545,647 @@ export function render({ model, el: host }) {
     sy: null,
     configured: false,
   };
-  let rafId = 0;
-  let lastStep = 0;
+}
 
-  const setMs = (kind, ms) => {
-    const g = globalThis;
-    g.__ibwp_last_redraw_ms = ms;
-    g.__ibwp_redraws = g.__ibwp_redraws || [];
-    g.__ibwp_redraws.push([kind, ms]);
-    if (g.__ibwp_redraws.length > 500) g.__ibwp_redraws.shift();
-    root.dataset.redrawMs = ms.toFixed(3);
-  };
+function recordRedraw(view, kind, ms) {
+  const g = globalThis;
+  g.__ibwp_last_redraw_ms = ms;
+  g.__ibwp_redraws = g.__ibwp_redraws || [];
+  g.__ibwp_redraws.push([kind, ms]);
+  if (g.__ibwp_redraws.length > 500) g.__ibwp_redraws.shift();
+  view.ui.root.dataset.redrawMs = ms.toFixed(3);
+}
 
-  function load() {
-    const meta = model.get("meta");
-    if (!meta || !meta.estimators || !meta.estimators.length) {
-      state.meta = null;
-      note.textContent = "no grid yet";
-      return;
-    }
-    state.meta = JSON.parse(JSON.stringify(meta)); // a private copy: live appends extend it
-    state.dims = dimsOf(state.meta);
-    state.values = decodeValues(state.meta, model.get("grid"), model.get("scales"));
-    state.sat = float32Of(model.get("saturation"));
-    const expected = state.dims.R * state.dims.E * state.dims.B * state.dims.L * 2;
-    if (state.values.length !== expected) {
-      note.textContent = `grid holds ${state.values.length} values, expected ${expected}`;
-      state.meta = null;
-      return;
-    }
-    configure();
+/** Show why there is nothing to draw, in the widget itself (not only in the console). */
+function showProblem(view, text) {
+  const { ui, state } = view;
+  state.meta = null;
+  ui.note.textContent = text;
+  ui.emptyText.textContent = text;
+  ui.root.dataset.problem = text;
+}
+
+/** Read the model's grid into the state (refusing a format this front-end does not read), then configure. */
+function loadGrid(view) {
+  const { model, ui, state } = view;
+  const meta = model.get("meta");
+  if (!meta || !meta.estimators || !meta.estimators.length) {
+    state.meta = null;
+    ui.note.textContent = "no grid yet";
+    return;
   }
-
-  function configure() {
-    const meta = state.meta;
-    // estimator, rule, sigma, target controls (kept when the grid is reloaded with the same axes)
-    const keepEst = estSelect.value;
-    estSelect.textContent = "";
-    meta.estimators.forEach((e, i) => {
-      option(estSelect, i, e.name).title = e.description || e.label_x;
-    });
-    ruleSelect.textContent = "";
-    for (const r of meta.rules) option(ruleSelect, r, r);
-    targetSelect.textContent = "";
-    for (const t of meta.targets) option(targetSelect, t, t === "labels" ? "labels (Y)" : "output (Ŷ)");
-    sigmaInput.min = "0";
-    sigmaInput.max = String(Math.max(0, meta.sigmas.length - 1));
-    if (!state.configured) {
-      const d = meta.default || {};
-      state.est = Math.min(d.estimator || 0, meta.estimators.length - 1);
-      state.rule = d.rule && meta.rules.includes(d.rule) ? d.rule : meta.rules[0];
-      state.sigmaIndex = meta.sigmas.length ? nearestLog(meta.sigmas, d.sigma || 5) : 0;
-      state.target = Math.max(0, meta.targets.indexOf(d.target || "labels"));
-      state.epoch = Math.max(0, state.dims.E - 1);
-    } else {
-      state.est = keepEst !== "" ? Math.min(Number(keepEst), meta.estimators.length - 1) : 0;
-      if (!meta.rules.includes(state.rule)) state.rule = meta.rules[0];
-      state.sigmaIndex = Math.min(state.sigmaIndex, Math.max(0, meta.sigmas.length - 1));
-      state.target = Math.min(state.target, meta.targets.length - 1);
-      state.epoch = state.follow ? Math.max(0, state.dims.E - 1) : Math.min(state.epoch, Math.max(0, state.dims.E - 1));
-    }
-    estSelect.value = String(state.est);
-    ruleSelect.value = state.rule;
-    sigmaInput.value = String(state.sigmaIndex);
-    targetSelect.value = meta.targets[state.target];
-    // title and layer toggles: text only
-    title.textContent = meta.runs.map((r) => r.name).join(" vs ") + " — information plane";
-    if (state.visibleLayers.length !== meta.n_layers) state.visibleLayers = new Array(meta.n_layers).fill(true);
-    if (state.visibleRuns.length !== meta.n_runs) state.visibleRuns = new Array(meta.n_runs).fill(true);
-    layerRow.textContent = "";
-    for (let l = 0; l < meta.n_layers; l++) {
-      const names = [...new Set(meta.runs.filter((r) => l < r.layer_names.length).map((r) => r.layer_names[l]))];
-      const b = el("button", "ibwp-layer-toggle");
-      b.type = "button";
-      b.dataset.layer = String(l);
-      const sw = el("span", "ibwp-swatch");
-      sw.style.background = PALETTE[l % PALETTE.length];
-      b.append(sw, document.createTextNode(names.join(" / ")));
-      b.title = `layer ${l}: ${names.join(" / ")} (show or hide)`;
-      b.setAttribute("aria-pressed", String(state.visibleLayers[l]));
-      b.addEventListener("click", () => {
-        state.visibleLayers[l] = !state.visibleLayers[l];
-        b.setAttribute("aria-pressed", String(state.visibleLayers[l]));
-        fullRedraw("layer");
-      });
-      layerRow.appendChild(b);
-    }
-    if (meta.n_runs > 1) {
-      meta.runs.forEach((run, r) => {
-        const b = el("button", "ibwp-run-toggle");
-        b.type = "button";
-        b.dataset.run = String(r);
-        const dash = DASHES[r % DASHES.length];
-        const sample = svgEl("svg", { width: 30, height: 10 });
-        sample.appendChild(svgEl("line", { x1: 1, y1: 5, x2: 29, y2: 5, stroke: "#333", "stroke-width": 2, "stroke-dasharray": dash }));
-        b.append(sample, document.createTextNode(" " + run.name));
-        b.setAttribute("aria-pressed", String(state.visibleRuns[r]));
-        b.addEventListener("click", () => {
-          state.visibleRuns[r] = !state.visibleRuns[r];
-          b.setAttribute("aria-pressed", String(state.visibleRuns[r]));
-          fullRedraw("run");
-        });
-        layerRow.appendChild(b);
-      });
-    }
-    scrub.max = String(Math.max(0, state.dims.E - 1));
-    buildItems();
-    state.configured = true;
-    fullRedraw("load");
+  const problem = formatProblem(meta);
+  if (problem) {
+    showProblem(view, problem);
+    return;
   }
+  delete ui.root.dataset.problem;
+  ui.emptyText.textContent = "";
+  state.meta = JSON.parse(JSON.stringify(meta)); // a private copy: live appends extend it
+  state.dims = dimsOf(state.meta);
+  state.values = decodeValues(state.meta, model.get("grid"), model.get("scales"));
+  state.sat = float32Of(model.get("saturation"));
+  const expected = state.dims.R * state.dims.E * state.dims.B * state.dims.L * 2;
+  if (state.values.length !== expected) {
+    showProblem(view, `grid holds ${state.values.length} values, expected ${expected}`);
+    return;
+  }
+  configure(view);
+}
 
-  function buildItems() {
-    const { meta, dims } = state;
-    layersG.textContent = "";
-    state.items = [];
-    for (let r = 0; r < dims.R; r++) {
-      for (let l = 0; l < Math.min(dims.L, meta.runs[r].layer_names.length); l++) {
-        const colour = PALETTE[l % PALETTE.length];
-        const g = svgEl("g", { "data-run": r, "data-layer": l }, "ibwp-layer");
-        const track = svgEl(
-          "path",
-          { fill: "none", stroke: colour, "stroke-width": 1.5, "stroke-opacity": 0.3, "stroke-dasharray": DASHES[r % DASHES.length], "data-run": r, "data-layer": l },
-          "ibwp-track",
-        );
-        const dotsG = svgEl("g", null, "ibwp-dots");
-        const n = meta.runs[r].epochs.length;
-        const dots = [];
-        for (let e = 0; e < n; e++) {
-          const c = svgEl("circle", { r: 2.6, fill: viridis(dims.E > 1 ? e / (dims.E - 1) : 1) }, "ibwp-dot");
-          dotsG.appendChild(c);
-          dots.push(c);
-        }
-        const trail = [];
-        const trailG = svgEl("g", null, "ibwp-trail");
-        for (let k = 0; k < TRAIL; k++) {
-          const seg = svgEl("line", { stroke: colour, "stroke-width": 3.2 - (2.2 * k) / TRAIL, "stroke-linecap": "round", "stroke-opacity": (0.9 * (TRAIL - k)) / TRAIL }, "ibwp-trail-seg");
-          trailG.appendChild(seg);
-          trail.push(seg);
-        }
-        const point = svgEl("circle", { r: 6, fill: colour, stroke: "#fff", "stroke-width": 1.5, "data-run": r, "data-layer": l }, "ibwp-point");
-        g.append(track, dotsG, trailG, point);
-        layersG.appendChild(g);
-        state.items.push({ r, l, g, track, dots, trail, point, xs: null, ys: null, n });
+/** The selection after a (re)load: the grid's default the first time, else the current one kept in range. */
+function chooseSelection(state, keepEst) {
+  const meta = state.meta;
+  const last = Math.max(0, state.dims.E - 1);
+  if (!state.configured) {
+    const d = meta.default || {};
+    state.est = Math.min(d.estimator || 0, meta.estimators.length - 1);
+    state.rule = d.rule && meta.rules.includes(d.rule) ? d.rule : meta.rules[0];
+    state.sigmaIndex = meta.sigmas.length ? nearestLog(meta.sigmas, d.sigma || 5) : 0;
+    state.target = Math.max(0, meta.targets.indexOf(d.target || meta.targets[0]));
+    state.epoch = last;
+  } else {
+    state.est = keepEst !== "" ? Math.min(Number(keepEst), meta.estimators.length - 1) : 0;
+    if (!meta.rules.includes(state.rule)) state.rule = meta.rules[0];
+    state.sigmaIndex = Math.min(state.sigmaIndex, Math.max(0, meta.sigmas.length - 1));
+    state.target = Math.min(state.target, meta.targets.length - 1);
+    state.epoch = state.follow ? last : Math.min(state.epoch, last);
+  }
+}
+
+/** Options of the selection controls, from the grid's axes. */
+function fillControls(view) {
+  const { ui, state } = view;
+  const meta = state.meta;
+  const keepEst = ui.estSelect.value;
+  ui.estSelect.textContent = "";
+  meta.estimators.forEach((e, i) => {
+    option(ui.estSelect, i, e.name).title = e.description || e.label_x;
+  });
+  ui.ruleSelect.textContent = "";
+  for (const r of meta.rules) option(ui.ruleSelect, r, r).title = (meta.sigma_rules || {})[r] || "";
+  ui.targetSelect.textContent = "";
+  for (const t of meta.targets) option(ui.targetSelect, t, `${t} (${meta.target_symbols[t]})`);
+  ui.sigmaInput.min = "0";
+  ui.sigmaInput.max = String(Math.max(0, meta.sigmas.length - 1));
+  ui.gaugeTrack.style.background = gaugeBackground(meta);
+  chooseSelection(state, keepEst);
+  ui.estSelect.value = String(state.est);
+  ui.ruleSelect.value = state.rule;
+  ui.sigmaInput.value = String(state.sigmaIndex);
+  ui.targetSelect.value = meta.targets[state.target];
+}
+
+/** A show / hide button for item `index` of state[key] (visibleLayers or visibleRuns); data-`kind` names it. */
+function toggleButton(view, kind, key, index) {
+  const { state } = view;
+  const b = button(`ibwp-${kind}-toggle`);
+  b.dataset[kind] = String(index);
+  b.setAttribute("aria-pressed", String(state[key][index]));
+  b.addEventListener("click", () => {
+    state[key][index] = !state[key][index];
+    b.setAttribute("aria-pressed", String(state[key][index]));
+    fullRedraw(view, kind);
+  });
+  return b;
+}
+
+/** One show / hide button per layer (and per run of a comparison); their names are text only. */
+function buildToggles(view) {
+  const { ui, state } = view;
+  const meta = state.meta;
+  ui.layerRow.textContent = "";
+  for (let l = 0; l < meta.n_layers; l++) {
+    const names = [...new Set(meta.runs.filter((r) => l < r.layer_names.length).map((r) => r.layer_names[l]))];
+    const b = toggleButton(view, "layer", "visibleLayers", l);
+    const sw = el("span", "ibwp-swatch");
+    sw.style.background = layerColour(meta, l);
+    b.append(sw, document.createTextNode(names.join(" / ")));
+    b.title = `layer ${l}: ${names.join(" / ")} (show or hide)`;
+    ui.layerRow.appendChild(b);
+  }
+  if (meta.n_runs < 2) return;
+  meta.runs.forEach((run, r) => {
+    const b = toggleButton(view, "run", "visibleRuns", r);
+    const sample = svgEl("svg", { width: 30, height: 10 });
+    sample.appendChild(svgEl("line", { x1: 1, y1: 5, x2: 29, y2: 5, stroke: "#333", "stroke-width": 2, "stroke-dasharray": runDash(meta, r) }));
+    b.append(sample, document.createTextNode(" " + run.name));
+    ui.layerRow.appendChild(b);
+  });
+}
+
+/** Controls, title, toggles and drawn items for the loaded grid; then a full redraw. */
+function configure(view) {
+  const { ui, state } = view;
+  const meta = state.meta;
+  fillControls(view);
+  ui.title.textContent = meta.runs.map((r) => r.name).join(" vs ") + " — information plane";
+  if (state.visibleLayers.length !== meta.n_layers) state.visibleLayers = new Array(meta.n_layers).fill(true);
+  if (state.visibleRuns.length !== meta.n_runs) state.visibleRuns = new Array(meta.n_runs).fill(true);
+  buildToggles(view);
+  ui.scrub.max = String(Math.max(0, state.dims.E - 1));
+  buildItems(view);
+  state.configured = true;
+  fullRedraw(view, "load");
+}
+
+/** The SVG of each (run, layer): track, epoch dots, fading trail, current point. */
+function buildItems(view) {
+  const { ui, state } = view;
+  const { meta, dims } = state;
+  ui.layersG.textContent = "";
+  state.items = [];
+  for (let r = 0; r < dims.R; r++) {
+    for (let l = 0; l < Math.min(dims.L, meta.runs[r].layer_names.length); l++) {
+      const colour = layerColour(meta, l);
+      const g = svgEl("g", { "data-run": r, "data-layer": l }, "ibwp-layer");
+      const track = svgEl(
+        "path",
+        { fill: "none", stroke: colour, "stroke-width": 1.5, "stroke-opacity": 0.3, "stroke-dasharray": runDash(meta, r), "data-run": r, "data-layer": l },
+        "ibwp-track",
+      );
+      const dotsG = svgEl("g", null, "ibwp-dots");
+      const n = meta.runs[r].epochs.length;
+      const dots = [];
+      for (let e = 0; e < n; e++) {
+        const c = svgEl("circle", { r: 2.6, fill: viridis(dims.E > 1 ? e / (dims.E - 1) : 1) }, "ibwp-dot");
+        dotsG.appendChild(c);
+        dots.push(c);
       }
-    }
-  }
-
-  function currentBlock() {
-    const { meta } = state;
-    const est = meta.estimators[state.est];
-    const slot = est.slots > 1 ? slotIndex(meta, state.rule, state.sigmaIndex) : 0;
-    return { est, slot, block: blockIndex(meta, state.est, slot, state.target), satSlot: slotIndex(meta, state.rule, state.sigmaIndex) };
-  }
-
-  function drawAxes(sx, sy) {
-    gridG.textContent = "";
-    axesG.textContent = "";
-    const [x0, x1] = sx.domain;
-    const [y0, y1] = sy.domain;
-    const xt = niceTicks(x0, x1, 6);
-    const yt = niceTicks(y0, y1, 6);
-    const xl = formatTicks(xt);
-    const yl = formatTicks(yt);
-    const bottom = H - M.bottom;
-    const right = W - M.right;
-    xt.forEach((t, i) => {
-      const x = sx(t);
-      gridG.appendChild(svgEl("line", { x1: x, x2: x, y1: M.top, y2: bottom }, "ibwp-grid-line"));
-      axesG.appendChild(svgEl("line", { x1: x, x2: x, y1: bottom, y2: bottom + 5 }, "ibwp-axis-line"));
-      const label = svgEl("text", { x, y: bottom + 18, "text-anchor": "middle" }, "ibwp-tick");
-      label.textContent = xl[i];
-      axesG.appendChild(label);
-    });
-    yt.forEach((t, i) => {
-      const y = sy(t);
-      gridG.appendChild(svgEl("line", { x1: M.left, x2: right, y1: y, y2: y }, "ibwp-grid-line"));
-      axesG.appendChild(svgEl("line", { x1: M.left - 5, x2: M.left, y1: y, y2: y }, "ibwp-axis-line"));
-      const label = svgEl("text", { x: M.left - 8, y: y + 4, "text-anchor": "end" }, "ibwp-tick");
-      label.textContent = yl[i];
-      axesG.appendChild(label);
-    });
-    axesG.appendChild(svgEl("rect", { x: M.left, y: M.top, width: right - M.left, height: bottom - M.top, fill: "none" }, "ibwp-axis-line"));
-  }
-
-  function drawColorbar() {
-    const { meta, dims } = state;
-    cbarG.textContent = "";
-    const x = W - M.right + 22;
-    const top = M.top;
-    const bottom = H - M.bottom;
-    cbarG.appendChild(svgEl("rect", { x, y: top, width: 12, height: bottom - top, fill: `url(#${uid}-grad)` }, "ibwp-colorbar-rect"));
-    const epochs = meta.runs.reduce((a, r) => (r.epochs.length > a.length ? r.epochs : a), []);
-    const e0 = epochs.length ? epochs[0] : 0;
-    const e1 = epochs.length ? epochs[epochs.length - 1] : 1;
-    const ticks = niceTicks(e0, e1, 5).filter((t) => Number.isInteger(t));
-    const sc = linearScale(0, Math.max(1, dims.E - 1), bottom, top);
-    for (const t of ticks) {
-      let idx = epochs.indexOf(t);
-      if (idx < 0) continue;
-      const y = sc(idx);
-      cbarG.appendChild(svgEl("line", { x1: x + 12, x2: x + 16, y1: y, y2: y }, "ibwp-axis-line"));
-      const label = svgEl("text", { x: x + 19, y: y + 4 }, "ibwp-tick");
-      label.textContent = String(t);
-      cbarG.appendChild(label);
-    }
-    const name = svgEl("text", { transform: `translate(${x - 6},${(top + bottom) / 2}) rotate(-90)`, "text-anchor": "middle" }, "ibwp-axis-label");
-    name.textContent = "epoch";
-    cbarG.appendChild(name);
-    state.cbarMarker = svgEl("path", { fill: "#111" }, "ibwp-colorbar-marker");
-    state.cbarScale = sc;
-    state.cbarX = x;
-    cbarG.appendChild(state.cbarMarker);
-  }
-
-  /** Everything that depends on the selection: series, scales, axes, tracks, dots; then the epoch. */
-  function fullRedraw(kind) {
-    if (!state.meta) return;
-    const t0 = now();
-    const { meta, dims } = state;
-    const { est, block } = currentBlock();
-    const arrays = [];
-    for (const it of state.items) {
-      const s = series(state.values, dims, it.r, block, it.l, it.n);
-      it.xs = s.xs;
-      it.ys = s.ys;
-      it.visible = state.visibleLayers[it.l] && state.visibleRuns[it.r];
-      if (it.visible) arrays.push(s.xs, s.ys);
-    }
-    const xsAll = [];
-    const ysAll = [];
-    for (const it of state.items) {
-      if (!it.visible) continue;
-      xsAll.push(it.xs);
-      ysAll.push(it.ys);
-    }
-    const [x0, x1] = extent(xsAll);
-    const [y0, y1] = extent(ysAll);
-    const sx = linearScale(x0, x1, M.left, W - M.right);
-    const sy = linearScale(y0, y1, H - M.bottom, M.top);
-    state.sx = sx;
-    state.sy = sy;
-    drawAxes(sx, sy);
-    let anyValue = false;
-    for (const it of state.items) {
-      it.g.setAttribute("display", it.visible ? "inline" : "none");
-      const d = pathData(it.xs, it.ys, sx, sy);
-      it.track.setAttribute("d", d);
-      it.track.setAttribute("data-values", Array.from(it.xs, (x, e) => `${x},${it.ys[e]}`).join(";"));
-      for (let e = 0; e < it.dots.length; e++) {
-        const ok = Number.isFinite(it.xs[e]) && Number.isFinite(it.ys[e]);
-        const c = it.dots[e];
-        if (ok) {
-          c.setAttribute("cx", sx(it.xs[e]).toFixed(2));
-          c.setAttribute("cy", sy(it.ys[e]).toFixed(2));
-          if (it.visible) anyValue = true;
-        }
-        c.dataset.ok = ok ? "1" : "0";
-      }
-    }
-    const yName = meta.targets[state.target] === "labels" ? est.label_y : est.label_yhat;
-    xLabel.textContent = est.label_x;
-    yLabel.textContent = yName;
-    emptyText.textContent = anyValue ? "" : dims.E ? "no values for this selection" : "waiting for the first epoch";
-    drawColorbar();
-    // controls that do not apply
-    const sigmaApplies = est.uses_sigma && (state.rule === "fixed" || state.rule === "sqrt_d");
-    sigmaInput.disabled = !sigmaApplies;
-    ruleSelect.disabled = !est.uses_sigma;
-    const sigma = meta.sigmas[state.sigmaIndex];
-    sigmaValue.textContent = !est.uses_sigma ? "σ: n/a" : sigmaApplies ? `σ = ${formatValue(sigma, 3)}` + (state.rule === "sqrt_d" ? "·√d" : "") : `σ: ${state.rule}`;
-    const missing = [];
-    est.available.forEach((row, r) => row.forEach((ok, l) => {
-      if (!ok && l < meta.runs[r].layer_names.length) missing.push(meta.runs[r].layer_names[l]);
-    }));
-    note.textContent = est.note || (missing.length ? `${est.name}: not available for ${missing.join(", ")}` : "");
-    root.dataset.estimator = est.name;
-    root.dataset.rule = state.rule;
-    root.dataset.sigma = String(sigma);
-    root.dataset.target = meta.targets[state.target];
-    root.dataset.block = String(block);
-    epochRedraw(null);
-    setMs(kind || "full", now() - t0);
-  }
-
-  /** What depends on the epoch: points, trails, dots shown, colour-bar marker, labels, gauge. */
-  function epochRedraw(kind) {
-    if (!state.meta) return;
-    const t0 = now();
-    const { meta, dims, sx, sy } = state;
-    const e = Math.max(0, Math.min(state.epoch, dims.E - 1));
-    for (const it of state.items) {
-      const ee = Math.min(e, it.n - 1);
-      for (let k = 0; k < it.dots.length; k++) {
-        const show = k <= ee && it.dots[k].dataset.ok === "1";
-        it.dots[k].setAttribute("display", show ? "inline" : "none");
-      }
-      const x = it.xs[ee];
-      const y = it.ys[ee];
-      const ok = ee >= 0 && Number.isFinite(x) && Number.isFinite(y);
-      it.point.setAttribute("display", ok ? "inline" : "none");
-      if (ok) {
-        it.point.setAttribute("cx", sx(x).toFixed(2));
-        it.point.setAttribute("cy", sy(y).toFixed(2));
-      }
-      it.point.setAttribute("data-x", String(x));
-      it.point.setAttribute("data-y", String(y));
-      it.point.setAttribute("data-epoch", String(ee >= 0 ? meta.runs[it.r].epochs[ee] : -1));
+      const trail = [];
+      const trailG = svgEl("g", null, "ibwp-trail");
       for (let k = 0; k < TRAIL; k++) {
-        const seg = it.trail[k];
-        const a = ee - k - 1;
-        const b = ee - k;
-        if (a < 0 || !Number.isFinite(it.xs[a]) || !Number.isFinite(it.ys[a]) || !Number.isFinite(it.xs[b]) || !Number.isFinite(it.ys[b])) {
-          seg.setAttribute("display", "none");
-          continue;
-        }
-        seg.setAttribute("display", "inline");
-        seg.setAttribute("x1", sx(it.xs[a]).toFixed(2));
-        seg.setAttribute("y1", sy(it.ys[a]).toFixed(2));
-        seg.setAttribute("x2", sx(it.xs[b]).toFixed(2));
-        seg.setAttribute("y2", sy(it.ys[b]).toFixed(2));
+        const seg = svgEl("line", { stroke: colour, "stroke-width": 3.2 - (2.2 * k) / TRAIL, "stroke-linecap": "round", "stroke-opacity": (0.9 * (TRAIL - k)) / TRAIL }, "ibwp-trail-seg");
+        trailG.appendChild(seg);
+        trail.push(seg);
       }
-    }
-    const epochs = meta.runs.reduce((acc, r) => (r.epochs.length > acc.length ? r.epochs : acc), []);
-    const epochNumber = epochs.length ? epochs[e] : 0;
-    epochLabel.textContent = `epoch ${epochNumber} / ${epochs.length ? epochs[epochs.length - 1] : 0}`;
-    root.dataset.epoch = String(epochNumber);
-    scrub.value = String(e);
-    if (state.cbarMarker) {
-      const y = state.cbarScale(e);
-      const x = state.cbarX;
-      state.cbarMarker.setAttribute("d", `M${x - 1},${y}l-7,-5v10z`);
-    }
-    // gauge
-    const { est, satSlot } = currentBlock();
-    if (!est.uses_kernel || !est.uses_sigma) {
-      gaugeFill.style.display = "none";
-      gaugeText.textContent = `n/a (${est.name} uses no kernel)`;
-      root.dataset.saturation = "";
-    } else {
-      const s = saturationAt(state.sat, dims, meta, satSlot, e, state.visibleLayers, state.visibleRuns);
-      gaugeFill.style.display = Number.isFinite(s) ? "block" : "none";
-      gaugeFill.style.left = `calc(${(Math.min(1, Math.max(0, s)) * 100).toFixed(1)}% - 1px)`;
-      const hint = s > 0.9 ? " — σ too large" : s < 0.05 ? " — σ too small" : "";
-      gaugeText.textContent = Number.isFinite(s) ? `${s.toFixed(2)}${hint}` : "–";
-      root.dataset.saturation = Number.isFinite(s) ? String(s) : "";
-    }
-    // history at this epoch
-    const parts = [];
-    meta.runs.forEach((run, r) => {
-      if (!state.visibleRuns[r] || !run.epochs.length) return;
-      const ep = run.epochs[Math.min(e, run.epochs.length - 1)];
-      const bits = [];
-      for (const key of ["loss", "accuracy", "val_loss", "val_accuracy"]) {
-        const v = historyAt(run.history, key, ep);
-        if (Number.isFinite(v)) bits.push(`${key} ${formatValue(v, 3)}`);
-      }
-      const who = meta.n_runs > 1 ? run.name + (ep !== epochNumber ? ` (epoch ${ep})` : "") + ": " : "";
-      if (bits.length) parts.push(who + bits.join(" · "));
-    });
-    historyLine.textContent = parts.length ? `epoch ${epochNumber}: ` + parts.join(" | ") : "";
-    if (kind) setMs(kind, now() - t0);
-  }
-
-  // ---------------------------------------------------------------------------------------------- player
-  function setEpoch(e, kind = "epoch") {
-    if (!state.meta) return;
-    const last = Math.max(0, state.dims.E - 1);
-    state.epoch = Math.max(0, Math.min(last, e));
-    state.follow = state.epoch === last;
-    epochRedraw(kind);
-  }
-
-  function setPlaying(on) {
-    if (!state.meta) return;
-    state.playing = on;
-    playButton.textContent = on ? "❚❚ Pause" : "▶ Play";
-    root.dataset.playing = on ? "1" : "0";
-    if (on) {
-      if (state.epoch >= state.dims.E - 1) setEpoch(0, "epoch");
-      lastStep = now();
-      cancelAnimationFrame(rafId);
-      rafId = requestAnimationFrame(tick);
-    } else {
-      cancelAnimationFrame(rafId);
+      const point = svgEl("circle", { r: 6, fill: colour, stroke: "#fff", "stroke-width": 1.5, "data-run": r, "data-layer": l }, "ibwp-point");
+      g.append(track, dotsG, trailG, point);
+      ui.layersG.appendChild(g);
+      state.items.push({ r, l, g, track, dots, trail, point, xs: null, ys: null, n });
     }
   }
+}
 
-  function tick(t) {
-    if (!state.playing) return;
-    const interval = 1000 / state.speed;
-    if (t - lastStep >= interval) {
-      lastStep = t - Math.min(interval, t - lastStep - interval);
-      if (state.epoch >= state.dims.E - 1) {
-        setPlaying(false);
-        return;
-      }
-      setEpoch(state.epoch + 1, "play");
-    }
-    rafId = requestAnimationFrame(tick);
+/** The selected estimator, its slot and block, and the slot of the saturation gauge. */
+function currentBlock(state) {
+  const { meta } = state;
+  const est = meta.estimators[state.est];
+  const satSlot = slotIndex(meta, state.rule, meta.sigmas[state.sigmaIndex]);
+  const slot = est.slots > 1 ? satSlot : 0;
+  return { est, slot, satSlot, block: blockIndex(meta, est.name, slot, meta.targets[state.target]) };
+}
+
+function drawAxes(ui, sx, sy) {
+  ui.gridG.textContent = "";
+  ui.axesG.textContent = "";
+  const [x0, x1] = sx.domain;
+  const [y0, y1] = sy.domain;
+  const xt = niceTicks(x0, x1, 6);
+  const yt = niceTicks(y0, y1, 6);
+  const xl = formatTicks(xt);
+  const yl = formatTicks(yt);
+  const bottom = H - M.bottom;
+  const right = W - M.right;
+  xt.forEach((t, i) => {
+    const x = sx(t);
+    ui.gridG.appendChild(svgEl("line", { x1: x, x2: x, y1: M.top, y2: bottom }, "ibwp-grid-line"));
+    ui.axesG.appendChild(svgEl("line", { x1: x, x2: x, y1: bottom, y2: bottom + 5 }, "ibwp-axis-line"));
+    ui.axesG.appendChild(svgEl("text", { x, y: bottom + 18, "text-anchor": "middle" }, "ibwp-tick")).textContent = xl[i];
+  });
+  yt.forEach((t, i) => {
+    const y = sy(t);
+    ui.gridG.appendChild(svgEl("line", { x1: M.left, x2: right, y1: y, y2: y }, "ibwp-grid-line"));
+    ui.axesG.appendChild(svgEl("line", { x1: M.left - 5, x2: M.left, y1: y, y2: y }, "ibwp-axis-line"));
+    ui.axesG.appendChild(svgEl("text", { x: M.left - 8, y: y + 4, "text-anchor": "end" }, "ibwp-tick")).textContent = yl[i];
+  });
+  ui.axesG.appendChild(svgEl("rect", { x: M.left, y: M.top, width: right - M.left, height: bottom - M.top, fill: "none" }, "ibwp-axis-line"));
+}
+
+/** The longest run's epoch numbers (the epoch axis of the player and of the colour bar). */
+function longestEpochs(meta) {
+  return meta.runs.reduce((a, r) => (r.epochs.length > a.length ? r.epochs : a), []);
+}
+
+function drawColorbar(view) {
+  const { ui, state, uid } = view;
+  const { meta, dims } = state;
+  ui.cbarG.textContent = "";
+  const x = W - M.right + 22;
+  const top = M.top;
+  const bottom = H - M.bottom;
+  ui.cbarG.appendChild(svgEl("rect", { x, y: top, width: 12, height: bottom - top, fill: `url(#${uid}-grad)` }, "ibwp-colorbar-rect"));
+  const epochs = longestEpochs(meta);
+  const e0 = epochs.length ? epochs[0] : 0;
+  const e1 = epochs.length ? epochs[epochs.length - 1] : 1;
+  const ticks = niceTicks(e0, e1, 5).filter((t) => Number.isInteger(t));
+  const sc = linearScale(0, Math.max(1, dims.E - 1), bottom, top);
+  for (const t of ticks) {
+    const idx = epochs.indexOf(t);
+    if (idx < 0) continue;
+    const y = sc(idx);
+    ui.cbarG.appendChild(svgEl("line", { x1: x + 12, x2: x + 16, y1: y, y2: y }, "ibwp-axis-line"));
+    ui.cbarG.appendChild(svgEl("text", { x: x + 19, y: y + 4 }, "ibwp-tick")).textContent = String(t);
   }
+  const name = svgEl("text", { transform: `translate(${x - 6},${(top + bottom) / 2}) rotate(-90)`, "text-anchor": "middle" }, "ibwp-axis-label");
+  name.textContent = "epoch";
+  ui.cbarG.appendChild(name);
+  state.cbarMarker = svgEl("path", { fill: "#111" }, "ibwp-colorbar-marker");
+  state.cbarScale = sc;
+  state.cbarX = x;
+  ui.cbarG.appendChild(state.cbarMarker);
+}
 
-  // ---------------------------------------------------------------------------------------------- hover
-  function hover(ev) {
-    if (!state.meta || !state.sx) return;
-    const rect = svg.getBoundingClientRect();
-    if (!rect.width) return;
-    const px = ((ev.clientX - rect.left) / rect.width) * W;
-    const py = ((ev.clientY - rect.top) / rect.height) * H;
-    let best = null;
-    let bestD = 14 * 14;
-    const e = state.epoch;
-    for (const it of state.items) {
-      if (!it.visible) continue;
-      const upto = Math.min(e, it.n - 1);
-      for (let k = 0; k <= upto; k++) {
-        const x = it.xs[k];
-        const y = it.ys[k];
-        if (!Number.isFinite(x) || !Number.isFinite(y)) continue;
-        const dx = state.sx(x) - px;
-        const dy = state.sy(y) - py;
-        const d = dx * dx + dy * dy;
-        if (d <= bestD) {
-          bestD = d;
-          best = { it, k };
-        }
+/** Tracks and dots of every item on the scales; returns whether a visible one has a value. */
+function drawTracks(state, sx, sy) {
+  let anyValue = false;
+  for (const it of state.items) {
+    it.g.setAttribute("display", it.visible ? "inline" : "none");
+    it.track.setAttribute("d", pathData(it.xs, it.ys, sx, sy));
+    it.track.setAttribute("data-values", Array.from(it.xs, (x, e) => `${x},${it.ys[e]}`).join(";"));
+    for (let e = 0; e < it.dots.length; e++) {
+      const ok = Number.isFinite(it.xs[e]) && Number.isFinite(it.ys[e]);
+      const c = it.dots[e];
+      if (ok) {
+        c.setAttribute("cx", sx(it.xs[e]).toFixed(2));
+        c.setAttribute("cy", sy(it.ys[e]).toFixed(2));
+        if (it.visible) anyValue = true;
       }
+      c.dataset.ok = ok ? "1" : "0";
     }
-    if (!best) {
-      tooltip.style.display = "none";
-      hoverRing.setAttribute("display", "none");
+  }
+  return anyValue;
+}
+
+/** The sigma slider, rule and note for the selected estimator (what does not apply is disabled). */
+function describeSelection(view, est) {
+  const { ui, state } = view;
+  const meta = state.meta;
+  const sigma = meta.sigmas[state.sigmaIndex];
+  const scaling = meta.slots.some((s) => s.rule === state.rule && s.sigma !== null);
+  const sigmaApplies = est.uses_sigma && scaling;
+  ui.sigmaInput.disabled = !sigmaApplies;
+  ui.ruleSelect.disabled = !est.uses_sigma;
+  const scalingRules = new Set(meta.slots.filter((s) => s.sigma !== null).map((s) => s.rule));
+  const rule = scalingRules.size > 1 ? ` (${state.rule})` : "";
+  ui.sigmaValue.textContent = !est.uses_sigma ? "σ: n/a" : sigmaApplies ? `σ = ${formatValue(sigma, 3)}${rule}` : `σ: ${state.rule}`;
+  ui.sigmaValue.title = (meta.sigma_rules || {})[state.rule] || "";
+  const missing = [];
+  est.available.forEach((row, r) =>
+    row.forEach((ok, l) => {
+      if (!ok && l < meta.runs[r].layer_names.length) missing.push(meta.runs[r].layer_names[l]);
+    }),
+  );
+  ui.note.textContent = est.note || (missing.length ? `${est.name}: not available for ${missing.join(", ")}` : "");
+  return sigma;
+}
+
+/** Everything that depends on the selection: series, scales, axes, tracks, dots; then the epoch. */
+function fullRedraw(view, kind) {
+  const { ui, state } = view;
+  if (!state.meta) return;
+  const t0 = now();
+  const { meta, dims } = state;
+  const { est, block } = currentBlock(state);
+  const xsAll = [];
+  const ysAll = [];
+  for (const it of state.items) {
+    const s = series(state.values, dims, it.r, block, it.l, it.n);
+    it.xs = s.xs;
+    it.ys = s.ys;
+    it.visible = state.visibleLayers[it.l] && state.visibleRuns[it.r];
+    if (it.visible) {
+      xsAll.push(s.xs);
+      ysAll.push(s.ys);
+    }
+  }
+  const [x0, x1] = extent(xsAll);
+  const [y0, y1] = extent(ysAll);
+  state.sx = linearScale(x0, x1, M.left, W - M.right);
+  state.sy = linearScale(y0, y1, H - M.bottom, M.top);
+  drawAxes(ui, state.sx, state.sy);
+  const anyValue = drawTracks(state, state.sx, state.sy);
+  const target = meta.targets[state.target];
+  ui.xLabel.textContent = est.label_x;
+  ui.yLabel.textContent = est.label_targets[target];
+  ui.emptyText.textContent = anyValue ? "" : dims.E ? "no values for this selection" : "waiting for the first epoch";
+  drawColorbar(view);
+  const sigma = describeSelection(view, est);
+  Object.assign(ui.root.dataset, { estimator: est.name, rule: state.rule, sigma: String(sigma), target, block: String(block) });
+  epochRedraw(view, null);
+  recordRedraw(view, kind || "full", now() - t0);
+}
+
+/** Each item's current point and fading trail at epoch index e (each run clamped to its last epoch). */
+function drawPoints(state, e) {
+  const { meta, sx, sy } = state;
+  for (const it of state.items) {
+    const ee = Math.min(e, it.n - 1);
+    for (let k = 0; k < it.dots.length; k++) {
+      const show = k <= ee && it.dots[k].dataset.ok === "1";
+      it.dots[k].setAttribute("display", show ? "inline" : "none");
+    }
+    const x = it.xs[ee];
+    const y = it.ys[ee];
+    const ok = ee >= 0 && Number.isFinite(x) && Number.isFinite(y);
+    it.point.setAttribute("display", ok ? "inline" : "none");
+    if (ok) {
+      it.point.setAttribute("cx", sx(x).toFixed(2));
+      it.point.setAttribute("cy", sy(y).toFixed(2));
+    }
+    it.point.setAttribute("data-x", String(x));
+    it.point.setAttribute("data-y", String(y));
+    it.point.setAttribute("data-epoch", String(ee >= 0 ? meta.runs[it.r].epochs[ee] : -1));
+    for (let k = 0; k < TRAIL; k++) {
+      const seg = it.trail[k];
+      const a = ee - k - 1;
+      const b = ee - k;
+      if (a < 0 || !Number.isFinite(it.xs[a]) || !Number.isFinite(it.ys[a]) || !Number.isFinite(it.xs[b]) || !Number.isFinite(it.ys[b])) {
+        seg.setAttribute("display", "none");
+        continue;
+      }
+      seg.setAttribute("display", "inline");
+      seg.setAttribute("x1", sx(it.xs[a]).toFixed(2));
+      seg.setAttribute("y1", sy(it.ys[a]).toFixed(2));
+      seg.setAttribute("x2", sx(it.xs[b]).toFixed(2));
+      seg.setAttribute("y2", sy(it.ys[b]).toFixed(2));
+    }
+  }
+}
+
+/** The saturation gauge at epoch index e: the mean over visible layers, with a hint outside the informative range. */
+function drawGauge(view, e) {
+  const { ui, state } = view;
+  const { est, satSlot } = currentBlock(state);
+  if (!est.uses_kernel || !est.uses_sigma) {
+    ui.gaugeFill.style.display = "none";
+    ui.gaugeText.textContent = `n/a (${est.name} uses no kernel)`;
+    ui.root.dataset.saturation = "";
+    return;
+  }
+  const s = saturationAt(state.sat, state.dims, state.meta, satSlot, e, state.visibleLayers, state.visibleRuns);
+  ui.gaugeFill.style.display = Number.isFinite(s) ? "block" : "none";
+  ui.gaugeFill.style.left = `calc(${(Math.min(1, Math.max(0, s)) * 100).toFixed(1)}% - 1px)`;
+  ui.gaugeText.textContent = Number.isFinite(s) ? `${s.toFixed(2)}${saturationHint(state.meta, s)}` : "–";
+  ui.root.dataset.saturation = Number.isFinite(s) ? String(s) : "";
+}
+
+/** The training history of each visible run at epoch index e. */
+function drawHistory(view, e, epochNumber) {
+  const { ui, state } = view;
+  const meta = state.meta;
+  const parts = [];
+  meta.runs.forEach((run, r) => {
+    if (!state.visibleRuns[r] || !run.epochs.length) return;
+    const ep = run.epochs[Math.min(e, run.epochs.length - 1)];
+    const bits = [];
+    for (const key of ["loss", "accuracy", "val_loss", "val_accuracy"]) {
+      const v = historyAt(run.history, key, ep);
+      if (Number.isFinite(v)) bits.push(`${key} ${formatValue(v, 3)}`);
+    }
+    const who = meta.n_runs > 1 ? run.name + (ep !== epochNumber ? ` (epoch ${ep})` : "") + ": " : "";
+    if (bits.length) parts.push(who + bits.join(" · "));
+  });
+  ui.historyLine.textContent = parts.length ? `epoch ${epochNumber}: ` + parts.join(" | ") : "";
+}
+
+/** What depends on the epoch: points, trails, dots shown, colour-bar marker, labels, gauge, history. */
+function epochRedraw(view, kind) {
+  const { ui, state } = view;
+  if (!state.meta) return;
+  const t0 = now();
+  const e = Math.max(0, Math.min(state.epoch, state.dims.E - 1));
+  drawPoints(state, e);
+  const epochs = longestEpochs(state.meta);
+  const epochNumber = epochs.length ? epochs[e] : 0;
+  ui.epochLabel.textContent = `epoch ${epochNumber} / ${epochs.length ? epochs[epochs.length - 1] : 0}`;
+  ui.root.dataset.epoch = String(epochNumber);
+  ui.scrub.value = String(e);
+  if (state.cbarMarker) state.cbarMarker.setAttribute("d", `M${state.cbarX - 1},${state.cbarScale(e)}l-7,-5v10z`);
+  drawGauge(view, e);
+  drawHistory(view, e, epochNumber);
+  if (kind) recordRedraw(view, kind, now() - t0);
+}
+
+// ------------------------------------------------------------------------------------------------ player
+
+function setEpoch(view, e, kind = "epoch") {
+  const { state } = view;
+  if (!state.meta) return;
+  const last = Math.max(0, state.dims.E - 1);
+  state.epoch = Math.max(0, Math.min(last, e));
+  state.follow = state.epoch === last;
+  epochRedraw(view, kind);
+}
+
+function setPlaying(view, on) {
+  const { ui, state, raf } = view;
+  if (!state.meta) return;
+  state.playing = on;
+  ui.playButton.textContent = on ? "❚❚ Pause" : "▶ Play";
+  ui.root.dataset.playing = on ? "1" : "0";
+  cancelAnimationFrame(raf.id);
+  if (!on) return;
+  if (state.epoch >= state.dims.E - 1) setEpoch(view, 0, "epoch");
+  raf.last = now();
+  raf.id = requestAnimationFrame((t) => tick(view, t));
+}
+
+function tick(view, t) {
+  const { state, raf } = view;
+  if (!state.playing) return;
+  const interval = 1000 / state.speed;
+  if (t - raf.last >= interval) {
+    raf.last = t - Math.min(interval, t - raf.last - interval);
+    if (state.epoch >= state.dims.E - 1) {
+      setPlaying(view, false);
       return;
     }
-    const { it, k } = best;
-    const { meta } = state;
-    const { est } = currentBlock();
-    const run = meta.runs[it.r];
-    const yName = meta.targets[state.target] === "labels" ? est.label_y : est.label_yhat;
-    const lines = [
-      (meta.n_runs > 1 ? run.name + " · " : "") + run.layer_names[it.l],
-      `epoch ${run.epochs[k]}`,
-      `${est.label_x}: ${formatValue(it.xs[k], 5)}`,
-      `${yName}: ${formatValue(it.ys[k], 5)}`,
-    ];
-    tooltip.textContent = lines.join("\n");
-    readout.textContent = lines.join(" · ");
-    tooltip.style.display = "block";
-    const cx = state.sx(it.xs[k]);
-    const cy = state.sy(it.ys[k]);
-    hoverRing.setAttribute("cx", cx.toFixed(2));
-    hoverRing.setAttribute("cy", cy.toFixed(2));
-    hoverRing.setAttribute("display", "inline");
-    const left = (cx / W) * rect.width + 12;
-    const top = (cy / H) * rect.height + 12;
-    tooltip.style.left = `${Math.min(left, rect.width - 220)}px`;
-    tooltip.style.top = `${top}px`;
+    setEpoch(view, state.epoch + 1, "play");
   }
+  raf.id = requestAnimationFrame((t2) => tick(view, t2));
+}
 
-  // ---------------------------------------------------------------------------------------------- events
-  const on = (node, type, fn) => node.addEventListener(type, fn);
-  on(estSelect, "change", () => {
-    state.est = Number(estSelect.value);
-    fullRedraw("estimator");
-  });
-  on(ruleSelect, "change", () => {
-    state.rule = ruleSelect.value;
-    fullRedraw("rule");
-  });
-  on(sigmaInput, "input", () => {
-    state.sigmaIndex = Number(sigmaInput.value);
-    fullRedraw("sigma");
-  });
-  on(targetSelect, "change", () => {
-    state.target = Math.max(0, state.meta.targets.indexOf(targetSelect.value));
-    fullRedraw("target");
-  });
-  on(scrub, "input", () => setEpoch(Number(scrub.value), "scrub"));
-  on(playButton, "click", () => setPlaying(!state.playing));
-  on(backButton, "click", () => setEpoch(state.epoch - 1, "step"));
-  on(fwdButton, "click", () => setEpoch(state.epoch + 1, "step"));
-  on(speedSelect, "change", () => {
-    state.speed = Number(speedSelect.value) || 5;
-  });
-  on(svg, "mousemove", hover);
-  on(svg, "mouseleave", () => {
-    tooltip.style.display = "none";
-    hoverRing.setAttribute("display", "none");
-  });
-  on(svg, "mousedown", () => root.focus({ preventScroll: true }));
-  on(root, "keydown", (ev) => {
-    const tag = ev.target && ev.target.tagName ? ev.target.tagName.toLowerCase() : "";
-    const own = ev.target === root || tag === "svg" || (ev.target && ev.target.closest && ev.target.closest("svg"));
-    const onScrub = ev.target === scrub;
-    let handled = false;
-    if (ev.key === " " || ev.key === "Spacebar") {
-      if (own || onScrub) {
-        setPlaying(!state.playing);
-        handled = true;
+// ------------------------------------------------------------------------------------------------ hover
+
+/** The drawn point (item, epoch index) nearest the pointer, within 14 px, or null. */
+function nearestPoint(state, px, py) {
+  let best = null;
+  let bestD = 14 * 14;
+  for (const it of state.items) {
+    if (!it.visible) continue;
+    const upto = Math.min(state.epoch, it.n - 1);
+    for (let k = 0; k <= upto; k++) {
+      const x = it.xs[k];
+      const y = it.ys[k];
+      if (!Number.isFinite(x) || !Number.isFinite(y)) continue;
+      const dx = state.sx(x) - px;
+      const dy = state.sy(y) - py;
+      const d = dx * dx + dy * dy;
+      if (d <= bestD) {
+        bestD = d;
+        best = { it, k };
       }
-    } else if (own && (ev.key === "ArrowRight" || ev.key === "ArrowUp")) {
-      setEpoch(state.epoch + 1, "key");
-      handled = true;
-    } else if (own && (ev.key === "ArrowLeft" || ev.key === "ArrowDown")) {
-      setEpoch(state.epoch - 1, "key");
-      handled = true;
-    } else if (own && ev.key === "Home") {
-      setEpoch(0, "key");
-      handled = true;
-    } else if (own && ev.key === "End") {
-      setEpoch(state.dims ? state.dims.E - 1 : 0, "key");
-      handled = true;
     }
-    if (handled) {
-      ev.preventDefault();
-      ev.stopPropagation();
-    }
-  });
+  }
+  return best;
+}
 
-  // ---------------------------------------------------------------------------------------------- live data
+function hideHover(ui) {
+  ui.tooltip.style.display = "none";
+  ui.hoverRing.setAttribute("display", "none");
+}
+
+function hover(view, ev) {
+  const { ui, state } = view;
+  if (!state.meta || !state.sx) return;
+  const rect = ui.svg.getBoundingClientRect();
+  if (!rect.width) return;
+  const best = nearestPoint(state, ((ev.clientX - rect.left) / rect.width) * W, ((ev.clientY - rect.top) / rect.height) * H);
+  if (!best) {
+    hideHover(ui);
+    return;
+  }
+  const { it, k } = best;
+  const { meta } = state;
+  const { est } = currentBlock(state);
+  const run = meta.runs[it.r];
+  const lines = [
+    (meta.n_runs > 1 ? run.name + " · " : "") + run.layer_names[it.l],
+    `epoch ${run.epochs[k]}`,
+    `${est.label_x}: ${formatValue(it.xs[k], 5)}`,
+    `${est.label_targets[meta.targets[state.target]]}: ${formatValue(it.ys[k], 5)}`,
+  ];
+  ui.tooltip.textContent = lines.join("\n");
+  ui.readout.textContent = lines.join(" · ");
+  ui.tooltip.style.display = "block";
+  const cx = state.sx(it.xs[k]);
+  const cy = state.sy(it.ys[k]);
+  ui.hoverRing.setAttribute("cx", cx.toFixed(2));
+  ui.hoverRing.setAttribute("cy", cy.toFixed(2));
+  ui.hoverRing.setAttribute("display", "inline");
+  ui.tooltip.style.left = `${Math.min((cx / W) * rect.width + 12, rect.width - 220)}px`;
+  ui.tooltip.style.top = `${(cy / H) * rect.height + 12}px`;
+}
+
+// ------------------------------------------------------------------------------------------------ events
+
+/** The player's key: space plays or pauses, arrows step, Home / End jump. Returns whether it was handled. */
+function handleKey(view, ev) {
+  const { ui, state } = view;
+  const tag = ev.target && ev.target.tagName ? ev.target.tagName.toLowerCase() : "";
+  const own = ev.target === ui.root || tag === "svg" || (ev.target && ev.target.closest && ev.target.closest("svg"));
+  if (ev.key === " " || ev.key === "Spacebar") {
+    if (!own && ev.target !== ui.scrub) return false;
+    setPlaying(view, !state.playing);
+    return true;
+  }
+  if (!own) return false;
+  const steps = { ArrowRight: state.epoch + 1, ArrowUp: state.epoch + 1, ArrowLeft: state.epoch - 1, ArrowDown: state.epoch - 1 };
+  steps.Home = 0;
+  steps.End = state.dims ? state.dims.E - 1 : 0;
+  if (!Object.hasOwn(steps, ev.key)) return false;
+  setEpoch(view, steps[ev.key], "key");
+  return true;
+}
+
+function bindEvents(view) {
+  const { ui, state } = view;
+  const on = (node, type, fn) => node.addEventListener(type, fn);
+  on(ui.estSelect, "change", () => {
+    state.est = Number(ui.estSelect.value);
+    fullRedraw(view, "estimator");
+  });
+  on(ui.ruleSelect, "change", () => {
+    state.rule = ui.ruleSelect.value;
+    fullRedraw(view, "rule");
+  });
+  on(ui.sigmaInput, "input", () => {
+    state.sigmaIndex = Number(ui.sigmaInput.value);
+    fullRedraw(view, "sigma");
+  });
+  on(ui.targetSelect, "change", () => {
+    state.target = Math.max(0, state.meta.targets.indexOf(ui.targetSelect.value));
+    fullRedraw(view, "target");
+  });
+  on(ui.scrub, "input", () => setEpoch(view, Number(ui.scrub.value), "scrub"));
+  on(ui.playButton, "click", () => setPlaying(view, !state.playing));
+  on(ui.backButton, "click", () => setEpoch(view, state.epoch - 1, "step"));
+  on(ui.fwdButton, "click", () => setEpoch(view, state.epoch + 1, "step"));
+  on(ui.speedSelect, "change", () => {
+    state.speed = Number(ui.speedSelect.value) || 5;
+  });
+  on(ui.svg, "mousemove", (ev) => hover(view, ev));
+  on(ui.svg, "mouseleave", () => hideHover(ui));
+  on(ui.svg, "mousedown", () => ui.root.focus({ preventScroll: true }));
+  on(ui.root, "keydown", (ev) => {
+    if (!handleKey(view, ev)) return;
+    ev.preventDefault();
+    ev.stopPropagation();
+  });
+}
+
+// ------------------------------------------------------------------------------------------------ live data
+
+/** Epochs appended by a live run (a custom message with two buffers); anything out of step asks for a resync. */
+function appendLive(view, msg, buffers) {
+  const { model, ui, state } = view;
+  if (!msg || msg.type !== "append") return;
+  const meta = state.meta;
+  if (!meta || meta.n_runs !== 1 || msg.start !== meta.n_epochs || !buffers || buffers.length < 2) {
+    if (model.send) model.send({ type: "resync", have: meta ? meta.n_epochs : -1 });
+    return;
+  }
+  const grown = appendEpochs(state.values, state.sat, float32Of(buffers[0]), float32Of(buffers[1]));
+  state.values = grown.values;
+  state.sat = grown.saturation;
+  meta.n_epochs += msg.count;
+  meta.runs[0].epochs = meta.runs[0].epochs.concat(msg.epochs || []);
+  if (msg.history) meta.runs[0].history = msg.history;
+  if (msg.estimators) msg.estimators.forEach((patch, i) => Object.assign(meta.estimators[i], patch));
+  state.dims = dimsOf(meta);
+  ui.scrub.max = String(Math.max(0, state.dims.E - 1));
+  if (state.follow && !state.playing) state.epoch = state.dims.E - 1;
+  buildItems(view);
+  fullRedraw(view, "append");
+}
+
+const SYNCED = ["change:meta", "change:grid", "change:saturation", "change:scales"];
+
+/** Follow the model: a changed grid reloads (once per burst of changes), appended epochs extend it. */
+function bindModel(view) {
+  const { model } = view;
   let reloadQueued = false;
   const queueReload = () => {
     if (reloadQueued) return;
     reloadQueued = true;
     Promise.resolve().then(() => {
       reloadQueued = false;
-      load();
+      loadGrid(view);
     });
   };
-  function onCustom(msg, buffers) {
-    if (!msg || msg.type !== "append") return;
-    const meta = state.meta;
-    if (!meta || meta.n_runs !== 1 || msg.start !== meta.n_epochs || !buffers || buffers.length < 2) {
-      if (model.send) model.send({ type: "resync", have: meta ? meta.n_epochs : -1 });
-      return;
-    }
-    const v = float32Of(buffers[0]);
-    const s = float32Of(buffers[1]);
-    const grown = appendEpochs(state.values, state.sat, v, s);
-    state.values = grown.values;
-    state.sat = grown.saturation;
-    meta.n_epochs += msg.count;
-    meta.runs[0].epochs = meta.runs[0].epochs.concat(msg.epochs || []);
-    if (msg.history) meta.runs[0].history = msg.history;
-    if (msg.estimators) {
-      msg.estimators.forEach((patch, i) => Object.assign(meta.estimators[i], patch));
-    }
-    state.dims = dimsOf(meta);
-    scrub.max = String(Math.max(0, state.dims.E - 1));
-    if (state.follow && !state.playing) state.epoch = state.dims.E - 1;
-    buildItems();
-    fullRedraw("append");
-  }
-  model.on("change:meta", queueReload);
-  model.on("change:grid", queueReload);
-  model.on("change:saturation", queueReload);
-  model.on("change:scales", queueReload);
+  const onCustom = (msg, buffers) => appendLive(view, msg, buffers);
+  for (const event of SYNCED) model.on(event, queueReload);
   model.on("msg:custom", onCustom);
-
-  load();
-
   return () => {
-    state.playing = false;
-    cancelAnimationFrame(rafId);
-    model.off("change:meta", queueReload);
-    model.off("change:grid", queueReload);
-    model.off("change:saturation", queueReload);
-    model.off("change:scales", queueReload);
+    for (const event of SYNCED) model.off(event, queueReload);
     model.off("msg:custom", onCustom);
-    root.remove();
+  };
+}
+
+/** Render a PlaneView into `el` from an anywidget-like `model` (get / on / off / send). Returns a cleanup. */
+export function render({ model, el: host }) {
+  const uid = "ibwp" + ++viewCount;
+  const view = { model, uid, ui: buildDom(uid), state: initialState(), raf: { id: 0, last: 0 } };
+  host.appendChild(view.ui.root);
+  bindEvents(view);
+  const unbind = bindModel(view);
+  loadGrid(view);
+  return () => {
+    view.state.playing = false;
+    cancelAnimationFrame(view.raf.id);
+    unbind();
+    view.ui.root.remove();
   };
 }
 

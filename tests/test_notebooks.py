@@ -57,6 +57,50 @@ def test_notebooks_are_generated_by_build_script_without_outputs():
             assert "trainer.wait()" in sources, name
 
 
+def test_each_notebook_is_generated_from_a_percent_format_source():
+    sources = sorted(p.name for p in NOTEBOOKS_DIR.glob("[0-9][0-9]_*.py"))
+    assert sources == [name.replace(".ipynb", ".py") for name in NOTEBOOKS]
+    for source in sources:
+        text = (NOTEBOOKS_DIR / source).read_text()
+        assert text.startswith("# %%"), f"{source} is not a jupytext percent-format script"
+        assert text.count('# %% tags=["parameters"]\n') == 1, f"{source} needs exactly one parameters cell"
+
+
+def test_notebook_sources_pass_the_package_lint():
+    for command in (["check"], ["format", "--check"]):
+        proc = subprocess.run(
+            [sys.executable, "-m", "ruff", *command, "notebooks"],
+            cwd=NOTEBOOKS_DIR.parent,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_build_check_catches_an_edited_source_and_a_notebook_without_one(tmp_path):
+    for path in [NOTEBOOKS_DIR / "_build.py", *NOTEBOOKS_DIR.glob("[0-9][0-9]_*.*")]:
+        shutil.copy(path, tmp_path / path.name)
+
+    def build(*args):
+        return subprocess.run(
+            [sys.executable, str(tmp_path / "_build.py"), *args], capture_output=True, text=True, timeout=60
+        )
+
+    assert build("--check").returncode == 0
+    source = tmp_path / "04_custom_estimator.py"
+    source.write_text(source.read_text() + '\n# %%\nprint("one more cell")\n')
+    stale = build("--check")
+    assert stale.returncode == 1 and "04_custom_estimator.ipynb" in stale.stderr, stale.stderr
+    assert build().returncode == 0 and build("--check").returncode == 0
+    nb = nbformat.read(tmp_path / "04_custom_estimator.ipynb", as_version=4)
+    assert nb.cells[-1].source == 'print("one more cell")' and nb.cells[-1].id == f"cell-{len(nb.cells) - 1:02d}"
+
+    (tmp_path / "05_any_pytorch_model.py").unlink()
+    orphan = build("--check")
+    assert orphan.returncode == 1 and "05_any_pytorch_model" in orphan.stderr, orphan.stderr
+
+
 def outputs(nb, kind: str | None = None) -> list:
     return [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if kind is None or o.output_type == kind]
 

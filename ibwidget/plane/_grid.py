@@ -31,7 +31,20 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ibwidget._vocabulary import GRID_FORMAT, GRID_VERSION, KERNELS, SIGMA_SCALING_RULES, TARGETS
+from ibwidget._vocabulary import (
+    GRID_FORMAT,
+    GRID_VERSION,
+    KERNELS,
+    LINE_STYLES,
+    NAN_CODE,
+    PALETTE,
+    SATURATION_RANGE,
+    SIGMA_RULES,
+    SIGMA_SCALING_RULES,
+    SVG_DASHES,
+    TARGET_SYMBOLS,
+    TARGETS,
+)
 from ibwidget.measure import _packed
 from ibwidget.measure import estimators as _estimators
 from ibwidget.measure import kernels as _kernels
@@ -92,7 +105,10 @@ class Grid:
     saturation: np.ndarray  # float32 (runs, epochs, slots, layers)
 
     def block_index(self, estimator: str, slot: int, target: str) -> int:
-        """The block of (estimator name, slot index, target name)."""
+        """The block of (estimator name, slot index, target name); an estimator without sigma ignores the slot.
+
+        The front-end's ``blockIndex(meta, estimator, slot, target)`` (``js/planeview.js``) is the same function.
+        """
         est = next((e for e in self.meta["estimators"] if e["name"] == estimator), None)
         if est is None:
             raise unknown_name("estimator in this grid", estimator, [e["name"] for e in self.meta["estimators"]])
@@ -105,12 +121,20 @@ class Grid:
         )
 
     def slot_index(self, rule: str, sigma: float | None = None) -> int:
-        """The slot of a median rule, or of the grid sigma nearest ``sigma`` (log scale) under ``rule``."""
+        """The slot of a median rule (``sigma`` ignored), or of the grid sigma nearest ``sigma`` (log scale) under
+        a scaling rule.
+
+        The front-end's ``slotIndex(meta, rule, sigma)`` (``js/planeview.js``) is the same function.
+        """
         slots = [i for i, s in enumerate(self.meta["slots"]) if s["rule"] == rule]
         if not slots:
             raise unknown_name("sigma rule in this grid", rule, self.meta["rules"])
         if rule not in SIGMA_SCALING_RULES:
             return slots[0]
+        if sigma is None or not (math.isfinite(float(sigma)) and float(sigma) > 0):
+            raise ValueError(
+                f"the {rule!r} rule needs a positive sigma, got {sigma!r}; e.g. slot_index({rule!r}, 5.0)."
+            )
         return min(slots, key=lambda i: abs(math.log(self.meta["slots"][i]["sigma"] / float(sigma))))
 
     def block(self, estimator: str, slot: int, target: str) -> np.ndarray:
@@ -203,7 +227,10 @@ class GridBuilder:
     def meta(self, runs: Sequence, notes: dict | None = None, default: dict | None = None) -> dict:
         """JSON-able description of the grid for ``runs`` (names, layers, epochs, history, axes).
 
-        ``default``: the first selection shown (``estimator`` name, ``sigma``, ``rule``, ``target``).
+        It also carries what the front-end draws with, from :mod:`ibwidget._vocabulary`: the format name and
+        version (``js/planeview.js`` refuses others), the palette, the dash pattern of each run, the NaN code of
+        quantised values, the saturation gauge's informative range, the sigma rules' formulas and the targets'
+        axis symbols. ``default``: the first selection shown (``estimator`` name, ``sigma``, ``rule``, ``target``).
         """
         default = dict(default or {})
         names = [s.name for s in self.specs]
@@ -219,6 +246,7 @@ class GridBuilder:
                     "label_x": spec.axis_label("T", "X"),
                     "label_y": spec.axis_label("T", "Y"),
                     "label_yhat": spec.axis_label("T", "Ŷ"),
+                    "label_targets": {t: spec.axis_label("T", TARGET_SYMBOLS[t]) for t in self.targets},
                     "units": spec.units,
                     "description": spec.description,
                     "uses_sigma": bool(spec.uses_sigma),
@@ -233,6 +261,12 @@ class GridBuilder:
             "format": GRID_FORMAT,
             "version": GRID_VERSION,
             "encoding": "f32",
+            "palette": list(PALETTE),
+            "dashes": [SVG_DASHES[style] for style in LINE_STYLES],
+            "nan_code": NAN_CODE,
+            "saturation_range": list(SATURATION_RANGE),
+            "sigma_rules": {r: SIGMA_RULES[r] for r in self.rules},
+            "target_symbols": {t: TARGET_SYMBOLS[t] for t in self.targets},
             "n_runs": len(runs),
             "n_epochs": max((r.num_snapshots for r in runs), default=0),
             "n_blocks": self.n_blocks,

@@ -51,19 +51,25 @@ function meta(extra = {}) {
 
 test("blockIndex: estimator base + slot * targets + target; one slot without sigma", () => {
   const m = meta();
-  assert.equal(blockIndex(m, 0, 0, 0), 0);
-  assert.equal(blockIndex(m, 0, 1, 1), 3);
-  assert.equal(blockIndex(m, 0, 3, 1), 7);
-  assert.equal(blockIndex(m, 1, 2, 0), 8); // binning ignores the slot
-  assert.equal(blockIndex(m, 1, 3, 1), 9);
+  assert.equal(blockIndex(m, "hsic", 0, "labels"), 0);
+  assert.equal(blockIndex(m, "hsic", 1, "output"), 3);
+  assert.equal(blockIndex(m, "hsic", 3, "output"), 7);
+  assert.equal(blockIndex(m, "binning", 2, "labels"), 8); // binning ignores the slot
+  assert.equal(blockIndex(m, "binning", 3, "output"), 9);
+  assert.throws(() => blockIndex(m, "nope", 0, "labels"), /unknown estimator in this grid "nope"; this grid has hsic, binning/);
+  assert.throws(() => blockIndex(m, "hsic", 0, "Y"), /unknown target in this grid "Y"/);
 });
 
-test("slotIndex: fixed sigma by index, a median rule has one slot", () => {
+test("slotIndex: the grid sigma nearest on a log scale under a scaling rule; a median rule has one slot", () => {
   const m = meta();
-  assert.equal(slotIndex(m, "fixed", 0), 0);
-  assert.equal(slotIndex(m, "fixed", 2), 2);
-  assert.equal(slotIndex(m, "median_d2", 1), 3);
-  assert.equal(slotIndex(m, "nope", 0), -1);
+  assert.equal(slotIndex(m, "fixed", 0.5), 0);
+  assert.equal(slotIndex(m, "fixed", 50), 2);
+  assert.equal(slotIndex(m, "fixed", 15), 1); // the log midpoint of 5 and 50 is 15.8
+  assert.equal(slotIndex(m, "fixed", 16), 2);
+  assert.equal(slotIndex(m, "median_d2", 5), 3);
+  assert.equal(slotIndex(m, "median_d2"), 3);
+  assert.throws(() => slotIndex(m, "nope", 5), /unknown sigma rule in this grid "nope"; this grid has fixed, median_d2/);
+  assert.throws(() => slotIndex(m, "fixed", undefined), /needs a positive sigma/);
 });
 
 test("nearestLog snaps on a log scale", () => {
@@ -89,7 +95,7 @@ test("decodeValues: float32 bytes, and uint16 codes with per-block scales (65535
   assert.deepEqual(Array.from(got).slice(0, 3), [1.5, -2, 3.25]);
   assert.ok(Number.isNaN(got[3]));
   // 1 run, 1 epoch, 2 blocks, 1 layer: codes [b0x, b0y, b1x, b1y]
-  const m = { encoding: "u16", n_blocks: 2, n_layers: 1 };
+  const m = { encoding: "u16", n_blocks: 2, n_layers: 1, nan_code: 65535 };
   const codes = new Uint16Array([0, 65534, 10, 65535]);
   const scales = new Float64Array([1, 0.5, 2, 0.25, -1, 0.1, 0, 1]); // (block, coord, [lo, step])
   const v = decodeValues(m, codes, scales);

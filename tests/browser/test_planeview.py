@@ -19,7 +19,10 @@ import numpy as np
 import pytest
 import torch
 
+from ibwidget._vocabulary import GRID_VERSION
 from ibwidget.measure import kernels
+from ibwidget.plane._grid import plane_grid
+from ibwidget.plane._report import grid_html
 from ibwidget.record.run import Run
 
 from .conftest import ARTIFACTS, CHROMIUM_ARGS, _artifact_name
@@ -297,6 +300,22 @@ def test_one_file_html_redraw_time_100_epochs(offline_page, tmp_path):
     print(f"toggle to the next painted frame: {frame:.1f} ms")
     assert log["blocked"] == [] and log["dialogs"] == []
     assert not [t for kind, t in log["console"] if kind == "error"] + log["errors"]
+
+
+def test_one_file_html_refuses_a_grid_version_it_does_not_read(offline_page, tmp_path):
+    """A grid of another format version: the page says so in the view (what to do), draws nothing, throws nothing."""
+    page, log = offline_page
+    grid = plane_grid(synthetic_run(epochs=2, m=16), estimators=["hsic"], sigmas=[5.0])
+    grid.meta["version"] += 1
+    path = tmp_path / "newer.html"
+    path.write_text(grid_html(grid), encoding="utf-8")
+    page.goto(path.as_uri())
+    page.wait_for_selector(".ibwp-root[data-problem]")
+    want = f"this grid is format version {grid.meta['version']}; this view reads version {GRID_VERSION} only"
+    assert page.locator(".ibwp-note").text_content().startswith(want)
+    assert "update ibwidget" in page.locator("text.ibwp-empty").text_content()
+    assert page.locator("circle.ibwp-point").count() == 0 and page.locator("path.ibwp-track").count() == 0
+    assert log["blocked"] == [] and not [t for kind, t in log["console"] if kind == "error"] + log["errors"]
 
 
 # -------------------------------------------------------------------------------------------- through the kernel
