@@ -531,7 +531,7 @@ function initialState() {
     values: new Float32Array(0),
     sat: new Float32Array(0),
     est: 0,
-    rule: "fixed",
+    rule: null, // the selection is chosen from the grid on its first load
     sigmaIndex: 0,
     target: 0,
     epoch: 0,
