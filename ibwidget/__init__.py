@@ -10,6 +10,7 @@ from ibwidget import (
 )
 from ibwidget._version import __version__
 from ibwidget.pyglow.models import IBSequential, Sequential
+from ibwidget.record.recording import Recording
 from ibwidget.record.run import Run, load_run
 from ibwidget.train.engine import Engine, engine_of
 
@@ -17,6 +18,7 @@ __all__ = [
     "Engine",
     "IBSequential",
     "PlaneView",
+    "Recording",
     "Run",
     "RunView",
     "Sequential",

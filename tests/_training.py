@@ -9,6 +9,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import ibwidget as ib
+from ibwidget.record.recording import Recording, pop_options
 
 C = 4
 D_IN = 12
@@ -43,14 +44,17 @@ def make_mlp(seed: int = 0, dropout: float = 0.0) -> nn.Module:
     return nn.Sequential(*layers)
 
 
-def make_engine(model=None, train=None, val=None, **kw) -> ib.Engine:
-    """An Engine on the MLP and loaders above: 2 epochs, probe 32, lr 0.05 unless given."""
+def make_engine(model=None, train=None, val=None, batch_event_interval: float = 0.2, **kw) -> ib.Engine:
+    """An Engine on the MLP and loaders above: 2 epochs, probe 32, lr 0.05 unless given; keywords of a Recording
+    (probe_data, keep_activations, memory_budget, name, config) go to its recording."""
     if train is None:
         train, val = make_loaders()
     kw.setdefault("epochs", 2)
-    kw.setdefault("probe", 32)
     kw.setdefault("lr", 0.05)
-    return ib.Engine(model if model is not None else make_mlp(), train, val, **kw)
+    kw["recording"] = Recording(kw.pop("probe", 32), **pop_options(kw))
+    engine = ib.Engine(model if model is not None else make_mlp(), train, val, **kw)
+    engine.batch_event_interval = batch_event_interval
+    return engine
 
 
 def no_hooks(model: nn.Module) -> bool:

@@ -27,7 +27,7 @@ ALLOWED = {
 }
 TOP = {"widget", "cli", "_export", "__init__", "kernels", "estimators", "layers", "models", "information_bottleneck"}
 #: imports that break the order today, each with what removes it
-KNOWN = {("train", "pyglow")}  # the engine's PyGlow evaluators, until they are a callback in pyglow/
+KNOWN: set[tuple[str, str]] = set()
 
 
 def _layer(path: Path) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
 import threading
 import time
@@ -16,8 +17,12 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import ibwidget as ib
+from ibwidget.pyglow.callback import EvaluatorsCallback
+from ibwidget.pyglow.evaluators import Estimator
+from ibwidget.record.recorder import make_probe
+from ibwidget.record.recording import Recording
 from ibwidget.record.taps import Tap
-from ibwidget.train.engine import BatchEvent, EpochEvent, resolve_device
+from ibwidget.train.engine import HOOKS, BatchEvent, EpochEvent, resolve_device
 
 # ------------------------------------------------------------------------------------------ events
 
@@ -376,9 +381,8 @@ def test_training_sees_the_loaders_batches_in_its_order(own_generator):
         seen.append(index.tolist())
         return F.cross_entropy(output, y[index])
 
-    engine = ib.Engine(
-        make_mlp(), loader(), None, epochs=2, loss=loss, metrics=(), probe_data=(x, y), probe=16, seed=9, device="cpu"
-    )
+    recording = Recording(16, (x, y))
+    engine = ib.Engine(make_mlp(), loader(), None, epochs=2, loss=loss, metrics=(), recording=recording, seed=9)
     engine.start().wait(timeout=WAIT)
     torch.manual_seed(9)
     reference, expected = loader(), []
@@ -397,9 +401,8 @@ def test_tracking_never_changes_training():
     train, _ = make_loaders(n_train=96, batch_size=16)
     tracked, plain = model(), model()
     opt = torch.optim.SGD(tracked.parameters(), lr=0.05, momentum=0.9)
-    engine = ib.Engine(
-        tracked, train, None, epochs=3, optimizer=opt, seed=11, probe=32, keep_activations="all", device="cpu"
-    )
+    recording = Recording(32, keep_activations="all")
+    engine = ib.Engine(tracked, train, None, epochs=3, optimizer=opt, seed=11, recording=recording, device="cpu")
     engine.start().wait(timeout=WAIT)
     assert engine.status == "finished" and engine.run.num_snapshots == 4
 
@@ -460,11 +463,11 @@ def test_engine_rejects_bad_arguments():
     with pytest.raises(ValueError, match="epochs"):
         ib.Engine(make_mlp(), train, val, epochs=-1)
     with pytest.raises(ValueError, match="mode"):
-        ib.Engine(make_mlp(), train, val, mode="epochs")
+        EvaluatorsCallback(mode="epochs")
     with pytest.raises(ValueError, match="probe"):
         ib.Engine(make_mlp(), train, val, probe=2)
     with pytest.raises(TypeError, match="Estimator"):
-        ib.Engine(make_mlp(), train, val, evaluators=[object()])
+        EvaluatorsCallback([object()])
 
     class RootParameterOnly(nn.Module):  # parameters, but no submodule that owns any
         def __init__(self):
@@ -591,3 +594,131 @@ def test_probe_is_a_fixed_seeded_subset_of_the_validation_data(digits):
     for row, label in zip(a.run.probe_x.cpu().reshape(48, -1), a.run.probe_labels.cpu(), strict=True):
         hits = (flat == row).all(1).nonzero().flatten()
         assert len(hits) >= 1 and int(vy[hits[0]]) == int(label)
+
+
+# ------------------------------------------------------------------------------------------ callbacks
+
+
+class _HookLog:
+    """Every Lightning-style hook, logged with the run's snapshot count at that moment."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __getattr__(self, name):
+        if name not in HOOKS:
+            raise AttributeError(name)
+        return lambda engine, *args: self.calls.append((name, *args[:1], engine.run.num_snapshots))
+
+
+def test_callbacks_hooks_run_in_lightning_order_after_the_recording():
+    train, val = make_loaders(n_train=64, batch_size=32)  # 2 batches an epoch
+    log = _HookLog()
+    engine = make_engine(train=train, val=val, epochs=2, callbacks=[log])
+    assert engine.callbacks == [engine.recording, log]
+    engine.start().wait(timeout=WAIT)
+    per_epoch = [("on_train_batch_start", 0), ("on_train_batch_end", 0)]
+    expected = [("setup", 0), ("on_fit_start", 2, 0), ("on_train_start", 1)]
+    for epoch in (1, 2):  # the recording's snapshot of the epoch is in the run when the next hook sees it
+        batches = [(name, epoch) for name, _ in per_epoch] * 2
+        expected += [("on_train_epoch_start", epoch, epoch), *[(n, e, epoch) for n, e in batches]]
+        expected += [("on_train_epoch_end", epoch, epoch + 1)]
+    expected += [("teardown", 3)]
+    # the batch hooks receive the batch's inputs, not the epoch: compare names there
+    assert [c[0] for c in log.calls] == [c[0] for c in expected]
+    assert [c for c in log.calls if c[0] not in ("on_train_batch_start", "on_train_batch_end")] == [
+        c for c in expected if c[0] not in ("on_train_batch_start", "on_train_batch_end")
+    ]
+    log.calls.clear()
+    engine.start(epochs=1).wait(timeout=WAIT)
+    assert log.calls[0] == ("on_fit_start", 3, 3) and log.calls[1] == ("on_train_start", 3)  # no second epoch 0
+    assert engine.run.epochs == [0, 1, 2, 3]
+
+
+def test_the_recording_is_the_callback_that_owns_the_run():
+    train, val = make_loaders()
+    recording = Recording(16, keep_activations="all", name="recorded", config={"note": "x"})
+    engine = ib.Engine(make_mlp(), train, val, epochs=2, lr=0.05, recording=recording)
+    assert engine.run is recording.run and engine.recorder is recording.recorder and engine.callbacks[0] is recording
+    assert (engine.run.name, engine.run.m, engine.run.config["note"], engine.run.config["lr"]) == (
+        "recorded",
+        16,
+        "x",
+        0.05,
+    )
+    engine.start().wait(timeout=WAIT)
+    assert engine.run.epochs == [0, 1, 2] and len(engine.run.history["loss"]) == 2
+    with pytest.raises(RuntimeError, match="new Recording"):
+        ib.Engine(make_mlp(), train, val, recording=recording)
+    with pytest.raises(ValueError, match=r"Recording\(probe=\.\.\.\)"):
+        ib.Engine(make_mlp(), train, val, probe=16, recording=Recording())
+    with pytest.raises(TypeError, match="defines any of setup"):
+        ib.Engine(make_mlp(), train, val, probe=16, callbacks=[object()])
+
+
+def test_old_keywords_still_work_with_a_deprecation_warning():
+    train, val = make_loaders()
+    x, y = make_data(40, seed=3)
+    with pytest.warns(DeprecationWarning) as caught:
+        engine = ib.Engine(
+            make_mlp(),
+            train,
+            val,
+            epochs=1,
+            probe=16,
+            probe_data=(x, y),
+            keep_activations="all",
+            memory_budget=10**8,
+            name="old",
+            config={"note": 1},
+            momentum=0.5,
+            batch_event_interval=0,
+            evaluators=[_MeanCriterion()],
+            mode="batches",
+        )
+    said = " ".join(str(w.message) for w in caught)
+    for old in ("probe_data", "keep_activations", "memory_budget", "name", "config", "momentum"):
+        assert f"{old}=" in said
+    assert "Recording(" in said and "functools.partial" in said and "EvaluatorsCallback" in said
+    assert all(w.filename == __file__ for w in caught)  # the warning points at the caller's line
+    recording = engine.recording
+    assert (recording.keep_activations, recording.memory_budget, engine.run.name) == ("all", 10**8, "old")
+    assert torch.equal(engine.run.probe_x, make_probe((x, y), 16, seed=0)[0])
+    assert engine.run.config["note"] == 1 and engine.run.config["mode"] == "batches"
+    assert engine.optimizer.param_groups[0]["momentum"] == 0.5 and engine.batch_event_interval == 0
+    (pyglow,) = [c for c in engine.callbacks if isinstance(c, EvaluatorsCallback)]
+    assert pyglow.mode == "batches" and isinstance(pyglow.evaluators[0], _MeanCriterion)
+    engine.start().wait(timeout=WAIT)
+    assert len(engine.run.batch_dynamics) == 1
+
+
+class _MeanCriterion(Estimator):
+    """A custom criterion: mean of the layer's activations, whatever the other side."""
+
+    def criterion(self, x, y):
+        return x.mean()
+
+
+def test_pyglow_evaluators_are_a_callback_any_engine_takes():
+    train, val = make_loaders(n_train=64, batch_size=16)  # 4 batches an epoch
+    model = make_mlp()
+    engine = make_engine(model, train, val, epochs=2, callbacks=[EvaluatorsCallback([_MeanCriterion()])])
+    engine.start().wait(timeout=WAIT)
+    values = np.asarray(engine.run.custom_dynamics["_MeanCriterion"])
+    assert values.shape == (3, len(engine.layers), 2)
+    model.eval()
+    with torch.no_grad(), Tap(model, engine.layers, reduce=lambda n, t: t.reshape(t.shape[0], -1)) as tap:
+        model(engine.run.probe_x)
+    final = [float(tap.outputs[n].mean()) for n in engine.layers]
+    np.testing.assert_allclose(values[-1, :, 0], final, rtol=1e-6)
+    np.testing.assert_allclose(values[-1, :, 1], final, rtol=1e-6)
+
+    batches = make_engine(train=train, val=val, epochs=2, callbacks=[EvaluatorsCallback([_MeanCriterion()], "batches")])
+    batches.start().wait(timeout=WAIT)
+    assert [a.shape for a in batches.run.batch_dynamics] == [(4, 1, len(batches.layers), 2)] * 2
+    assert batches.run.config["mode"] == "batches" and no_hooks(batches.model)
+
+
+def test_the_engine_constructor_takes_about_ten_settings():
+    keywords = [p for p in inspect.signature(ib.Engine).parameters.values() if p.kind is p.KEYWORD_ONLY]
+    assert len(keywords) <= 11, [p.name for p in keywords]

@@ -3,6 +3,7 @@ batch formats and empty inputs, and a pause on an epoch's last batch."""
 
 from __future__ import annotations
 
+import functools
 import gc
 import math
 import signal
@@ -20,6 +21,7 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 import ibwidget as ib
 from ibwidget.record.recorder import Recorder, make_probe, split_batch
+from ibwidget.record.recording import Recording
 from ibwidget.train import engine as engine_module
 
 # ------------------------------------------------------------------------------------------ one training per model
@@ -65,7 +67,8 @@ def test_rerunning_a_trainer_cell_is_refused_while_the_first_trains():
     model.add(ib.layers.Dense(16, activation="relu"))
     model.add(ib.layers.Dense(C))
     train, val = make_loaders()
-    first = ib.Trainer(model, train, val, epochs=2, probe=32, plane_view=False, batch_event_interval=0)
+    first = ib.Trainer(model, train, val, epochs=2, probe=32, plane_view=False)
+    first.engine.batch_event_interval = 0
     reached, release = hold_at(first.engine, epoch=1)
     first.start()
     try:
@@ -81,6 +84,35 @@ def test_rerunning_a_trainer_cell_is_refused_while_the_first_trains():
     second.start()
     assert second.wait(timeout=WAIT).epochs == [0, 1]
     first.close(), second.close()
+
+
+def test_a_trainer_takes_an_engine_or_a_model_and_never_duck_types():
+    pytest.importorskip("ipywidgets")
+    engine = make_engine(epochs=1)
+    trainer = ib.Trainer(engine, plane_view=False)
+    assert trainer.engine is engine and trainer.run is engine.run
+    with pytest.raises(ValueError, match="pass train_loader, epochs to the Engine"):
+        ib.Trainer(engine, make_loaders()[0], epochs=3, plane_view=False)
+    with pytest.raises(TypeError, match="needs the training data"):
+        ib.Trainer(make_mlp())
+    trainer.close()
+
+    class HasMakeEngine(nn.Sequential):  # a plain module with a method of that name is trained as any module
+        def make_engine(self, *args, **kwargs):
+            raise AssertionError("not an IBSequential")
+
+    train, val = make_loaders()
+    trainer = ib.Trainer(HasMakeEngine(*make_mlp()), train, val, epochs=1, probe=16, layers=["0"], plane_view=False)
+    assert trainer.engine.layers == ["0"]
+    trainer.close()
+
+    model = ib.IBSequential(input_shape=(D_IN,), device="cpu")
+    model.add(ib.layers.Dense(C))
+    assert not model.is_compiled
+    trainer = ib.Trainer(model, train, val, epochs=1, probe=16, plane_view=False, name="seq")
+    assert model.is_compiled and model.engine is trainer.engine and model.run is trainer.run
+    assert trainer.run.name == "seq" and trainer.run.m == 16
+    trainer.close()
 
 
 def test_an_ended_engine_neither_trains_nor_pins_the_model():
@@ -183,8 +215,8 @@ def test_the_memory_budget_counts_a_10000_way_output():
     loader = DataLoader(TensorDataset(x, y), batch_size=64)
     budget = 600 * 2**20
     with pytest.raises(MemoryError, match=r"10000-wide output on a probe of 512 for 101 snapshots needs 2\d\d\d MiB"):
-        ib.Engine(_wide_output_model(), loader, loader, epochs=100, probe=512, memory_budget=budget)
-    engine = ib.Engine(_wide_output_model(), loader, loader, epochs=10, probe=512, memory_budget=budget)
+        ib.Engine(_wide_output_model(), loader, loader, epochs=100, recording=Recording(512, memory_budget=budget))
+    engine = ib.Engine(_wide_output_model(), loader, loader, epochs=10, recording=Recording(512, memory_budget=budget))
     # 512 x 10000 float32 outputs per snapshot: 19.5 MiB, more than all the rest of it
     assert engine.recorder.bytes_per_epoch() > 512 * 10_000 * 4
 
@@ -193,7 +225,9 @@ def test_the_memory_budget_counts_a_10000_way_output():
 def test_bytes_per_epoch_is_what_the_run_keeps(keep):
     x, y = make_data(128)
     loader = DataLoader(TensorDataset(x, y), batch_size=32)
-    engine = ib.Engine(_wide_output_model(), loader, None, epochs=2, probe=64, keep_activations=keep, lr=0.01)
+    engine = ib.Engine(
+        _wide_output_model(), loader, None, epochs=2, recording=Recording(64, keep_activations=keep), lr=0.01
+    )
     engine.start().wait(timeout=WAIT)
     assert engine.run.num_snapshots == 3
     assert engine.run.nbytes() == 3 * engine.recorder.bytes_per_epoch()
@@ -247,13 +281,12 @@ def _nan_in_epoch_2_batch_5(device, deferred: bool | None, batch_event_interval:
         DataLoader(data, batch_size=8),
         None,
         epochs=3,
-        probe_data=(x, y),
-        probe=16,
+        recording=Recording(16, (x, y)),
+        optimizer=functools.partial(torch.optim.SGD, momentum=0.9),
         lr=0.05,
-        momentum=0.9,
-        batch_event_interval=batch_event_interval,
         device=device,
     )
+    engine.batch_event_interval = batch_event_interval
     if deferred is not None:
         engine._defer_loss_check = deferred
     states = {}
@@ -350,7 +383,7 @@ def test_an_empty_validation_loader_as_probe_source_says_what_to_pass():
         make_probe((torch.empty(0, D_IN), torch.empty(0)), size=8)
     # as the message says: the probe from the training data, or given explicitly
     assert ib.Engine(make_mlp(), train, None, probe=32).run.m == 32
-    assert ib.Engine(make_mlp(), train, empty, probe=32, probe_data=make_data(40)).run.m == 32
+    assert ib.Engine(make_mlp(), train, empty, recording=Recording(32, make_data(40))).run.m == 32
 
 
 def test_empty_layers_say_what_to_pass_and_one_name_or_module_is_accepted():

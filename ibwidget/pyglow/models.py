@@ -18,8 +18,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from ibwidget.pyglow.callback import EvaluatorsCallback
 from ibwidget.pyglow.evaluators import HSIC, Estimator
 from ibwidget.pyglow.layers import Layer
+from ibwidget.record.recording import Recording, pop_options
 from ibwidget.train import _compile
 from ibwidget.train.engine import BatchEvent, Engine, EpochEvent, resolve_device
 
@@ -149,8 +151,13 @@ class Sequential(nn.Module):
         if hasattr(last, "apply_output_activation"):
             last.apply_output_activation = not skip
 
+    @property
+    def is_compiled(self) -> bool:
+        """Whether :meth:`compile` has chosen the optimizer, loss and metrics."""
+        return self._optimizer is not None
+
     def _check_compiled(self) -> None:
-        if self._optimizer is None:
+        if not self.is_compiled:
             raise RuntimeError("compile the model first: model.compile(optimizer='SGD', loss='cross_entropy').")
 
     # ------------------------------------------------------------------------------------------ training
@@ -160,11 +167,20 @@ class Sequential(nn.Module):
         """The :class:`ibwidget.Run` of the last fit (None before)."""
         return None if self.engine is None else self.engine.run
 
-    def make_engine(self, train_loader, val_loader=None, num_epochs: int = 1, **kwargs) -> Engine:
-        """An :class:`~ibwidget.train.engine.Engine` for this compiled model (the Trainer widget uses this)."""
+    def make_engine(
+        self, train_loader, val_loader=None, num_epochs: int = 1, *, probe: int | None = None, callbacks=(), **kwargs
+    ) -> Engine:
+        """An :class:`~ibwidget.train.engine.Engine` for this compiled model, which becomes ``model.engine`` (so
+        ``model.run`` describes its training); ``ib.Trainer(model, ...)`` uses this. ``probe`` defaults to the
+        model's; :class:`~ibwidget.record.recording.Recording` options (``name``, ``keep_activations``...) go to its
+        recording, ``callbacks`` after the model's own, other keywords to the engine (e.g. ``seed``)."""
         self._check_compiled()
-        options = {**self._engine_options(), **kwargs}
-        return Engine(
+        options = pop_options(kwargs)
+        options.setdefault("name", self.name)
+        loss = self._loss_spec if isinstance(self._loss_spec, str) else type(self._loss).__name__
+        options["config"] = {"loss": loss, **options.get("config", {})}
+        recording = Recording(self.probe if probe is None else probe, **options)
+        self.engine = Engine(
             self,
             train_loader,
             val_loader,
@@ -173,16 +189,16 @@ class Sequential(nn.Module):
             optimizer=self._optimizer,
             metrics=self._metrics,
             layers=self.tracked_layer_names,
-            probe=options.pop("probe", self.probe),
             device=self.device,
-            name=options.pop("name", self.name),
-            config={"loss": self._loss_spec if isinstance(self._loss_spec, str) else type(self._loss).__name__},
-            **options,
+            recording=recording,
+            callbacks=[*self._callbacks(), *callbacks],
+            **kwargs,
         )
+        return self.engine
 
-    def _engine_options(self) -> dict:
-        """Engine arguments a subclass adds (``IBSequential``: its evaluators and mode)."""
-        return {}
+    def _callbacks(self) -> list:
+        """Engine callbacks a subclass adds (``IBSequential``: its evaluators)."""
+        return []
 
     def fit_generator(
         self,
@@ -210,7 +226,7 @@ class Sequential(nn.Module):
             self.engine.val_loader = val_loader
             self.engine.start(epochs=num_epochs)
         else:
-            self.engine = self.make_engine(train_loader, val_loader, num_epochs, **kwargs)
+            self.make_engine(train_loader, val_loader, num_epochs, **kwargs)
             self.engine.start()
         _follow(self.engine, progress)
         return self.engine.run.history
@@ -293,8 +309,8 @@ class IBSequential(Sequential):
             raise RuntimeError("attach evaluators before the first fit; this model has already trained.")
         self.evaluators.append(evaluator)
 
-    def _engine_options(self) -> dict:
-        return {"evaluators": self.evaluators, "mode": self.mode}
+    def _callbacks(self) -> list:
+        return [EvaluatorsCallback(self.evaluators, self.mode)]
 
     @property
     def evaluated_dynamics(self) -> np.ndarray | None:
@@ -305,7 +321,7 @@ class IBSequential(Sequential):
         if self.engine is None or not self.evaluators:
             return None
         run = self.engine.run
-        if self.engine.mode == "batches":
+        if self.mode == "batches":
             return _padded(run.batch_dynamics) if run.batch_dynamics else None
         per_evaluator = []
         for ev in self.evaluators:

@@ -8,11 +8,11 @@ them to its own thread (it never touches a widget trait from here).
 
 from __future__ import annotations
 
-import contextlib
 import math
 import threading
 import time
 import traceback
+import warnings
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,17 +21,45 @@ import numpy as np
 import torch
 from torch import nn
 
-from ibwidget.pyglow.evaluators import HSIC as _HSICEvaluator
-from ibwidget.pyglow.evaluators import Estimator
-from ibwidget.record.recorder import DEFAULT_MEMORY_BUDGET, Recorder, make_probe, split_batch
+from ibwidget.record import recording as _recording
+from ibwidget.record.recorder import Recorder, split_batch
+from ibwidget.record.recording import Recording
 from ibwidget.record.run import Run
-from ibwidget.record.taps import Tap, default_layer_names, resolve_layers
+from ibwidget.record.taps import default_layer_names, resolve_layers
 from ibwidget.train import _compile
 
-__all__ = ["Engine", "BatchEvent", "EpochEvent", "engine_of", "resolve_device", "STATUSES"]
+__all__ = [
+    "Engine",
+    "BatchEvent",
+    "EpochEvent",
+    "engine_of",
+    "resolve_device",
+    "register_moved_keywords",
+    "STATUSES",
+    "HOOKS",
+]
 
 STATUSES = ("idle", "running", "paused", "stopping", "stopped", "finished", "failed")
 _EVENTS = ("on_epoch_end", "on_batch_end", "on_exception", "on_finish")
+#: the Lightning-style hooks a callback may define, each called with the engine first, in this order of a training:
+#: ``setup(engine)`` when added, ``on_fit_start(engine, epochs)`` in ``start()`` (``epochs``: the run's length once
+#: this training ends; raising refuses the start), then in the training thread ``on_train_start(engine)``, per epoch
+#: ``on_train_epoch_start(engine, epoch)``, per batch ``on_train_batch_start(engine, x)`` and
+#: ``on_train_batch_end(engine, x, output)``, ``on_train_epoch_end(engine, epoch, logs)`` (after validation), and
+#: ``teardown(engine)`` when the thread ends (finished, stopped or failed)
+HOOKS = (
+    "setup",
+    "on_fit_start",
+    "on_train_start",
+    "on_train_epoch_start",
+    "on_train_batch_start",
+    "on_train_batch_end",
+    "on_train_epoch_end",
+    "teardown",
+)
+_ENGINE_ATTRIBUTES = ("forward", "batch_event_interval")
+#: keywords the engine no longer takes -> (the callback they configure, built from them; how to spell it now)
+_MOVED: dict[tuple[str, ...], tuple[Callable, str]] = {}
 
 # Engines whose training thread is alive (running, paused or stopping). Weak: an ended engine pins nothing.
 _TRAINING: weakref.WeakSet[Engine] = weakref.WeakSet()
@@ -122,6 +150,15 @@ class Engine:
 
     ``start()`` returns at once; ``pause()``, ``resume()`` and ``stop()`` act between batches; ``wait()`` joins and
     re-raises a failure. A finished or stopped run continues with ``start(epochs=more)``.
+
+    ``loss``, ``optimizer`` (a name, a built optimizer, or a class or factory such as
+    ``functools.partial(torch.optim.SGD, momentum=0.9)``) and ``lr`` configure the step; ``layers`` (module names,
+    default: every layer with parameters) are tracked by ``recording``, a
+    :class:`~ibwidget.record.recording.Recording` (default: ``Recording(probe)``), which owns :attr:`run`.
+    ``callbacks``: objects with any of the :data:`HOOKS` (e.g. PyGlow's
+    :class:`~ibwidget.pyglow.callback.EvaluatorsCallback`), called after the recording's. The keywords that moved to
+    the recording (``probe_data``, ``keep_activations``, ``memory_budget``, ``name``, ``config``), to the optimizer
+    (``momentum``...) or to a callback still work, with a ``DeprecationWarning`` saying where they go now.
     """
 
     def __init__(
@@ -136,28 +173,29 @@ class Engine:
         lr: float | None = None,
         metrics=("accuracy",),
         layers: list[str | nn.Module] | str | None = None,
-        probe: int = 512,
-        probe_data=None,
+        probe: int | None = None,
         seed: int | None = 0,
         device="auto",
-        name: str | None = None,
-        keep_activations: str = "narrow",
-        memory_budget: int = DEFAULT_MEMORY_BUDGET,
-        batch_event_interval: float = 0.2,
-        evaluators=(),
-        mode: str = "probe",
-        forward: Callable | None = None,
-        config: dict | None = None,
-        **optimizer_kwargs,
+        recording: Recording | None = None,
+        callbacks=(),
+        **moved,
     ):
         if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
             raise ValueError(f"epochs must be a non-negative integer, got {epochs!r}.")
-        if mode not in ("probe", "batches"):
-            raise ValueError(
-                f"mode must be 'probe' (default) or 'batches' (PyGlow's per-batch averaging), got {mode!r}."
-            )
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
+        callbacks = list(callbacks)
+        recording = _recording_of(recording, probe, moved)
+        self.forward: Callable = model  #: what the training and the probe call on a batch: the model
+        self.batch_event_interval = 0.2  #: seconds between progress events (``on_batch_end``); 0: every batch
+        for k in _ENGINE_ATTRIBUTES:
+            if k in moved:
+                _deprecated(k, f"nothing, and set engine.{k} once the engine is built", stacklevel=3)
+                setattr(self, k, moved.pop(k))
+        self.forward = self.forward or model
+        self.batch_event_interval = float(self.batch_event_interval)
+        callbacks += _moved_callbacks(moved)
+        optimizer_kwargs = _moved_optimizer_keywords(moved)
         _refuse_second_training(model)  # before anything moves the model or runs a probe forward through it
         self.device = resolve_device(device)
         self.model = model.to(self.device)
@@ -181,49 +219,17 @@ class Engine:
         if not self.layers:
             raise ValueError("the model has no layer with parameters to track; pass layers=[...] by module name.")
         self.seed = seed
-        self.mode = mode
-        self.evaluators = list(evaluators)
-        for ev in self.evaluators:
-            if not isinstance(ev, Estimator):
-                raise TypeError(f"evaluators must be ibwidget.estimators.Estimator instances, got {type(ev).__name__}.")
-        self.batch_event_interval = float(batch_event_interval)
-        self.forward = forward or self.model
-        source = probe_data if probe_data is not None else (val_loader if val_loader is not None else train_loader)
-        probe_x, probe_y = make_probe(source, probe, seed=0 if seed is None else seed)
-        self.recorder = Recorder(
-            self.model,
-            self.layers,
-            probe_x,
-            probe_y,
-            self.device,
-            keep_activations,
-            memory_budget,
-            forward=self.forward,
-        )
-        self.recorder.check_budget(epochs + 1)
-        cfg = {
+        #: the training's settings, which the recording writes into the run's config
+        self.config = {
             "epochs": epochs,
-            "probe": int(probe_x.shape[0]),
             "seed": seed,
             "device": str(self.device),
             "optimizer": type(self.optimizer).__name__,
             "lr": self.optimizer.param_groups[0].get("lr"),
             "loss": loss if isinstance(loss, str) else type(loss).__name__,
             "model": type(model).__name__,
-            "mode": mode,
         }
-        cfg.update(config or {})
-        self.run = Run(
-            name or type(model).__name__,
-            self.layers,
-            [1] * len(self.layers),
-            probe_x,
-            probe_y,
-            num_classes=_num_classes(probe_y, train_loader),
-            config=cfg,
-            device=self.device,
-            capacity=epochs + 1,
-        )
+        self.recording = recording
         self._callbacks: dict[str, list[Callable]] = {e: [] for e in _EVENTS}
         self._resident_cache: dict[int, tuple | None] = {}
         self._lock = threading.Lock()
@@ -243,6 +249,20 @@ class Engine:
         self.traceback = ""
         self.epoch = 0  # completed epochs
         self._target_epochs = epochs
+        #: the Lightning-style callbacks (see :data:`HOOKS`), the recording first
+        self.callbacks: list = []
+        for callback in [recording, *callbacks]:
+            self._add_hooks(callback)
+
+    @property
+    def run(self) -> Run:
+        """The :class:`~ibwidget.record.run.Run` the recording fills."""
+        return self.recording.run
+
+    @property
+    def recorder(self) -> Recorder:
+        """The recording's :class:`~ibwidget.record.recorder.Recorder` (the probe and its snapshots)."""
+        return self.recording.recorder
 
     # ------------------------------------------------------------------------------------------ control
 
@@ -260,12 +280,30 @@ class Engine:
         self._callbacks[key] = [f for f in self._callbacks.get(key, []) if f != fn]
 
     def add_callback(self, callback) -> None:
-        """Register an object having any of ``on_epoch_end``, ``on_batch_end``, ``on_exception``, ``on_finish``."""
+        """Register an object having any of the :data:`HOOKS` (called with the engine, see the module) or of the
+        events ``on_epoch_end``, ``on_batch_end``, ``on_exception``, ``on_finish`` (called with the event)."""
         found = [e for e in _EVENTS if callable(getattr(callback, e, None))]
-        if not found:
-            raise TypeError(f"{type(callback).__name__} defines none of {', '.join(_EVENTS)}.")
+        hooks = [h for h in HOOKS if callable(getattr(callback, h, None))]
+        if not found and not hooks:
+            raise TypeError(f"{type(callback).__name__} defines none of {', '.join((*HOOKS, *_EVENTS))}.")
+        if hooks:
+            if self.is_alive:
+                raise RuntimeError("add callbacks with hooks before start(), or while no training runs.")
+            self._add_hooks(callback)
         for e in found:
             self._callbacks[e].append(getattr(callback, e))
+
+    def _add_hooks(self, callback) -> None:
+        if not any(callable(getattr(callback, h, None)) for h in HOOKS):
+            raise TypeError(f"a callback defines any of {', '.join(HOOKS)}; got {type(callback).__name__}.")
+        self.callbacks.append(callback)
+        self._hook("setup", callbacks=[callback])
+
+    def _hook(self, name: str, *args, callbacks=None) -> None:
+        for callback in self.callbacks if callbacks is None else callbacks:
+            hook = getattr(callback, name, None)
+            if callable(hook):
+                hook(self, *args)
 
     def start(self, epochs: int | None = None) -> Engine:
         """Start training in a background thread; after a finished or stopped run, ``epochs`` more epochs."""
@@ -274,14 +312,15 @@ class Engine:
                 raise RuntimeError(f"training is already {self.status}; pause(), resume() or stop() it instead.")
             if self.status == "failed":
                 raise RuntimeError(f"this run failed ({self.reason}); build a new one to train again.")
+            target = self._target_epochs
             if epochs is not None:
                 if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
                     raise ValueError(f"epochs must be a positive integer, got {epochs!r}.")
-                self.recorder.check_budget(self.epoch + epochs + 1)
-                self.run.reserve(self.epoch + epochs + 1)
-                self._target_epochs = self.epoch + epochs
+                target = self.epoch + epochs
             elif self.status in ("finished", "stopped") and self.epoch >= self._target_epochs:
                 raise RuntimeError("this run has trained all its epochs; call start(epochs=N) to train N more.")
+            self._hook("on_fit_start", target)
+            self._target_epochs = target
             with _TRAINING_LOCK:
                 _refuse_second_training(self.model, exclude=self)
                 _TRAINING.add(self)
@@ -369,8 +408,7 @@ class Engine:
             if self.seed is not None:
                 torch.manual_seed(self.seed)
                 np.random.seed(self.seed % 2**32)
-            if self.run.num_snapshots == 0:
-                self._snapshot(0)
+            self._hook("on_train_start")
             while self.epoch < self._target_epochs:
                 self._checkpoint()
                 t0 = time.perf_counter()
@@ -378,8 +416,7 @@ class Engine:
                 self._resume.wait()  # paused after the last batch: the epoch completes (and is recorded) on resume
                 if self.val_loader is not None:
                     logs.update({f"val_{k}": v for k, v in self._evaluate(self.val_loader).items()})
-                self._snapshot(self.epoch + 1)
-                self.run.log_epoch(logs)
+                self._hook("on_train_epoch_end", self.epoch + 1, logs)
                 self.epoch += 1
                 self._emit(
                     "on_epoch_end",
@@ -401,7 +438,10 @@ class Engine:
             finally:
                 self._emit("on_finish", self.status)
         finally:
-            self._end_thread()
+            try:
+                self._hook("teardown")
+            finally:
+                self._end_thread()
 
     def _end_thread(self) -> None:
         with _TRAINING_LOCK:
@@ -468,60 +508,43 @@ class Engine:
         metric_sums = dict.fromkeys(self.metrics, 0.0)
         seen = 0
         t_start = last_event = time.perf_counter()
-        batch_segments = []
         # every step's loss is checked: at once on the CPU, at progress events on a device (see _CleanState)
         guard = self._clean_state
         if guard is None:
             guard = self._clean_state = _CleanState(self.model, self.optimizer, self.device, self._defer_loss_check)
         guard.save(epoch, 0)
         b = 0
-        with contextlib.ExitStack() as stack:
-            tap = stack.enter_context(Tap(self.model, self.layers)) if self.mode == "batches" else None
-            for b, (x, y) in enumerate(self._batches(self.train_loader), 1):
-                self._checkpoint()
-                if not guard.deferred and b > 1:
-                    guard.save(epoch, b - 1)  # the buffers, which this batch's forward updates
-                self.optimizer.zero_grad(set_to_none=True)
-                output = self.forward(x)
-                loss = self.loss_fn(output, y)
-                guard.observe(loss, epoch, b)
-                loss.backward()
-                self.optimizer.step()
-                n = x.shape[0]
-                total_loss += loss.detach().double() * n
-                seen += n
-                if tap is not None:
-                    batch_segments.append(self._evaluate_segment(x, tap.outputs, output.detach()))
-                for k, fn in self.metrics.items():
-                    metric_sums[k] = metric_sums[k] + _metric_sum(fn, output.detach(), y)
-                now = time.perf_counter()
-                if now - last_event >= self.batch_event_interval or b == num_batches:
-                    guard.check(epoch, b)
-                    last_event = now
-                    rate = b / max(now - t_start, 1e-9)
-                    eta = (num_batches - b) / rate if num_batches else math.nan
-                    value = float(loss.detach())
-                    self._emit("on_batch_end", BatchEvent(epoch, self._target_epochs, b, num_batches, value, rate, eta))
+        self._hook("on_train_epoch_start", epoch)
+        for b, (x, y) in enumerate(self._batches(self.train_loader), 1):
+            self._checkpoint()
+            if not guard.deferred and b > 1:
+                guard.save(epoch, b - 1)  # the buffers, which this batch's forward updates
+            self._hook("on_train_batch_start", x)
+            self.optimizer.zero_grad(set_to_none=True)
+            output = self.forward(x)
+            loss = self.loss_fn(output, y)
+            guard.observe(loss, epoch, b)
+            loss.backward()
+            self.optimizer.step()
+            n = x.shape[0]
+            total_loss += loss.detach().double() * n
+            seen += n
+            self._hook("on_train_batch_end", x, output)
+            for k, fn in self.metrics.items():
+                metric_sums[k] = metric_sums[k] + _metric_sum(fn, output.detach(), y)
+            now = time.perf_counter()
+            if now - last_event >= self.batch_event_interval or b == num_batches:
+                guard.check(epoch, b)
+                last_event = now
+                rate = b / max(now - t_start, 1e-9)
+                eta = (num_batches - b) / rate if num_batches else math.nan
+                value = float(loss.detach())
+                self._emit("on_batch_end", BatchEvent(epoch, self._target_epochs, b, num_batches, value, rate, eta))
         if b != num_batches:  # else the last batch was a progress event, and checked
             guard.check(epoch, b)
         if seen == 0:
             raise ValueError("the training loader yielded no batch; check the dataset and batch_size.")
-        if batch_segments:
-            self.run.batch_dynamics.append(np.asarray(batch_segments))
         return {"loss": float(total_loss) / seen, **{k: float(v) / seen for k, v in metric_sums.items()}}
-
-    def _output_target(self, output: torch.Tensor) -> torch.Tensor:
-        """The network's output as the target Y of the dynamics: its softmax, as ``Run.trajectories(target="output")``
-        and PyGlow (whose final softmax layer produced it) use, even when the loss made the model return logits."""
-        output = output.reshape(output.shape[0], -1)
-        return output if self.run.output_is_probabilities else torch.softmax(output, -1)
-
-    def _evaluate_segment(self, x, hidden: dict, output) -> np.ndarray:
-        """PyGlow's per-batch dynamics: (evaluators, layers, 2) for one training batch."""
-        seg = [x, *(hidden[n] for n in self.layers), self._output_target(output)]
-        return np.asarray(
-            [[[float(v) for v in pair] for pair in ev.eval_dynamics_segment(seg)] for ev in self.evaluators]
-        )
 
     def _evaluate(self, loader) -> dict:
         was_training = self.model.training
@@ -542,19 +565,6 @@ class Engine:
         if seen == 0:
             return {}
         return {"loss": total / seen, **{k: float(v) / seen for k, v in metric_sums.items()}}
-
-    def _snapshot(self, epoch: int) -> None:
-        grams, output, kept, acts = self.recorder.snapshot()
-        if self.run.num_snapshots == 0:
-            self.run.layer_dims = list(self.recorder.layer_dims)
-        self.run.add_snapshot(epoch, grams, output, kept)
-        custom = [ev for ev in self.evaluators if not isinstance(ev, _HSICEvaluator)]
-        if custom and self.mode == "probe":
-            seg = [self.recorder.probe_x, *(acts[n] for n in self.layers), self._output_target(output)]
-            for ev in custom:
-                with torch.no_grad():
-                    values = [[float(a), float(b)] for a, b in ev.eval_dynamics_segment(seg)]
-                self.run.custom_dynamics.setdefault(type(ev).__name__, []).append(np.asarray(values))
 
     def __repr__(self) -> str:
         return f"Engine(epoch {self.epoch}/{self._target_epochs}, {len(self.layers)} layers, {self.status})"
@@ -663,9 +673,46 @@ def _metric_sum(fn, output: torch.Tensor, y: torch.Tensor):
     return fn(output, y) * output.shape[0]
 
 
-def _num_classes(probe_y: torch.Tensor, loader) -> int:
-    dataset = getattr(loader, "dataset", None)
-    classes = getattr(dataset, "classes", None)
-    if classes is not None:
-        return len(classes)
-    return int(probe_y.max()) + 1
+def register_moved_keywords(names: tuple[str, ...], build: Callable, spelling: str) -> None:
+    """Let ``Engine(..., **{name: value})`` for ``names`` still work: ``build(**given)`` becomes one of its callbacks,
+    with a ``DeprecationWarning`` that says to pass ``spelling`` instead (a layer above the engine registers its
+    callback's old keywords here)."""
+    _MOVED[tuple(names)] = (build, spelling)
+
+
+def _deprecated(old: str, new: str, stacklevel: int = 4) -> None:
+    warnings.warn(f"Engine({old}=...) is deprecated; pass {new}.", DeprecationWarning, stacklevel=stacklevel)
+
+
+def _recording_of(recording: Recording | None, probe: int | None, moved: dict) -> Recording:
+    """The recording given, or one built from ``probe`` and the recording keywords the engine used to take."""
+    given = _recording.pop_options(moved)
+    if recording is None:
+        for k in given:
+            _deprecated(k, f"recording=ibwidget.record.recording.Recording({k}=...)")
+        return Recording(probe, **given)
+    if not isinstance(recording, Recording):
+        raise TypeError(f"recording must be a Recording, got {type(recording).__name__}.")
+    if probe is not None or given:
+        both = ", ".join(["probe"] * (probe is not None) + list(given))
+        raise ValueError(f"pass {both} to the Recording (Recording({both}=...)), not to the Engine beside recording=.")
+    return recording
+
+
+def _moved_callbacks(moved: dict) -> list:
+    """The callbacks built from keywords that moved to them (see :func:`register_moved_keywords`)."""
+    built = []
+    for names, (build, spelling) in _MOVED.items():
+        given = {k: moved.pop(k) for k in names if k in moved}
+        if given:
+            _deprecated(", ".join(given), spelling)
+            built.append(build(**given))
+    return built
+
+
+def _moved_optimizer_keywords(moved: dict) -> dict:
+    """Keywords left over: the optimizer's (e.g. momentum), which the engine used to pass through."""
+    if moved:
+        names = ", ".join(sorted(moved))
+        _deprecated(names, f"them to the optimizer, e.g. optimizer=functools.partial(torch.optim.SGD, {names}=...)")
+    return moved

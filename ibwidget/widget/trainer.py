@@ -7,6 +7,8 @@ import math
 
 import ipywidgets as widgets
 
+from ibwidget.pyglow.models import Sequential
+from ibwidget.record.recording import Recording, pop_options
 from ibwidget.train.engine import Engine, _refuse_second_training, device_label
 from ibwidget.widget._applier import _Batch
 from ibwidget.widget._base import _label, _RunsBox
@@ -15,6 +17,7 @@ from ibwidget.widget.planeview import PlaneView
 __all__ = ["Trainer"]
 
 _ACTIVE = ("running", "paused", "stopping")
+_DEFAULT_EPOCHS = 7
 _BAR_STYLE = {"finished": "success", "failed": "danger", "stopped": "warning", "paused": "warning"}
 
 
@@ -26,14 +29,27 @@ def _duration(seconds: float) -> str:
 
 
 def _make_engine(model, train_loader, val_loader, epochs, probe, layers, loss, optimizer, lr, device, kw) -> Engine:
+    if isinstance(model, Engine):
+        settings = {"train_loader": train_loader, "val_loader": val_loader, "epochs": epochs, "probe": probe}
+        settings.update(layers=layers, loss=loss, optimizer=optimizer, lr=lr)
+        given = [k for k, v in settings.items() if v is not None]
+        if given or kw:
+            raise ValueError(
+                f"an Engine comes with its data and settings; pass {', '.join([*given, *kw])} to the Engine instead "
+                "(ib.Trainer(engine) takes only the widget's options)."
+            )
+        return model
+    if train_loader is None:
+        raise TypeError("Trainer(model, train_loader, ...) needs the training data (or pass an ib.Engine as model).")
+    epochs = _DEFAULT_EPOCHS if epochs is None else epochs
     _refuse_second_training(model)  # before compile() would replace the optimizer of a model still training
-    if hasattr(model, "make_engine"):  # an IBSequential: its compile() settings, its device, its tracked layers
+    if isinstance(model, Sequential):  # its compile() settings, its device, its tracked layers
         if layers is not None:
             raise ValueError(
                 "an IBSequential tracks every layer with parameters; layers=[...] is for a plain nn.Module "
                 "(hide layers with the widget's layer toggles instead)."
             )
-        if getattr(model, "_optimizer", None) is None or loss is not None or optimizer is not None or lr is not None:
+        if not model.is_compiled or loss is not None or optimizer is not None or lr is not None:
             sgd = optimizer is None or (isinstance(optimizer, str) and optimizer.lower() == "sgd")
             model.compile(
                 optimizer=optimizer or "SGD",
@@ -42,9 +58,10 @@ def _make_engine(model, train_loader, val_loader, epochs, probe, layers, loss, o
                 lr=0.01 if lr is None and sgd else lr,
                 momentum=0.9 if sgd else None,
             )
-        engine = model.make_engine(train_loader, val_loader, epochs, probe=probe, **kw)
-        model.engine = engine  # model.run and model.evaluated_dynamics then describe this training
-        return engine
+        return model.make_engine(train_loader, val_loader, epochs, probe=probe, **kw)  # becomes model.engine
+    if "recording" not in kw:
+        kw["recording"] = Recording(probe, **pop_options(kw))
+        probe = None
     return Engine(
         model,
         train_loader,
@@ -63,13 +80,15 @@ def _make_engine(model, train_loader, val_loader, epochs, probe, layers, loss, o
 class Trainer(_RunsBox):
     """Train ``model`` in a background thread and show, live, each layer's trajectory in the information plane.
 
-    ``model``: an ``IBSequential`` (compiled, or compiled here with SGD lr 0.01 momentum 0.9 and cross-entropy)
-    or any ``nn.Module`` (then ``layers``, ``loss``, ``optimizer``, ``lr`` and ``device`` build the
-    :class:`~ibwidget.train.engine.Engine`). ``estimators`` come first in the estimator dropdown, then every registered
-    one; ``sigma``/``sigma_rule``/``target`` set the first view (all changeable later); other keywords go to the
-    engine (e.g. ``name``, ``seed``, ``keep_activations``). Display it, then ``start()``; ``wait()`` blocks until
-    training ends and the widget shows the final state (end an exported notebook with it). ``plane_view``: a
-    second tab with the :class:`~ibwidget.PlaneView` of the run (epoch player, toggles in the browser), live.
+    ``model``: an ``IBSequential`` (compiled, or compiled here with SGD lr 0.01 momentum 0.9 and cross-entropy),
+    any ``nn.Module`` (then ``layers``, ``loss``, ``optimizer``, ``lr`` and ``device`` build the
+    :class:`~ibwidget.train.engine.Engine`), or an ``Engine`` already built (then no data or training settings).
+    ``epochs`` defaults to 7, ``probe`` to 512. ``estimators`` come first in the estimator dropdown, then every
+    registered one; ``sigma``/``sigma_rule``/``target`` set the first view (all changeable later); other keywords go
+    to the recording (``name``, ``keep_activations``, ``probe_data``, ``memory_budget``) or the engine (e.g.
+    ``seed``, ``batch_event_interval``). Display it, then ``start()``; ``wait()`` blocks until training ends and the
+    widget shows the final state (end an exported notebook with it). ``plane_view``: a second tab with the
+    :class:`~ibwidget.PlaneView` of the run (epoch player, toggles in the browser), live.
     """
 
     _export_kind = "trainer"
@@ -77,12 +96,12 @@ class Trainer(_RunsBox):
     def __init__(
         self,
         model,
-        train_loader,
+        train_loader=None,
         val_loader=None,
-        epochs: int = 7,
+        epochs: int | None = None,
         estimators=("hsic", "cka"),
         sigma: float = 5.0,
-        probe: int = 512,
+        probe: int | None = None,
         layers=None,
         loss=None,
         optimizer=None,
@@ -95,9 +114,12 @@ class Trainer(_RunsBox):
         plane_view: bool = True,
         **engine_kwargs,
     ):
+        batch_event_interval = engine_kwargs.pop("batch_event_interval", None)
         engine = _make_engine(
             model, train_loader, val_loader, epochs, probe, layers, loss, optimizer, lr, device, engine_kwargs
         )
+        if batch_event_interval is not None:  # the widget's refresh of the progress bar
+            engine.batch_event_interval = float(batch_event_interval)
         super().__init__()
         self._engine = engine
         self._target = int(engine.num_epochs)
