@@ -33,6 +33,7 @@ __all__ = [
     "BatchEvent",
     "EpochEvent",
     "engine_of",
+    "refuse_second_training",
     "resolve_device",
     "register_moved_keywords",
     "STATUSES",
@@ -87,7 +88,9 @@ def engine_of(model: nn.Module) -> Engine | None:
     return _engine_training(model)
 
 
-def _refuse_second_training(model: nn.Module, exclude: Engine | None = None) -> None:
+def refuse_second_training(model: nn.Module, exclude: Engine | None = None) -> None:
+    """Raise a ``RuntimeError`` that says what to do when an engine (other than ``exclude``) trains ``model`` or
+    shares modules with it: call it before changing what a training uses (e.g. ``compile()``)."""
     other = _engine_training(model, exclude)
     if other is not None:
         same = other.model is model
@@ -196,7 +199,7 @@ class Engine:
         self.batch_event_interval = float(self.batch_event_interval)
         callbacks += _moved_callbacks(moved)
         optimizer_kwargs = _moved_optimizer_keywords(moved)
-        _refuse_second_training(model)  # before anything moves the model or runs a probe forward through it
+        refuse_second_training(model)  # before anything moves the model or runs a probe forward through it
         self.device = resolve_device(device)
         self.model = model.to(self.device)
         self.train_loader = train_loader
@@ -322,7 +325,7 @@ class Engine:
             self._hook("on_fit_start", target)
             self._target_epochs = target
             with _TRAINING_LOCK:
-                _refuse_second_training(self.model, exclude=self)
+                refuse_second_training(self.model, exclude=self)
                 _TRAINING.add(self)
             status, self.status = self.status, "running"
             self._stop_requested = False

@@ -9,7 +9,7 @@ import ipywidgets as widgets
 
 from ibwidget.pyglow.models import Sequential
 from ibwidget.record.recording import Recording, pop_options
-from ibwidget.train.engine import Engine, _refuse_second_training, device_label
+from ibwidget.train.engine import Engine, device_label, refuse_second_training
 from ibwidget.widget._applier import _Batch
 from ibwidget.widget._base import _label, _RunsBox
 from ibwidget.widget.planeview import PlaneView
@@ -42,7 +42,7 @@ def _make_engine(model, train_loader, val_loader, epochs, probe, layers, loss, o
     if train_loader is None:
         raise TypeError("Trainer(model, train_loader, ...) needs the training data (or pass an ib.Engine as model).")
     epochs = _DEFAULT_EPOCHS if epochs is None else epochs
-    _refuse_second_training(model)  # before compile() would replace the optimizer of a model still training
+    refuse_second_training(model)  # before compile() would replace the optimizer of a model still training
     if isinstance(model, Sequential):  # its compile() settings, its device, its tracked layers
         if layers is not None:
             raise ValueError(
