@@ -93,6 +93,7 @@ import torch
 import ibwidget as ib
 from ibwidget.information_bottleneck.estimator import HSIC
 from ibwidget.layers import Conv2d, Dense, Flatten
+from ibwidget.plane.table import trajectory_table
 
 torch.manual_seed(SEED)
 print(f"ibwidget {ib.__version__}, torch {torch.__version__}, CUDA available: {torch.cuda.is_available()}")
@@ -226,23 +227,8 @@ for rule, what in ((SIGMA_RULE, f"{SIGMA_RULE} (widget)"), ("fixed", f"fixed {SI
 
 
 # %%
-def table(run, estimator="hsic", sigma=SIGMA, target="labels", sigma_rule="fixed"):
-    """Print each layer's (dependence on X, dependence on Y) at every recorded epoch, with the validation accuracy."""
-    traj = run.trajectories(estimator, sigma=sigma, target=target, sigma_rule=sigma_rule)
-    spec = ib.estimators.get(estimator)
-    print(
-        f"{run.name}: {spec.axis_label('T', 'X')}  /  {spec.axis_label('T', 'Y')}   (sigma={sigma}, {sigma_rule}, "
-        f"Y={target}, probe of {run.m})"
-    )
-    print("epoch  val_acc  " + "".join(f"{name:>22}" for name in run.layer_names))
-    for row, epoch in enumerate(run.epochs):
-        acc = run.history["val_accuracy"][epoch - 1] if epoch > 0 else float("nan")
-        cells = "".join(f"{traj[row, i, 0]:>11.4g}{traj[row, i, 1]:>11.4g}" for i in range(len(run.layer_names)))
-        print(f"{epoch:>5}  {acc:>7.3f}  {cells}")
-    return traj
-
-
-traj = table(run, "hsic")
+traj = run.trajectories("hsic", sigma=SIGMA)
+print(trajectory_table(run, "hsic", sigma=SIGMA))
 print("\narray shape:", traj.shape)
 
 # %% [markdown]

@@ -32,7 +32,7 @@ SEED = 0
 import torch
 
 import ibwidget as ib
-from ibwidget.layers import Conv2d, Dense, Dropout, Flatten
+from ibwidget.models import seed_model
 
 train, val, test = getattr(ib.datasets, DATASET).load_data(BATCH_SIZE, validation_split=0.2, seed=SEED)
 x0, _ = next(iter(train))
@@ -48,23 +48,11 @@ print(f"{DATASET}: {len(train.dataset)} training and {len(val.dataset)} validati
 # while training: the probe is evaluated in evaluation mode, so the trajectories describe the deterministic
 # network that the dropout-trained weights define. We train without a live widget here
 # (`fit_generator(..., progress=False)`); each run takes a few seconds on a CPU.
+# `ibwidget.models.seed_model` builds the tutorial's network, with a `Dropout` layer after each hidden Dense
+# layer when asked.
 
 
 # %%
-def seed_network(name, dropout=0.0):
-    """The tutorial's network, with optional dropout after each hidden Dense layer."""
-    torch.manual_seed(SEED)  # the same initial weights for every run
-    model = ib.IBSequential(input_shape=INPUT_SHAPE, device=DEVICE, name=name)
-    model.add(Conv2d(filters=16, kernel_size=3, stride=1, padding=1, activation="relu"))
-    model.add(Flatten())
-    for width in (1000, 500, 200):
-        model.add(Dense(width, activation="relu"))
-        if dropout:
-            model.add(Dropout(dropout))
-    model.add(Dense(10))
-    return model
-
-
 variants = [
     ("no regularisation", 0.0, 0.0),
     (f"dropout {DROPOUT}", DROPOUT, 0.0),
@@ -72,7 +60,8 @@ variants = [
 ]
 runs = []
 for name, dropout, weight_decay in variants:
-    model = seed_network(name, dropout)
+    torch.manual_seed(SEED)  # the same initial weights for every run
+    model = seed_model(INPUT_SHAPE, device=DEVICE, dropout=dropout, name=name)  # the tutorial's network
     model.compile(
         optimizer="SGD", loss="cross_entropy", metrics=["accuracy"], lr=LR, momentum=0.9, weight_decay=weight_decay
     )

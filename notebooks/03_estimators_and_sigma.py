@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 import ibwidget as ib
-from ibwidget.cli import seed_model
+from ibwidget.models import seed_model
 
 train, val, test = getattr(ib.datasets, DATASET).load_data(BATCH_SIZE, validation_split=0.2, seed=SEED)
 x0, _ = next(iter(train))
@@ -35,8 +35,7 @@ INPUT_SHAPE = tuple(x0.shape[1:])
 print(f"{DATASET}: {len(train.dataset)} training and {len(val.dataset)} validation images of shape {INPUT_SHAPE}")
 
 torch.manual_seed(SEED)
-model = seed_model(INPUT_SHAPE, device=DEVICE)  # the tutorial's network, ending in logits
-model.name = "seed model"
+model = seed_model(INPUT_SHAPE, device=DEVICE, name="seed model")  # the tutorial's network, ending in logits
 model.compile(optimizer="SGD", loss="cross_entropy", metrics=["accuracy"], lr=LR, momentum=0.9)
 model.fit_generator(train, val, EPOCHS, probe=PROBE, seed=SEED, progress=False)
 run = model.run

@@ -76,7 +76,7 @@ print(f"independent A, B: alignment = {float(alignment(KA, KB)):.4f}   cka = {fl
 # the seed model on the digits data with our estimator selected.
 
 # %%
-from ibwidget.cli import seed_model
+from ibwidget.models import seed_model
 
 train, val, _ = getattr(ib.datasets, DATASET).load_data(BATCH_SIZE, seed=SEED)
 x0, _ = next(iter(train))

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 import ibwidget as ib
+from ibwidget.plane.table import trajectory_table
 
 train, val, test = getattr(ib.datasets, DATASET).load_data(BATCH_SIZE, validation_split=0.2, seed=SEED)
 x0, _ = next(iter(train))
@@ -98,25 +99,9 @@ print(f"final validation accuracy {run.history['val_accuracy'][-1]:.3f}")
 
 
 # %%
-def table(run, estimator="hsic", sigma=SIGMA, target="labels", sigma_rule="fixed"):
-    """Print each layer's (dependence on X, dependence on Y) at every recorded epoch, with the validation accuracy."""
-    traj = run.trajectories(estimator, sigma=sigma, target=target, sigma_rule=sigma_rule)
-    spec = ib.estimators.get(estimator)
-    print(
-        f"{run.name}: {spec.axis_label('T', 'X')}  /  {spec.axis_label('T', 'Y')}   (sigma={sigma}, {sigma_rule}, "
-        f"Y={target}, probe of {run.m})"
-    )
-    print("epoch  val_acc  " + "".join(f"{name:>22}" for name in run.layer_names))
-    for row, epoch in enumerate(run.epochs):
-        acc = run.history["val_accuracy"][epoch - 1] if epoch > 0 else float("nan")
-        cells = "".join(f"{traj[row, i, 0]:>11.4g}{traj[row, i, 1]:>11.4g}" for i in range(len(run.layer_names)))
-        print(f"{epoch:>5}  {acc:>7.3f}  {cells}")
-    return traj
-
-
-traj = table(run, "hsic")
+print(trajectory_table(run, "hsic", sigma=SIGMA))
 print()
-traj = table(run, "cka")
+print(trajectory_table(run, "cka", sigma=SIGMA))
 
 # %% [markdown]
 # ## Nothing left behind

@@ -8,6 +8,7 @@ interpreter (the venv's).
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 import shutil
@@ -76,6 +77,33 @@ def test_notebook_sources_pass_the_package_lint():
             timeout=60,
         )
         assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def _source_trees() -> dict[str, ast.Module]:
+    return {p.name: ast.parse(p.read_text()) for p in sorted(NOTEBOOKS_DIR.glob("[0-9][0-9]_*.py"))}
+
+
+def test_notebooks_use_only_the_public_api():
+    for source, tree in _source_trees().items():
+        for node in ast.walk(tree):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom):
+                names = [node.module or ""] + [f"{node.module}.{a.name}" for a in node.names]
+            for name in (n for n in names if n.split(".")[0] == "ibwidget"):
+                private = [part for part in name.split(".") if part.startswith("_")]
+                assert not private and not name.startswith("ibwidget.cli"), f"{source} imports {name}"
+
+
+def test_no_helper_is_written_twice_across_notebooks():
+    defined: dict[str, str] = {}
+    for source, tree in _source_trees().items():
+        for node in tree.body:
+            if isinstance(node, ast.FunctionDef | ast.ClassDef):
+                assert node.name not in defined, (
+                    f"{node.name} is defined in {defined.get(node.name)} and {source}: shared helpers belong in the "
+                    "package's public API"
+                )
+                defined[node.name] = source
 
 
 def test_build_check_catches_an_edited_source_and_a_notebook_without_one(tmp_path):
