@@ -15,11 +15,13 @@ tensor([[ 0., 25.],
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 
 from ibwidget._vocabulary import KERNELS, MEDIAN_RULES, SIGMA_RULES
+from ibwidget.measure import _packed
 from ibwidget.measure._validate import as_float_tensor, check_kernel, check_sigma, resolve_name
 
 __all__ = [
@@ -31,6 +33,8 @@ __all__ = [
     "label_kernel",
     "sigma_median",
     "sigma_from_rule",
+    "sigma_from_distances",
+    "pack_gram",
     "saturation",
     "exponent_factor",
     "SIGMA_RULES",
@@ -146,14 +150,21 @@ def label_kernel(labels, num_classes: int | None = None, dtype=torch.float32) ->
     return (labels[:, None] == labels[None, :]).to(dtype)
 
 
-def _offdiag_median(values: torch.Tensor) -> torch.Tensor:
-    """Median of the strictly upper-triangular entries of ``(..., m, m)`` (mean of the two middle values)."""
-    m = values.shape[-1]
-    iu = torch.triu_indices(m, m, offset=1, device=values.device)
-    flat = values[..., iu[0], iu[1]]
-    s = flat.sort(dim=-1).values
-    n = s.shape[-1]
-    return 0.5 * (s[..., (n - 1) // 2] + s[..., n // 2])
+def _median(dist: torch.Tensor, rule: str) -> torch.Tensor:
+    """The raw median-rule width from packed squared distances (..., P): 0 where all points coincide."""
+    values = dist if rule == "median_d2" else dist.sqrt()
+    n = values.shape[-1]
+    lo = values.kthvalue((n + 1) // 2, dim=-1).values
+    hi = values.kthvalue(n // 2 + 1, dim=-1).values if n % 2 == 0 else lo  # mean of the two middle values
+    med = 0.5 * (lo + hi)
+    return med.sqrt() if rule == "median_d2" else med
+
+
+def _packed_sq_distances(G, min_m: int = 2) -> torch.Tensor:
+    G = as_float_tensor(G, "G")
+    if G.shape[-1] < min_m:
+        raise ValueError("a median sigma needs at least 2 samples.")
+    return _packed.pack(sq_distances(G))
 
 
 def sigma_median(G, rule: str = "median_d2") -> torch.Tensor:
@@ -161,14 +172,11 @@ def sigma_median(G, rule: str = "median_d2") -> torch.Tensor:
 
     ``median_d2``: sigma^2 = median of off-diagonal squared distances. ``median_d``: sigma = median of
     off-diagonal distances. The two differ only in how the two middle values are averaged.
-    A representation whose points all coincide has no scale: an error says so.
+    A representation whose points all coincide has no scale: an error says so (:func:`sigma_from_rule` and
+    :func:`sigma_from_distances` give such a layer sigma = 1 instead, whose kernel is all ones like any other).
     """
     rule = resolve_name("median rule", rule, MEDIAN_RULES)
-    G = as_float_tensor(G, "G")
-    if G.shape[-1] < 2:
-        raise ValueError("a median sigma needs at least 2 samples.")
-    D = sq_distances(G)
-    sigma = _offdiag_median(D).sqrt() if rule == "median_d2" else _offdiag_median(D.sqrt())
+    sigma = _median(_packed_sq_distances(G), rule)
     if not bool((sigma > 0).all()):
         raise ValueError(
             f"the {rule} rule gives sigma = 0: most samples have identical representations (a dead layer?). "
@@ -177,19 +185,47 @@ def sigma_median(G, rule: str = "median_d2") -> torch.Tensor:
     return sigma
 
 
-def sigma_from_rule(G, rule: str = "fixed", sigma: float = 5.0, dim: int | None = None):
-    """The kernel width for ``G`` under a named rule of :data:`SIGMA_RULES`.
+def sigma_from_distances(dist: torch.Tensor, rule: str = "fixed", sigma: float = 5.0, dim=None):
+    """The kernel width per matrix under a named rule of :data:`SIGMA_RULES`, from packed squared distances.
 
-    ``fixed`` returns ``sigma``; ``sqrt_d`` returns ``sigma * sqrt(dim)``; the median rules ignore ``sigma``.
+    ``dist`` (..., P) holds each matrix's off-diagonal squared distances (its strict upper triangle). ``fixed``
+    returns ``sigma``; ``sqrt_d`` returns ``sigma * sqrt(dim)``, with ``dim`` a number or one per matrix of the last
+    batch axis (a layer's width; then a float64 tensor of ``dist.shape[:-1]``); the median rules ignore ``sigma``
+    and return a tensor of ``dist.shape[:-1]``. A dead layer (all points coincide: median 0) gets sigma = 1: its
+    kernel is all ones at any width, so its trajectory stays defined.
     """
     rule = resolve_name("sigma rule", rule, SIGMA_RULES)
     if rule == "fixed":
         return check_sigma(sigma)
     if rule == "sqrt_d":
-        if dim is None or int(dim) < 1:
+        per_matrix = isinstance(dim, Sequence | np.ndarray | torch.Tensor)
+        dims = [int(d) for d in dim] if per_matrix else [None if dim is None else int(dim)]
+        if any(d is None or d < 1 for d in dims):
             raise ValueError("rule 'sqrt_d' needs the representation's dimension: pass dim=d (d >= 1).")
-        return check_sigma(sigma) * math.sqrt(int(dim))
-    return sigma_median(G, rule)
+        s = check_sigma(sigma)
+        if not per_matrix:
+            return s * math.sqrt(dims[0])
+        root_d = torch.tensor([math.sqrt(d) for d in dims], dtype=torch.float64, device=dist.device)
+        return (s * root_d).expand(dist.shape[:-1])
+    med = _median(dist, rule)
+    return torch.where(med > 0, med, torch.ones_like(med))
+
+
+def sigma_from_rule(G, rule: str = "fixed", sigma: float = 5.0, dim: int | None = None):
+    """The kernel width for ``G`` under a named rule of :data:`SIGMA_RULES`.
+
+    ``fixed`` returns ``sigma``; ``sqrt_d`` returns ``sigma * sqrt(dim)``; the median rules ignore ``sigma`` (a dead
+    layer, whose points all coincide, gets 1). The same rules as :func:`sigma_from_distances`, from a Gram matrix.
+    """
+    rule = resolve_name("sigma rule", rule, SIGMA_RULES)
+    if rule in MEDIAN_RULES:
+        return sigma_from_distances(_packed_sq_distances(G), rule)
+    return sigma_from_distances(torch.empty(0), rule, sigma, dim)
+
+
+def pack_gram(G: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gram (..., m, m) -> (packed squared distances (..., P), squared norms (..., m)), P = m(m-1)/2."""
+    return _packed.pack(_sq_distances(G)).contiguous(), torch.diagonal(G, dim1=-2, dim2=-1).contiguous()
 
 
 def saturation(K) -> torch.Tensor:

@@ -22,14 +22,11 @@ matrix) are computed only when listed in ``estimators=``. Live runs append only 
 
 from __future__ import annotations
 
-import copy
 import math
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from ibwidget._vocabulary import (
     GRID_FORMAT,
@@ -45,10 +42,11 @@ from ibwidget._vocabulary import (
     TARGET_SYMBOLS,
     TARGETS,
 )
-from ibwidget.measure import _packed
 from ibwidget.measure import estimators as _estimators
 from ibwidget.measure import kernels as _kernels
+from ibwidget.measure import trajectories as _trajectories
 from ibwidget.measure._validate import resolve_name, unknown_name
+from ibwidget.measure.trajectories import is_packed
 from ibwidget.record.run import Run
 
 __all__ = ["Grid", "GridBuilder", "plane_grid", "default_estimators", "DEFAULT_SIGMAS", "DEFAULT_RULES", "TARGETS"]
@@ -58,19 +56,10 @@ DEFAULT_SIGMAS = tuple(float(f"{5.0 * 10.0**k:.6g}") for k in np.linspace(-2.0, 
 DEFAULT_RULES = ("fixed", "median_d2", "median_d")
 
 
-def _packable(spec) -> bool:
-    """Estimators :meth:`Run.trajectories` evaluates from packed kernel values (and so can share a pass)."""
-    option = next(iter(spec.options.values()), None)
-    name = spec.fn.__name__
-    if spec.needs == "kernels":
-        return spec.fn in (_estimators.hsic, _estimators.cka) and option in _packed.PACKED[name]
-    return spec.needs == "distances" and spec.fn is _estimators.kde_mi and option in _packed.PACKED["kde_mi"]
-
-
 def default_estimators() -> list[str]:
     """The registered estimators a grid holds by default: every fast one (packed HSIC/CKA/KDE, and binning)."""
     specs = [_estimators.get(n) for n in _estimators.names()]
-    return [s.name for s in specs if _packable(s) or s.needs == "activations"]
+    return [s.name for s in specs if is_packed(s) or s.needs == "activations"]
 
 
 def _finite_or_none(v):
@@ -93,7 +82,7 @@ def _history(run) -> dict:
 def _available_layers(run, spec) -> list[bool]:
     if spec.needs != "activations":
         return [True] * len(run.layer_names)
-    return [name in run._acts for name in run.layer_names]
+    return [name in run.activations for name in run.layer_names]
 
 
 @dataclass
@@ -140,35 +129,6 @@ class Grid:
     def block(self, estimator: str, slot: int, target: str) -> np.ndarray:
         """Values of one block: (runs, epochs, layers, 2)."""
         return self.values[:, :, self.block_index(estimator, slot, target)]
-
-
-class _Rows:
-    """Stands in for ``run._Growable``: a fixed tensor whose ``view(n)`` is its first n rows."""
-
-    def __init__(self, t: torch.Tensor):
-        self._t = t
-
-    def view(self, n: int | None = None) -> torch.Tensor:
-        return self._t if n is None else self._t[:n]
-
-
-def _tail(run, start: int):
-    """A Run sharing ``run``'s probe that holds only its snapshots from index ``start`` on, as recorded now.
-
-    The copy never grows: a computation on it sees one fixed number of snapshots while the training thread keeps
-    appending to ``run`` (``start=0``: every snapshot recorded so far).
-    """
-    with run._lock:
-        n = len(run.epochs)
-        sub = copy.copy(run)
-        sub._lock = threading.RLock()
-        sub._median_cache = {}
-        sub._dist = _Rows(run._dist.view(n)[start:])
-        sub._norms = _Rows(run._norms.view(n)[start:])
-        sub._outputs = None if run._outputs is None else _Rows(run._outputs.view(n)[start:])
-        sub._acts = {k: _Rows(g.view(n)[start:]) for k, g in run._acts.items()}
-        sub.epochs = list(run.epochs[start:n])
-    return sub
 
 
 class GridBuilder:
@@ -301,23 +261,25 @@ class GridBuilder:
     def compute(self, run, start: int = 0) -> tuple[np.ndarray, np.ndarray, dict]:
         """Values (E', blocks, layers, 2) and saturation (E', slots, layers) of ``run``'s snapshots from ``start``.
 
-        Also returns notes: estimator name -> why some of its blocks are NaN.
+        ``run``: a :class:`ibwidget.Run` or its :meth:`~ibwidget.Run.snapshots`. Also returns notes: estimator
+        name -> why some of its blocks are NaN.
         """
-        sub = _tail(run, start)
-        E, L = sub.num_snapshots, len(run.layer_names)
+        sub = run.snapshots().since(start)
+        E, L = sub.num_snapshots, len(sub.layer_names)
         values = np.full((E, self.n_blocks, L, 2), np.nan, dtype=np.float32)
         sat = np.full((E, len(self.slots), L), np.nan, dtype=np.float32)
         notes: dict[str, str] = {}
         if E == 0:
             return values, sat, notes
-        packed = [(i, s) for i, s in enumerate(self.specs) if _packable(s)]
-        others = [(i, s) for i, s in enumerate(self.specs) if not _packable(s)]
+        packed = [(i, s) for i, s in enumerate(self.specs) if is_packed(s)]
+        others = [(i, s) for i, s in enumerate(self.specs) if not is_packed(s)]
         T = len(self.targets)
+        cache = self._targets if self.keep_targets else {}
         for k, (rule, sigma) in enumerate(self.slots):
             sig = 1.0 if sigma is None else sigma  # median rules ignore it
-            results, sat_k = self._packed_slot(sub, [s for _, s in packed], rule, sig)
+            results, sat_k = self._packed_slot(sub, [s for _, s in packed], rule, sig, cache)
             if sat_k is None:
-                sat_k = sub.saturation(sig, rule)
+                sat_k = _trajectories.saturation(sub, sig, rule)
             sat[:, k, :] = sat_k
             for (i, _), res in zip(packed, results, strict=True):
                 for t in range(T):
@@ -325,18 +287,19 @@ class GridBuilder:
                     values[:, b, :, 0] = res[..., 0]
                     values[:, b, :, 1] = res[..., 1 + t]
         for i, spec in others:
-            layers = [n for n, ok in zip(run.layer_names, _available_layers(run, spec), strict=True) if ok]
+            layers = [n for n, ok in zip(sub.layer_names, _available_layers(sub, spec), strict=True) if ok]
             if not layers:
                 notes[spec.name] = f"{spec.name} needs stored activations; this run kept none (all layers are wide)."
                 continue
-            index = [run.layer_names.index(n) for n in layers]
+            index = [sub.layer_names.index(n) for n in layers]
             if len(layers) < L:
                 notes[spec.name] = f"{spec.name} reads activations, kept only for layers narrower than the probe."
             for k, (rule, sigma) in enumerate(self.slots[: self._n_slots(spec)]):
                 for t, target in enumerate(self.targets):
                     b = self.base[i] + k * T + t
                     try:
-                        traj = sub.trajectories(
+                        traj = _trajectories.trajectories(
+                            sub,
                             spec.name,
                             sigma=1.0 if sigma is None else sigma,
                             target=target,
@@ -350,7 +313,7 @@ class GridBuilder:
                     values[:, b, index, :] = traj
         return values, sat, notes
 
-    def _packed_slot(self, run, specs, rule: str, sigma: float):
+    def _packed_slot(self, snap, specs, rule: str, sigma: float, cache: dict):
         """Every packed estimator for one slot, in one pass over the kernel values (as ``Run.trajectories``).
 
         Returns a list of (E, L, 1 + targets) float64 arrays (column 0 vs X, then one per target) and the
@@ -358,88 +321,9 @@ class GridBuilder:
         """
         if not specs:
             return [], None
-        layers = list(run.layer_names)
-        dist, norms, outputs, _ = run._view(layers)
-        E, L, P = dist.shape
-        device = run.device
-        sigma_h = run._sigma(rule, sigma, dist, norms, run.layer_dims)
-        if isinstance(sigma_h, torch.Tensor):
-            flat_sigma = sigma_h.reshape(E * L)
-        else:
-            flat_sigma = torch.full((E * L,), sigma_h, dtype=torch.float64)
-        sigma_h = flat_sigma.to(device, torch.float64).reshape(E, L)
-        gaussian = self.kernel == "gaussian"
-        kernel_specs = [s for s in specs if s.needs == "kernels"]
-        jobs: dict[str, list] = {"kernel": kernel_specs, "upper": [], "lower": []}
-        for s in specs:
-            if s.needs == "distances":
-                jobs["lower" if s.options.get("bound") == "lower" else "upper"].append(s)
-        targets: dict[str, list] = {}
-        if kernel_specs:
-            unbiased = any(next(iter(s.options.values()), None) in ("unbiased", True) for s in kernel_specs)
-            targets["kernel"] = [self._fixed_target(run, "X", rule, sigma, unbiased)] + [
-                self._fixed_target(run, t, rule, sigma, unbiased)
-                if t == "labels"
-                else _packed.Target.of(run._target_kernel(t, self.kernel, rule, sigma, outputs), unbiased)
-                for t in self.targets
-            ]
-        if jobs["upper"] or jobs["lower"]:
-            label_of = {"labels": run.probe_labels, "output": outputs.argmax(-1) if "output" in self.targets else None}
-            kde = [_packed.Target.of_labels(None)] + [_packed.Target.of_labels(label_of[t]) for t in self.targets]
-            targets["upper"] = targets["lower"] = kde
-        out = {s.name: torch.empty(E, L, 1 + len(self.targets), dtype=torch.float64, device=device) for s in specs}
-        sat = torch.empty(E, L, dtype=torch.float64, device=device)
-        factor = _kernels.exponent_factor(sigma_h)
-        passes = []  # (factor, exp, groups, saturation from this pass)
-        if kernel_specs and gaussian:  # KDE upper's kernel exp(-D2 / (2 sigma^2)) is the Gaussian kernel itself
-            passes.append((factor, True, ["kernel", "upper"], True))
-        elif kernel_specs:
-            passes.append((torch.full_like(sigma_h, -0.5), False, ["kernel"], False))
-        if jobs["upper"] and not (kernel_specs and gaussian):
-            passes.append((factor, True, ["upper"], True))
-        if jobs["lower"]:  # the lower bound: 4x the noise variance
-            passes.append((_kernels.exponent_factor(sigma_h, 4.0), True, ["lower"], False))
-        sat_done = False
-        for pass_factor, exp, groups, with_sat in passes:
-            todo = [(s, g) for g in groups for s in jobs[g]]
-            self._chunks(run, dist, pass_factor, exp, todo, targets, out, sat if with_sat else None)
-            sat_done = sat_done or with_sat
+        out, sat = _trajectories.packed_estimates(snap, specs, rule, sigma, self.kernel, self.targets, cache=cache)
         results = [out[s.name].cpu().numpy() for s in specs]
-        return results, (sat.double().cpu().numpy() if sat_done else None)
-
-    def _fixed_target(self, run, which: str, rule: str, sigma: float, unbiased: bool):
-        """Target statistics of X or of the labels: the same for every epoch, so kept while the run grows."""
-        key = (id(run.probe_x), which, unbiased) + ((rule, sigma) if which == "X" else ())
-        hit = self._targets.get(key)
-        if hit is not None:
-            return hit
-        if which == "X":
-            s_x = run._sigma(rule, sigma, run._x_dist, run._x_norms, [], "X")
-            K = run._x_kernel(self.kernel, s_x)
-        else:
-            K = run._target_kernel("labels", self.kernel, rule, sigma, None)
-        target = _packed.Target.of(K, unbiased)
-        if self.keep_targets or which != "X":
-            self._targets[key] = target
-        return target
-
-    @staticmethod
-    def _chunks(run, dist, factor, exp: bool, todo, targets, out, sat) -> None:
-        """Kernel values from ``factor * D2`` a few epochs at a time, each matrix in the form that keeps its precision
-        (see :func:`ibwidget.measure._packed.kernel_chunks`); every job reads them.
-
-        ``dist`` (E, L, P), ``factor`` (E, L); ``out[name]`` (E, L, 1 + targets); ``sat`` (E, L) or None.
-        """
-        L = dist.shape[1]
-        groups = {g for _, g in todo}
-        for start, stop, k32, k, shift in _packed.kernel_chunks(dist, factor, exp):
-            if sat is not None:
-                sat[start:stop] = k32.mean(-1, dtype=torch.float64) + shift
-            rows = {g: [t.epochs(start, stop) for t in targets[g]] for g in groups}
-            for spec, group in todo:
-                option = next(iter(spec.options.values()), None)
-                res = _packed.estimate(spec.fn.__name__, option, k, run.m, rows[group], shift)
-                out[spec.name][start:stop] = res.reshape(stop - start, L, -1)
+        return results, (None if sat is None else sat.cpu().numpy())
 
 
 def plane_grid(
@@ -463,7 +347,7 @@ def plane_grid(
 
 def builder_grid(builder: GridBuilder, runs: list, default: dict | None = None) -> Grid:
     """Compute ``builder``'s grid for ``runs`` (one after the other, padded with NaN), as recorded now."""
-    runs = [_tail(r, 0) for r in runs]  # runs still training keep growing: compute on what they hold now
+    runs = [r.snapshots() for r in runs]  # runs still training keep growing: compute on what they hold now
     E = max(r.num_snapshots for r in runs)
     L = max(len(r.layer_names) for r in runs)
     values = np.full((len(runs), E, builder.n_blocks, L, 2), np.nan, dtype=np.float32)

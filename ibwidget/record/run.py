@@ -16,35 +16,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ibwidget._vocabulary import KERNELS, MEDIAN_RULES, TARGETS
-from ibwidget.measure import _packed
-from ibwidget.measure import estimators as _estimators
+from ibwidget._vocabulary import KERNELS, TARGETS
 from ibwidget.measure import kernels as _kernels
-from ibwidget.measure._packed import unpack
-from ibwidget.measure._validate import check_sigma, clean_text, resolve_name, unknown_name
+from ibwidget.measure import trajectories as _trajectories
+from ibwidget.measure._validate import clean_text
+from ibwidget.measure.trajectories import Snapshots
 from ibwidget.record import _runfile
 
-__all__ = ["Run", "load_run", "TARGETS", "KERNELS"]
+__all__ = ["Run", "load_run", "Snapshots", "TARGETS", "KERNELS"]
 
 _HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy")
-_FAST_HSIC = {"biased", "pyglow"}
-_CHUNK = 32  # matrices unpacked at once on the generic path
-
-
-def _median_sigma(dist: torch.Tensor, rule: str) -> torch.Tensor:
-    """Median-heuristic sigma from packed squared distances (..., P) (mean of the two middle values)."""
-    values = dist if rule == "median_d2" else dist.sqrt()
-    n = values.shape[-1]
-    lo = values.kthvalue((n + 1) // 2, dim=-1).values
-    hi = values.kthvalue(n // 2 + 1, dim=-1).values if n % 2 == 0 else lo
-    med = 0.5 * (lo + hi)
-    med = med.sqrt() if rule == "median_d2" else med
-    return torch.where(med > 0, med, torch.ones_like(med))  # a dead layer: any width gives K = 1
-
-
-def pack_gram(G: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Gram (..., m, m) -> (packed squared distances (..., P), squared norms (..., m)), P = m(m-1)/2."""
-    return _packed.pack(_kernels._sq_distances(G)).contiguous(), torch.diagonal(G, dim1=-2, dim2=-1).contiguous()
 
 
 _report_writer = None  # write_html(runs, path, title, notes, **grid_kwargs), from the plane layer above this one
@@ -124,7 +105,8 @@ class Run:
         self.custom_dynamics: dict[str, list[np.ndarray]] = {}
         self.batch_dynamics: list[np.ndarray] = []
         self._lock = threading.RLock()
-        self._median_cache: dict = {}
+        self._snapshots: Snapshots | None = None  # the last one handed out, while nothing new is recorded
+        self._snapshots_key: tuple = ()
         self.probe_x = probe_x.detach().to(self.device, torch.float32)
         self.probe_labels = probe_labels.detach().to(self.device, torch.long)
         self.m = int(self.probe_x.shape[0])
@@ -134,7 +116,7 @@ class Run:
             raise ValueError(f"probe labels must have shape ({self.m},), got {tuple(self.probe_labels.shape)}.")
         self.num_classes = int(num_classes or int(self.probe_labels.max()) + 1)
         self.input_dim = int(self.probe_x[0].numel())
-        self._x_dist, self._x_norms = pack_gram(_kernels.gram(self.probe_x))
+        self._x_dist, self._x_norms = _kernels.pack_gram(_kernels.gram(self.probe_x))
         P = self.m * (self.m - 1) // 2
         L = len(self.layer_names)
         self._dist = _Growable((L, P), torch.float32, self.device, capacity)  # packed D2 per epoch and layer
@@ -150,7 +132,9 @@ class Run:
         missing = [n for n in self.layer_names if n not in grams]
         if missing:
             raise ValueError(f"add_snapshot needs a Gram for every tracked layer; missing {missing}.")
-        dist, norms = pack_gram(torch.stack([grams[n].to(self.device, torch.float32) for n in self.layer_names]))
+        dist, norms = _kernels.pack_gram(
+            torch.stack([grams[n].to(self.device, torch.float32) for n in self.layer_names])
+        )
         output = output.detach().to(self.device, torch.float32).reshape(self.m, -1)
         with self._lock:
             capacity = self._dist.capacity
@@ -200,68 +184,39 @@ class Run:
 
     # ------------------------------------------------------------------------------------------ estimation
 
-    def _view(self, layers):
-        """A consistent copy-free view of the snapshots: (dist (E, L, P), norms (E, L, m), outputs (E, m, C))."""
+    def snapshots(self) -> Snapshots:
+        """The snapshots recorded so far, read-only and fixed: later epochs never appear in them.
+
+        Taken under the run's lock, so epochs, distances, norms, outputs, activations and history agree; the tensors
+        share the run's storage (no copy).
+        """
         with self._lock:
             n = len(self.epochs)
-            if n == 0:
-                raise ValueError("this run has no snapshot yet; train at least until epoch 0 is recorded.")
-            dist, norms = self._dist.view(n), self._norms.view(n)
-            if layers != self.layer_names:
-                index = torch.tensor([self.layer_names.index(name) for name in layers], device=self.device)
-                dist, norms = dist.index_select(1, index), norms.index_select(1, index)
-            outputs = self._outputs.view(n)
-            acts = {name: self._acts[name].view(n) for name in layers if name in self._acts}
-        return dist, norms, outputs, acts
-
-    def _resolve_layers(self, layers):
-        if layers is None:
-            return list(self.layer_names)
-        unknown = [n for n in layers if n not in self.layer_names]
-        if unknown:
-            raise unknown_name("layer", unknown[0], self.layer_names)
-        return list(layers)
-
-    def _sigma(self, rule, sigma, dist: torch.Tensor, norms: torch.Tensor, dims, key=None) -> torch.Tensor | float:
-        """Kernel width per matrix (a float, or a tensor of dist's batch shape)."""
-        if rule == "fixed":
-            return check_sigma(sigma)
-        if rule == "sqrt_d":
-            s = check_sigma(sigma)
-            if dist.ndim == 1:  # the input X
-                return s * math.sqrt(self.input_dim)
-            root_d = torch.tensor([math.sqrt(d) for d in dims], dtype=dist.dtype, device=dist.device)
-            return (s * root_d).expand(dist.shape[:-1])
-        if rule in MEDIAN_RULES:
-            if key is None:
-                return _median_sigma(dist, rule)
-            key = (rule, key)
-            if key not in self._median_cache:  # keyed by layers and snapshot count: snapshots never change
-                self._median_cache[key] = _median_sigma(dist, rule)
-            return self._median_cache[key]
-        raise unknown_name("sigma rule", rule, _kernels.SIGMA_RULES)
-
-    def _target_kernel(self, target, kernel, sigma_rule, sigma, outputs) -> torch.Tensor:
-        """Kernel of Y: (m, m) for labels (one-hot, linear), (E, m, m) for the network's output (float64)."""
-        if target == "labels":
-            return _kernels.label_kernel(self.probe_labels, self.num_classes).to(self.device)
-        outputs = outputs.double()  # a saturated output kernel (values near 1) needs float64 to keep its structure
-        probs = outputs if self.output_is_probabilities else torch.softmax(outputs, -1)
-        G = probs @ probs.transpose(-1, -2)
-        if kernel == "linear":
-            return G
-        D = _kernels._sq_distances(G)
-        if sigma_rule in MEDIAN_RULES:
-            s = _median_sigma(_packed.pack(D), sigma_rule)[..., None, None]
-        else:  # fixed, or sqrt_d with d = the number of outputs
-            s = check_sigma(sigma) * (math.sqrt(probs.shape[-1]) if sigma_rule == "sqrt_d" else 1.0)
-        return D.mul_(_kernels.exponent_factor(s)).exp_()
-
-    def _x_kernel(self, kernel, sigma_x) -> torch.Tensor:
-        """Kernel of the probe inputs X, (m, m), in float64 (a wide kernel keeps its structure near 1)."""
-        if kernel == "linear":
-            return _kernels.gram(self.probe_x.double())
-        return unpack(torch.exp(self._x_dist.double() * _kernels.exponent_factor(sigma_x)), self.m, 1.0)
+            key = (n, *((k, len(v)) for k, v in self.history.items()))
+            if self._snapshots is not None and self._snapshots_key == key:
+                return self._snapshots
+            self._snapshots_key = key
+            outputs = (
+                self._outputs.view(n) if self._outputs is not None else torch.empty(0, self.m, 0, device=self.device)
+            )
+            self._snapshots = Snapshots(
+                name=self.name,
+                layer_names=tuple(self.layer_names),
+                layer_dims=tuple(self.layer_dims),
+                epochs=tuple(self.epochs),
+                dist=self._dist.view(n),
+                norms=self._norms.view(n),
+                outputs=outputs,
+                activations={name: grown.view(n) for name, grown in self._acts.items()},
+                probe_x=self.probe_x,
+                x_dist=self._x_dist,
+                x_norms=self._x_norms,
+                labels=self.probe_labels,
+                num_classes=self.num_classes,
+                output_is_probabilities=self.output_is_probabilities,
+                history={k: list(v) for k, v in self.history.items()},
+            )
+            return self._snapshots
 
     def trajectories(
         self,
@@ -281,103 +236,13 @@ class Run:
         ``kernel`` and ``sigma``/``sigma_rule`` apply to T and X (``sigma_x`` overrides X's base sigma,
         ``sigma_y`` the output's); for KDE estimators sigma² is the noise variance.
         """
-        spec = _estimators.get(estimator)
-        target = resolve_name("target", target, TARGETS)
-        kernel = resolve_name("kernel", kernel, KERNELS)
-        sigma_rule = resolve_name("sigma rule", sigma_rule, _kernels.SIGMA_RULES)
-        layers = self._resolve_layers(layers)
-        dims = [self.layer_dims[self.layer_names.index(n)] for n in layers]
-        dist, norms, outputs, acts = self._view(layers)
-        if spec.needs == "activations":
-            return self._activation_trajectories(spec, layers, acts, outputs, target)
-        sigma_h = self._sigma(sigma_rule, sigma, dist, norms, dims, key=(tuple(layers), dist.shape[0]))
-        E, L, P = dist.shape
-        epoch_of = torch.arange(E, device=self.device).repeat_interleave(L)
-        flat_sigma = (
-            sigma_h.reshape(E * L)
-            if isinstance(sigma_h, torch.Tensor)
-            else torch.full((E * L,), sigma_h, dtype=torch.float64)
+        return _trajectories.trajectories(
+            self.snapshots(), estimator, sigma, target, sigma_rule, kernel, sigma_x, sigma_y, layers
         )
-        flat_sigma = flat_sigma.to(self.device, torch.float64)
-        if spec.needs == "distances":  # KDE: sigma^2 is the noise variance, 4x for the lower bound
-            labels = self.probe_labels if target == "labels" else outputs.argmax(-1)
-            targets = (_packed.Target.of_labels(None), _packed.Target.of_labels(labels))
-            factor = _kernels.exponent_factor(flat_sigma, 4.0 if spec.options.get("bound") == "lower" else 1.0)
-            return self._estimate_chunks(spec, dist, factor.reshape(E, L), targets)
-        s_x = self._sigma(sigma_rule, sigma if sigma_x is None else sigma_x, self._x_dist, self._x_norms, [], "X")
-        K_x = self._x_kernel(kernel, s_x)
-        K_y = self._target_kernel(target, kernel, sigma_rule, sigma if sigma_y is None else sigma_y, outputs)
-        option = next(iter(spec.options.values()), None)
-        if spec.fn in (_estimators.hsic, _estimators.cka) and option in _packed.PACKED[spec.fn.__name__]:
-            unbiased = option in ("unbiased", True)
-            targets = (_packed.Target.of(K_x, unbiased), _packed.Target.of(K_y, unbiased))
-            gaussian = kernel == "gaussian"
-            factor = _kernels.exponent_factor(flat_sigma) if gaussian else torch.full_like(flat_sigma, -0.5)
-            return self._estimate_chunks(spec, dist, factor.reshape(E, L), targets, gaussian)
-        return self._generic(spec, kernel, dist, norms, flat_sigma, epoch_of, K_x, K_y)
-
-    def _estimate_chunks(self, spec, dist, factor, targets, gaussian=True) -> np.ndarray:
-        """Packed estimation of distance rows (E, L, P) in cache-sized chunks of epochs; returns (E, L, 2).
-
-        The kernel values come from ``factor * D2`` in the form that keeps each matrix's precision: see
-        :func:`ibwidget.measure._packed.kernel_chunks`.
-        """
-        E, L, _ = dist.shape
-        name, option = spec.fn.__name__, next(iter(spec.options.values()), None)
-        out = torch.empty(E, L, 2, dtype=torch.float64, device=self.device)
-        for start, stop, _, k, shift in _packed.kernel_chunks(dist, factor, gaussian):
-            rows = [t.epochs(start, stop) for t in targets]
-            out[start:stop] = _packed.estimate(name, option, k, self.m, rows, shift)
-        return out.cpu().numpy()
-
-    def _generic(self, spec, kernel, dist, norms, flat_sigma, epoch_of, K_x, K_y) -> np.ndarray:
-        """Any registered estimator: float64 kernels unpacked to (chunk, m, m) and passed to its function.
-
-        float64, because estimators such as Rényi's read K itself (its eigenvalues), not only ``K - 1``: near 1, a
-        float32 kernel has lost the structure they measure.
-        """
-        E, L, P = dist.shape
-        flat_dist, flat_norms = dist.reshape(E * L, P).double(), norms.reshape(E * L, -1).double()
-        factor = _kernels.exponent_factor(flat_sigma)
-        out = torch.empty(E * L, 2, dtype=torch.float64)
-        for start in range(0, E * L, _CHUNK):
-            sl = slice(start, start + _CHUNK)
-            if kernel == "linear":
-                K = 0.5 * (flat_norms[sl, :, None] + flat_norms[sl, None, :]) - 0.5 * unpack(flat_dist[sl], self.m)
-                K.diagonal(dim1=-2, dim2=-1).copy_(flat_norms[sl])
-            else:
-                K = unpack(torch.exp(flat_dist[sl] * factor[sl, None]), self.m, 1.0)
-            ky = K_y if K_y.ndim == 2 else K_y[epoch_of[sl]]
-            out[sl, 0] = torch.as_tensor(spec(K, K_x.to(K.dtype))).double().cpu()
-            out[sl, 1] = torch.as_tensor(spec(K, ky.to(K.dtype))).double().cpu()
-        return out.reshape(E, L, 2).numpy()
-
-    def _activation_trajectories(self, spec, layers, acts, outputs, target) -> np.ndarray:
-        missing = [n for n in layers if n not in acts]
-        if missing:
-            raise ValueError(
-                f"{spec.name!r} reads activations, which this run kept only for layers narrower than the probe; "
-                f"missing: {missing}. Record with keep_activations='all', or pass layers=[...] of narrow layers."
-            )
-        E = len(next(iter(acts.values())))
-        x_codes = torch.arange(self.m)  # probe inputs are distinct samples: I(T;X) = H(T)
-        out = np.empty((E, len(layers), 2))
-        for e in range(E):
-            labels = self.probe_labels if target == "labels" else outputs[e].argmax(-1)
-            for li, name in enumerate(layers):
-                out[e, li, 0] = float(spec(acts[name][e], x_codes))
-                out[e, li, 1] = float(spec(acts[name][e], labels))
-        return out
 
     def saturation(self, sigma: float = 5.0, sigma_rule: str = "fixed") -> np.ndarray:
         """Mean off-diagonal Gaussian kernel value per (epoch, layer): ~1 sigma too large, ~0 too small."""
-        dist, norms, _, _ = self._view(self.layer_names)
-        s = self._sigma(sigma_rule, sigma, dist, norms, self.layer_dims)
-        factor = _kernels.exponent_factor(s if isinstance(s, torch.Tensor) else torch.tensor(s)).expand(dist.shape[:-1])
-        out = torch.empty(dist.shape[:-1], dtype=torch.float64, device=self.device)
-        for start, stop, k32, _, shift in _packed.kernel_chunks(dist, factor):
-            out[start:stop] = k32.mean(-1, dtype=torch.float64) + shift
-        return out.cpu().numpy()
+        return _trajectories.saturation(self.snapshots(), sigma, sigma_rule)
 
     # ------------------------------------------------------------------------------------------ files
 

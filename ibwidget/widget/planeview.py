@@ -20,7 +20,8 @@ import numpy as np
 import traitlets
 
 from ibwidget.measure import estimators as _estimators
-from ibwidget.plane._grid import DEFAULT_RULES, TARGETS, GridBuilder, _as_runs, _packable, _tail, builder_grid
+from ibwidget.measure.trajectories import is_packed
+from ibwidget.plane._grid import DEFAULT_RULES, TARGETS, GridBuilder, _as_runs, builder_grid
 from ibwidget.plane._report import static_file, write_html
 
 __all__ = ["PlaneView"]
@@ -30,7 +31,7 @@ _FULL_SYNC_BYTES = 1 << 16  # live grids up to this size are simply re-sent whol
 
 def _recorded(runs: list) -> list:
     """Each run as recorded now, fixed: a computation on these never sees the training thread's next epoch."""
-    return [_tail(run, 0) for run in runs]
+    return [run.snapshots() for run in runs]
 
 
 class PlaneView(anywidget.AnyWidget):
@@ -117,7 +118,7 @@ class PlaneView(anywidget.AnyWidget):
     def _for_trainer(cls, run, estimators, sigma: float, sigma_rule: str, target: str, wake) -> PlaneView:
         """The live view a Trainer shows: its fast estimators (slow ones would stall the UI thread each epoch)."""
         names = [estimators] if isinstance(estimators, str) else list(estimators or ())
-        fast = [n for n in names if _packable(_estimators.get(n)) or _estimators.get(n).needs == "activations"] or [
+        fast = [n for n in names if is_packed(_estimators.get(n)) or _estimators.get(n).needs == "activations"] or [
             "hsic"
         ]
         rules = DEFAULT_RULES + ((sigma_rule,) if sigma_rule not in DEFAULT_RULES else ())

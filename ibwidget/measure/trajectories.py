@@ -1,0 +1,361 @@
+"""Information-plane coordinates computed from a run's snapshots: trajectories, kernel saturation and grid slots.
+
+Pure functions of a :class:`Snapshots` (what :meth:`ibwidget.Run.snapshots` returns): ``Run.trajectories`` and
+``Run.saturation`` call them, and so does the precomputed grid (:mod:`ibwidget.plane`), so both compute every value
+the same way. Packed estimators (HSIC, CKA, the KDE bounds) are evaluated from the stored triangles of squared
+distances (:mod:`ibwidget.measure._packed`), any other registered estimator from float64 kernels unpacked a few
+matrices at a time, binning from stored activations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+
+import numpy as np
+import torch
+
+from ibwidget._vocabulary import KERNELS, MEDIAN_RULES, SIGMA_RULES, TARGETS
+from ibwidget.measure import _packed
+from ibwidget.measure import estimators as _estimators
+from ibwidget.measure import kernels as _kernels
+from ibwidget.measure._packed import Target, unpack
+from ibwidget.measure._validate import resolve_name, unknown_name
+
+__all__ = [
+    "Snapshots",
+    "trajectories",
+    "saturation",
+    "layer_sigmas",
+    "x_kernel",
+    "target_kernel",
+    "is_packed",
+    "packed_estimates",
+]
+
+_CHUNK = 32  # matrices unpacked at once on the generic path
+
+
+@dataclass(frozen=True, eq=False)
+class Snapshots:
+    """A run's snapshots as recorded at one moment: read-only, never growing (epoch 0 = before training).
+
+    ``dist`` (E, L, P) float32: per epoch and layer the packed upper triangle of the squared-distance matrix of the
+    probe's m samples (P = m(m-1)/2); ``norms`` (E, L, m): their squared norms (together, the Gram matrix);
+    ``outputs`` (E, m, C): the model's raw output; ``activations``: layer name -> (E, m, d) for the layers that kept
+    them; ``x_dist`` (P,) and ``x_norms`` (m,): the same for the probe inputs ``probe_x``; ``labels`` (m,). The
+    tensors share the run's storage: do not modify them.
+    """
+
+    name: str
+    layer_names: tuple[str, ...]
+    layer_dims: tuple[int, ...]
+    epochs: tuple[int, ...]
+    dist: torch.Tensor
+    norms: torch.Tensor
+    outputs: torch.Tensor
+    activations: Mapping[str, torch.Tensor]
+    probe_x: torch.Tensor
+    x_dist: torch.Tensor
+    x_norms: torch.Tensor
+    labels: torch.Tensor
+    num_classes: int
+    output_is_probabilities: bool = False
+    history: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
+    _memo: dict = field(default_factory=dict, init=False, repr=False)  # values derived once (median sigmas)
+
+    def __post_init__(self):
+        object.__setattr__(self, "activations", MappingProxyType(dict(self.activations)))
+        object.__setattr__(self, "history", MappingProxyType({k: tuple(v) for k, v in dict(self.history).items()}))
+
+    @property
+    def m(self) -> int:
+        """Probe size."""
+        return int(self.labels.shape[0])
+
+    @property
+    def input_dim(self) -> int:
+        """Features per probe input."""
+        return int(self.probe_x[0].numel())
+
+    @property
+    def num_snapshots(self) -> int:
+        """Snapshots held, E."""
+        return len(self.epochs)
+
+    @property
+    def device(self) -> torch.device:
+        return self.dist.device
+
+    def snapshots(self) -> Snapshots:
+        """Itself: a ``Snapshots`` is already fixed (so a run or its snapshots can be passed alike)."""
+        return self
+
+    def since(self, start: int) -> Snapshots:
+        """The snapshots from index ``start`` on (``start=E``: none)."""
+        if start == 0:
+            return self
+        history = {k: v[start:] for k, v in self.history.items()}
+        return replace(
+            self,
+            epochs=self.epochs[start:],
+            dist=self.dist[start:],
+            norms=self.norms[start:],
+            outputs=self.outputs[start:],
+            activations={k: a[start:] for k, a in self.activations.items()},
+            history=history,
+        )
+
+    def _memoised(self, key, compute: Callable):
+        if key not in self._memo:
+            self._memo[key] = compute()
+        return self._memo[key]
+
+
+def _require_snapshot(snap: Snapshots) -> None:
+    if snap.num_snapshots == 0:
+        raise ValueError("this run has no snapshot yet; train at least until epoch 0 is recorded.")
+
+
+def _layer_index(snap: Snapshots, layers: Sequence[str] | None) -> list[int]:
+    if layers is None:
+        return list(range(len(snap.layer_names)))
+    unknown = [n for n in layers if n not in snap.layer_names]
+    if unknown:
+        raise unknown_name("layer", unknown[0], snap.layer_names)
+    return [snap.layer_names.index(n) for n in layers]
+
+
+def _pick(t: torch.Tensor, layers: Sequence[int] | None) -> torch.Tensor:
+    """``t`` (E, L, ...) restricted to the layer indices ``layers`` (no copy when they are all layers, in order)."""
+    if layers is None or list(layers) == list(range(t.shape[1])):
+        return t
+    return t[:, list(layers)]
+
+
+def layer_sigmas(snap: Snapshots, rule: str = "fixed", sigma: float = 5.0) -> torch.Tensor:
+    """Kernel width per (epoch, layer) under ``rule``, float64 (E, L) (see :func:`kernels.sigma_from_distances`)."""
+    rule = resolve_name("sigma rule", rule, SIGMA_RULES)
+    E, L, _ = snap.dist.shape
+    if rule in MEDIAN_RULES:  # one kthvalue pass over every stored distance: worth keeping
+        s = snap._memoised(("sigma", rule), lambda: _kernels.sigma_from_distances(snap.dist, rule))
+    else:
+        s = _kernels.sigma_from_distances(snap.dist, rule, sigma, snap.layer_dims)
+    if not isinstance(s, torch.Tensor):
+        return torch.full((E, L), s, dtype=torch.float64, device=snap.device)
+    return s.to(snap.device, torch.float64).expand(E, L)
+
+
+def _x_sigma(snap: Snapshots, rule: str, sigma: float):
+    if rule in MEDIAN_RULES:
+        return snap._memoised(("x_sigma", rule), lambda: _kernels.sigma_from_distances(snap.x_dist, rule))
+    return _kernels.sigma_from_distances(snap.x_dist, rule, sigma, snap.input_dim)
+
+
+def x_kernel(snap: Snapshots, kernel: str = "gaussian", rule: str = "fixed", sigma: float = 5.0) -> torch.Tensor:
+    """Kernel of the probe inputs X, (m, m), in float64 (a wide kernel keeps its structure near 1)."""
+    if kernel == "linear":
+        return _kernels.gram(snap.probe_x.double())
+    s_x = _x_sigma(snap, rule, sigma)
+    return unpack(torch.exp(snap.x_dist.double() * _kernels.exponent_factor(s_x)), snap.m, 1.0)
+
+
+def target_kernel(
+    snap: Snapshots, target: str = "labels", kernel: str = "gaussian", rule: str = "fixed", sigma: float = 5.0
+) -> torch.Tensor:
+    """Kernel of Y: (m, m) for ``labels`` (one-hot, linear), (E, m, m) float64 for the network's softmax ``output``."""
+    if target == "labels":
+        return _kernels.label_kernel(snap.labels, snap.num_classes).to(snap.device)
+    outputs = snap.outputs.double()  # a saturated output kernel (values near 1) needs float64 to keep its structure
+    probs = outputs if snap.output_is_probabilities else torch.softmax(outputs, -1)
+    G = probs @ probs.transpose(-1, -2)
+    if kernel == "linear":
+        return G
+    D = _kernels._sq_distances(G)
+    s = _kernels.sigma_from_distances(_packed.pack(D), rule, sigma, probs.shape[-1])  # sqrt_d: d = the outputs
+    s = s[..., None, None] if isinstance(s, torch.Tensor) else s
+    return D.mul_(_kernels.exponent_factor(s)).exp_()
+
+
+def is_packed(spec) -> bool:
+    """Whether ``spec`` (a registered estimator) is evaluated from packed kernel values (and so shares a pass)."""
+    option = next(iter(spec.options.values()), None)
+    name = spec.fn.__name__
+    if spec.needs == "kernels":
+        return spec.fn in (_estimators.hsic, _estimators.cka) and option in _packed.PACKED[name]
+    return spec.needs == "distances" and spec.fn is _estimators.kde_mi and option in _packed.PACKED["kde_mi"]
+
+
+def _kernel_targets(snap, kernel, rule, sigma_x, sigma_y, targets, unbiased, cache) -> list[Target]:
+    """Statistics of X's kernel, then of each target's; X's and the labels' (the same every epoch) kept in ``cache``."""
+
+    def fixed(key, make):
+        key = (id(snap.probe_x), unbiased, *key)
+        if key not in cache:
+            cache[key] = Target.of(make(), unbiased)
+        return cache[key]
+
+    out = [fixed(("X", kernel, rule, sigma_x), lambda: x_kernel(snap, kernel, rule, sigma_x))]
+    for t in targets:
+        if t == "labels":
+            out.append(fixed(("labels",), lambda: target_kernel(snap, "labels")))
+        else:
+            out.append(Target.of(target_kernel(snap, t, kernel, rule, sigma_y), unbiased))
+    return out
+
+
+def _kde_targets(snap: Snapshots, targets: Sequence[str]) -> list[Target]:
+    """KDE's targets: none (the input X: every probe sample distinct), then the labels or the output's argmax."""
+    label_of = {"labels": lambda: snap.labels, "output": lambda: snap.outputs.argmax(-1)}
+    return [Target.of_labels(None)] + [Target.of_labels(label_of[t]()) for t in targets]
+
+
+def packed_estimates(
+    snap: Snapshots,
+    specs: Sequence,
+    rule: str = "fixed",
+    sigma: float = 5.0,
+    kernel: str = "gaussian",
+    targets: Sequence[str] = ("labels",),
+    sigma_x: float | None = None,
+    sigma_y: float | None = None,
+    layers: Sequence[int] | None = None,
+    cache: dict | None = None,
+) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
+    """Every packed estimator of ``specs`` (see :func:`is_packed`) in one pass over each kernel value of ``snap``.
+
+    ``rule``/``sigma`` give each layer's width (``sigma_x``, ``sigma_y``: X's and the output's base sigma, default
+    ``sigma``; for the KDE bounds sigma² is the noise variance, 4x for the lower bound); ``layers``: layer indices
+    (default all); ``cache``: a dict keeping X's and the labels' kernel statistics between calls. Returns name ->
+    (E, L', 1 + targets) float64 (column 0 vs X, then one per target), and the mean off-diagonal Gaussian kernel
+    value (E, L') when a pass computed it (else None).
+    """
+    dist = _pick(snap.dist, layers)
+    E, L, _ = dist.shape
+    sigmas = _pick(layer_sigmas(snap, rule, sigma), layers)
+    kernel_specs = [s for s in specs if s.needs == "kernels"]
+    jobs: dict[str, list] = {"kernel": kernel_specs, "upper": [], "lower": []}
+    for s in specs:
+        if s.needs == "distances":
+            jobs["lower" if s.options.get("bound") == "lower" else "upper"].append(s)
+    stats: dict[str, list] = {}
+    if kernel_specs:
+        unbiased = any(next(iter(s.options.values()), None) in ("unbiased", True) for s in kernel_specs)
+        x_sigma, y_sigma = (sigma if v is None else v for v in (sigma_x, sigma_y))
+        stats["kernel"] = _kernel_targets(
+            snap, kernel, rule, x_sigma, y_sigma, targets, unbiased, {} if cache is None else cache
+        )
+    if jobs["upper"] or jobs["lower"]:
+        stats["upper"] = stats["lower"] = _kde_targets(snap, targets)
+    gaussian = kernel == "gaussian"
+    factor = _kernels.exponent_factor(sigmas)
+    passes = []  # (factor, exp, groups, saturation from this pass)
+    if kernel_specs and gaussian:  # KDE upper's kernel exp(-D2 / (2 sigma^2)) is the Gaussian kernel itself
+        passes.append((factor, True, ["kernel", "upper"], True))
+    elif kernel_specs:
+        passes.append((torch.full_like(sigmas, -0.5), False, ["kernel"], False))
+    if jobs["upper"] and not (kernel_specs and gaussian):
+        passes.append((factor, True, ["upper"], True))
+    if jobs["lower"]:  # the lower bound: 4x the noise variance
+        passes.append((_kernels.exponent_factor(sigmas, 4.0), True, ["lower"], False))
+    out = {s.name: torch.empty(E, L, 1 + len(targets), dtype=torch.float64, device=snap.device) for s in specs}
+    sat = None
+    for pass_factor, exp, groups, with_sat in passes:
+        todo = [(s, g) for g in groups for s in jobs[g]]
+        if with_sat:
+            sat = torch.empty(E, L, dtype=torch.float64, device=snap.device)
+        for start, stop, k32, k, shift in _packed.kernel_chunks(dist, pass_factor, exp):
+            if with_sat:
+                sat[start:stop] = k32.mean(-1, dtype=torch.float64) + shift
+            rows = {g: [t.epochs(start, stop) for t in stats[g]] for _, g in todo}
+            for spec, group in todo:
+                option = next(iter(spec.options.values()), None)
+                res = _packed.estimate(spec.fn.__name__, option, k, snap.m, rows[group], shift)
+                out[spec.name][start:stop] = res.reshape(stop - start, L, -1)
+    return out, sat
+
+
+def trajectories(
+    snap: Snapshots,
+    estimator: str = "hsic",
+    sigma: float = 5.0,
+    target: str = "labels",
+    sigma_rule: str = "fixed",
+    kernel: str = "gaussian",
+    sigma_x: float | None = None,
+    sigma_y: float | None = None,
+    layers: Sequence[str] | None = None,
+) -> np.ndarray:
+    """Information-plane coordinates of every snapshot: ndarray (epochs, layers, 2), float64.
+
+    The arguments are those of :meth:`ibwidget.Run.trajectories`, which calls this.
+    """
+    spec = _estimators.get(estimator)
+    target = resolve_name("target", target, TARGETS)
+    kernel = resolve_name("kernel", kernel, KERNELS)
+    sigma_rule = resolve_name("sigma rule", sigma_rule, SIGMA_RULES)
+    index = _layer_index(snap, layers)
+    _require_snapshot(snap)
+    if spec.needs == "activations":
+        return _activation_trajectories(snap, spec, index, target)
+    if spec.needs == "distances" or is_packed(spec):
+        out, _ = packed_estimates(snap, [spec], sigma_rule, sigma, kernel, (target,), sigma_x, sigma_y, index)
+        return out[spec.name].cpu().numpy()
+    K_x = x_kernel(snap, kernel, sigma_rule, sigma if sigma_x is None else sigma_x)
+    K_y = target_kernel(snap, target, kernel, sigma_rule, sigma if sigma_y is None else sigma_y)
+    sigmas = _pick(layer_sigmas(snap, sigma_rule, sigma), index)
+    return _generic(snap, spec, kernel, index, sigmas, K_x, K_y)
+
+
+def _generic(snap: Snapshots, spec, kernel: str, index, sigmas, K_x, K_y) -> np.ndarray:
+    """Any registered estimator: float64 kernels unpacked to (chunk, m, m) and passed to its function.
+
+    float64, because estimators such as Rényi's read K itself (its eigenvalues), not only ``K - 1``: near 1, a
+    float32 kernel has lost the structure they measure.
+    """
+    dist, norms = _pick(snap.dist, index), _pick(snap.norms, index)
+    E, L, P = dist.shape
+    flat_dist, flat_norms = dist.reshape(E * L, P).double(), norms.reshape(E * L, -1).double()
+    factor = _kernels.exponent_factor(sigmas.reshape(E * L))
+    epoch_of = torch.arange(E, device=snap.device).repeat_interleave(L)
+    out = torch.empty(E * L, 2, dtype=torch.float64)
+    for start in range(0, E * L, _CHUNK):
+        sl = slice(start, start + _CHUNK)
+        if kernel == "linear":
+            K = 0.5 * (flat_norms[sl, :, None] + flat_norms[sl, None, :]) - 0.5 * unpack(flat_dist[sl], snap.m)
+            K.diagonal(dim1=-2, dim2=-1).copy_(flat_norms[sl])
+        else:
+            K = unpack(torch.exp(flat_dist[sl] * factor[sl, None]), snap.m, 1.0)
+        ky = K_y if K_y.ndim == 2 else K_y[epoch_of[sl]]
+        out[sl, 0] = torch.as_tensor(spec(K, K_x.to(K.dtype))).double().cpu()
+        out[sl, 1] = torch.as_tensor(spec(K, ky.to(K.dtype))).double().cpu()
+    return out.reshape(E, L, 2).numpy()
+
+
+def _activation_trajectories(snap: Snapshots, spec, index, target: str) -> np.ndarray:
+    layers = [snap.layer_names[i] for i in index]
+    missing = [n for n in layers if n not in snap.activations]
+    if missing:
+        raise ValueError(
+            f"{spec.name!r} reads activations, which this run kept only for layers narrower than the probe; "
+            f"missing: {missing}. Record with keep_activations='all', or pass layers=[...] of narrow layers."
+        )
+    x_codes = torch.arange(snap.m)  # probe inputs are distinct samples: I(T;X) = H(T)
+    out = np.empty((snap.num_snapshots, len(layers), 2))
+    for e in range(snap.num_snapshots):
+        labels = snap.labels if target == "labels" else snap.outputs[e].argmax(-1)
+        for li, name in enumerate(layers):
+            out[e, li, 0] = float(spec(snap.activations[name][e], x_codes))
+            out[e, li, 1] = float(spec(snap.activations[name][e], labels))
+    return out
+
+
+def saturation(snap: Snapshots, sigma: float = 5.0, sigma_rule: str = "fixed") -> np.ndarray:
+    """Mean off-diagonal Gaussian kernel value per (epoch, layer): ~1 sigma too large, ~0 too small."""
+    _require_snapshot(snap)
+    factor = _kernels.exponent_factor(layer_sigmas(snap, sigma_rule, sigma))
+    out = torch.empty(snap.dist.shape[:-1], dtype=torch.float64, device=snap.device)
+    for start, stop, k32, _, shift in _packed.kernel_chunks(snap.dist, factor):
+        out[start:stop] = k32.mean(-1, dtype=torch.float64) + shift
+    return out.cpu().numpy()
