@@ -85,7 +85,8 @@ def ours(train, val, device, epochs: int, probe: int):
     model.compile(optimizer="SGD", loss="cross_entropy", metrics=["accuracy"], lr=0.01, momentum=0.9)
     train_loader = torch.utils.data.DataLoader(train, batch_size=64, shuffle=True)
     val_loader = torch.utils.data.DataLoader(val, batch_size=256)
-    engine = model.make_engine(train_loader, val_loader, epochs, probe=probe, batch_event_interval=1.0)
+    engine = model.make_engine(train_loader, val_loader, epochs, probe=probe)
+    engine.batch_event_interval = 1.0
     seconds = []
     engine.on("epoch_end", lambda event: seconds.append(event.seconds))
     engine.start().wait()
@@ -93,7 +94,7 @@ def ours(train, val, device, epochs: int, probe: int):
     for _ in range(5):
         _sync(device)
         t0 = time.perf_counter()
-        engine._snapshot(engine.epoch)  # the same work as after every epoch
+        engine.recording.snapshot(engine.epoch)  # the same work as after every epoch
         _sync(device)
         snap.append(time.perf_counter() - t0)
     return seconds, statistics.median(snap)
