@@ -75,13 +75,14 @@ def _reference(run: Run, name: str, sigma: float, rule: str, target: str) -> np.
     """(epochs, layers, 2) in float64 from the stored distances, with the estimator's own function."""
     spec = estimators.get(name)
     m = run.m
+    snap = run.snapshots()
     shift = spec.fn.__name__ in SHIFT_INVARIANT
     width = (lambda D: sigma) if rule == "fixed" else (lambda D: _median_sigma(D, rule))  # noqa: E731
-    Dx = unpack(run._x_dist.double().cpu(), m)
+    Dx = unpack(snap.x_dist.double().cpu(), m)
     Kx = _kernel64(Dx, width(Dx), shift)
     out = np.empty((run.num_snapshots, len(run.layer_names), 2))
     for e in range(run.num_snapshots):
-        outputs = run._outputs.view()[e].double().cpu()
+        outputs = snap.outputs[e].double().cpu()
         labels = run.probe_labels.cpu()
         if target == "labels":
             codes, Ky = labels, kernels.label_kernel(labels, run.num_classes).double()
@@ -91,7 +92,7 @@ def _reference(run: Run, name: str, sigma: float, rule: str, target: str) -> np.
             Dy = kernels.sq_distances(probs @ probs.T)
             Ky = _kernel64(Dy, width(Dy), shift)
         for li in range(len(run.layer_names)):
-            D = unpack(run._dist.view()[e, li].double().cpu(), m)
+            D = unpack(snap.dist[e, li].double().cpu(), m)
             s = width(D)
             if spec.needs == "distances":
                 out[e, li] = [float(spec(D, s**2)), float(spec(D, s**2, labels=codes))]

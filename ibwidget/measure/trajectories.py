@@ -86,6 +86,7 @@ class Snapshots:
 
     @property
     def device(self) -> torch.device:
+        """Where the tensors live (the run's device)."""
         return self.dist.device
 
     def snapshots(self) -> Snapshots:
