@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import math
 import os
 import sys
 import tempfile
@@ -18,6 +17,7 @@ from pathlib import Path
 
 from ibwidget.measure import estimators as _estimators
 from ibwidget.measure._validate import check_sigma
+from ibwidget.plane.table import trajectory_table
 from ibwidget.pyglow.seed import seed_model
 from ibwidget.record.run import KERNELS, TARGETS, load_run
 
@@ -135,24 +135,7 @@ def _train(args) -> int:
 
 
 def _print_table(run, estimator: str, sigma: float, target: str, rule: str, kernel: str) -> None:
-    spec = _estimators.get(estimator)
-    traj = run.trajectories(estimator, sigma=sigma, target=target, sigma_rule=rule, kernel=kernel)
-    print(
-        f"\n{run.name}: {spec.axis_label('T', 'X')} / {spec.axis_label('T', 'Y')}, sigma={sigma} ({rule}), "
-        f"target={target}, probe={run.m}"
-    )
-    width = max(12, *(len(n) + 2 for n in run.layer_names))
-    header = f"{'epoch':>5} {'loss':>8} {'val_acc':>8} " + "".join(f"{n:>{2 * width}}" for n in run.layer_names)
-    print(header)
-    print(f"{'':>23}" + "".join(f"{'vs X':>{width}}{'vs Y':>{width}}" for _ in run.layer_names))
-    for e, epoch in enumerate(run.epochs):
-        loss = run.history["loss"][epoch - 1] if epoch >= 1 and epoch - 1 < len(run.history["loss"]) else math.nan
-        acc = run.history.get("val_accuracy", [])
-        val_acc = acc[epoch - 1] if epoch >= 1 and epoch - 1 < len(acc) else math.nan
-        cells = "".join(
-            f"{traj[e, li, 0]:>{width}.4g}{traj[e, li, 1]:>{width}.4g}" for li in range(len(run.layer_names))
-        )
-        print(f"{epoch:>5} {loss:>8.4f} {val_acc:>8.4f} {cells}")
+    print("\n" + trajectory_table(run, estimator, sigma, target, rule, kernel))
 
 
 def _info(args) -> int:
