@@ -25,7 +25,7 @@ from functools import lru_cache
 import torch
 
 F64 = torch.float64
-PACKED = {
+PACKED: dict[str, set[object]] = {  # estimator function -> the options its packed form evaluates
     "hsic": {"biased", "pyglow", "unbiased"},
     "cka": {False, True},
     "kde_mi": {"upper", "lower"},

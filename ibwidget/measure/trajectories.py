@@ -62,7 +62,7 @@ class Snapshots:
     labels: torch.Tensor
     num_classes: int
     output_is_probabilities: bool = False
-    history: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
+    history: Mapping[str, Sequence[float]] = field(default_factory=dict)
     _memo: dict = field(default_factory=dict, init=False, repr=False)  # values derived once (median sigmas)
 
     def __post_init__(self):
@@ -264,11 +264,11 @@ def packed_estimates(
     sat = None
     for pass_factor, exp, groups, with_sat in passes:
         todo = [(s, g) for g in groups for s in jobs[g]]
-        if with_sat:
-            sat = torch.empty(E, L, dtype=torch.float64, device=snap.device)
+        pass_sat = torch.empty(E, L, dtype=torch.float64, device=snap.device) if with_sat else None
+        sat = pass_sat if pass_sat is not None else sat
         for start, stop, k32, k, shift in _packed.kernel_chunks(dist, pass_factor, exp):
-            if with_sat:
-                sat[start:stop] = k32.mean(-1, dtype=torch.float64) + shift
+            if pass_sat is not None:
+                pass_sat[start:stop] = k32.mean(-1, dtype=torch.float64) + shift
             rows = {g: [t.epochs(start, stop) for t in stats[g]] for _, g in todo}
             for spec, group in todo:
                 option = next(iter(spec.options.values()), None)
