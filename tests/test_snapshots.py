@@ -37,7 +37,9 @@ def _run(epochs: int = 2) -> tuple[Run, list[dict]]:
 
 def test_snapshots_hold_what_was_recorded():
     run, recorded = _run()
+    run.log_epoch({"loss": 0.25, "accuracy": 0.5})
     snap = run.snapshots()
+    assert snap.history["loss"] == (0.25,) and snap.history["accuracy"] == (0.5,)
     assert snap.epochs == (0, 1) and snap.layer_names == tuple(LAYERS) and snap.m == M and snap.input_dim == 4
     for e, rec in enumerate(recorded):
         for li, name in enumerate(LAYERS):
@@ -48,6 +50,7 @@ def test_snapshots_hold_what_was_recorded():
         torch.testing.assert_close(snap.activations["dense"][e], rec["z"])
     assert "dead" not in snap.activations
     later = snap.since(1)
+    assert later.history == snap.history  # metrics are per epoch trained, not per snapshot: kept whole
     assert (
         later.epochs == (1,)
         and torch.equal(later.dist, snap.dist[1:])

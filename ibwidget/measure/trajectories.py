@@ -94,10 +94,9 @@ class Snapshots:
         return self
 
     def since(self, start: int) -> Snapshots:
-        """The snapshots from index ``start`` on (``start=E``: none)."""
+        """The snapshots from index ``start`` on (``start=E``: none); the history stays whole."""
         if start == 0:
             return self
-        history = {k: v[start:] for k, v in self.history.items()}
         return replace(
             self,
             epochs=self.epochs[start:],
@@ -105,7 +104,6 @@ class Snapshots:
             norms=self.norms[start:],
             outputs=self.outputs[start:],
             activations={k: a[start:] for k, a in self.activations.items()},
-            history=history,
         )
 
     def _memoised(self, key, compute: Callable):

@@ -4,6 +4,10 @@ A snapshot keeps, for each tracked layer and the fixed probe of m samples, the p
 squared-distance matrix ``D2`` (m(m-1)/2 float32 values) and the squared norms ``diag(G)``: together they are the
 Gram matrix ``G = Z Z^T`` (``G_ij = (n_i + n_j - D2_ij) / 2``), so every Gram-based estimator can be recomputed for
 every epoch, later, for any sigma. Layers narrower than the probe also keep their activations (for binning).
+
+A ``Run`` only stores: :meth:`Run.snapshots` hands out what it holds as a read-only, never-growing
+:class:`~ibwidget.measure.trajectories.Snapshots`, from which :mod:`ibwidget.measure.trajectories` computes
+:meth:`Run.trajectories`, :meth:`Run.saturation` and the plane grid's values alike.
 """
 
 from __future__ import annotations
