@@ -221,6 +221,7 @@ def packed_estimates(
     sigma_y: float | None = None,
     layers: Sequence[int] | None = None,
     cache: dict | None = None,
+    saturation: bool = True,
 ) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
     """Every packed estimator of ``specs`` (see :func:`is_packed`) in one pass over each kernel value of ``snap``.
 
@@ -228,7 +229,7 @@ def packed_estimates(
     ``sigma``; for the KDE bounds sigma² is the noise variance, 4x for the lower bound); ``layers``: layer indices
     (default all); ``cache``: a dict keeping X's and the labels' kernel statistics between calls. Returns name ->
     (E, L', 1 + targets) float64 (column 0 vs X, then one per target), and the mean off-diagonal Gaussian kernel
-    value (E, L') when a pass computed it (else None).
+    value (E, L') when a pass computed it and ``saturation`` asks for it (else None).
     """
     dist = _pick(snap.dist, layers)
     E, L, _ = dist.shape
@@ -262,7 +263,7 @@ def packed_estimates(
     sat = None
     for pass_factor, exp, groups, with_sat in passes:
         todo = [(s, g) for g in groups for s in jobs[g]]
-        pass_sat = torch.empty(E, L, dtype=torch.float64, device=snap.device) if with_sat else None
+        pass_sat = torch.empty(E, L, dtype=torch.float64, device=snap.device) if with_sat and saturation else None
         sat = pass_sat if pass_sat is not None else sat
         for start, stop, k32, k, shift in _packed.kernel_chunks(dist, pass_factor, exp):
             if pass_sat is not None:
@@ -299,7 +300,9 @@ def trajectories(
     if spec.needs == "activations":
         return _activation_trajectories(snap, spec, index, target)
     if spec.needs == "distances" or is_packed(spec):
-        out, _ = packed_estimates(snap, [spec], sigma_rule, sigma, kernel, (target,), sigma_x, sigma_y, index)
+        out, _ = packed_estimates(
+            snap, [spec], sigma_rule, sigma, kernel, (target,), sigma_x, sigma_y, index, saturation=False
+        )
         return out[spec.name].cpu().numpy()
     K_x = x_kernel(snap, kernel, sigma_rule, sigma if sigma_x is None else sigma_x)
     K_y = target_kernel(snap, target, kernel, sigma_rule, sigma if sigma_y is None else sigma_y)
