@@ -14,6 +14,7 @@ import torch
 from _timing import median_time
 
 from ibwidget.measure import estimators, kernels
+from ibwidget.measure._packed import unpack
 from ibwidget.record.run import Run
 
 WIDTHS = (12544, 1000, 500, 200, 10)
@@ -38,11 +39,9 @@ def build_run(epochs: int, m: int, seed: int = 0, device: str = "cpu") -> Run:
 
 def direct(run: Run, sigma: float) -> torch.Tensor:
     """What a tool without packed snapshots does: every Gram unpacked and estimated one by one."""
-    from ibwidget.record.run import unpack
-
     Kx = kernels.gaussian(kernels.gram(run.probe_x), sigma)
     Ky = kernels.label_kernel(run.probe_labels, 10)
-    dist, norms, _, _ = run._view(run.layer_names)
+    dist = run.snapshots().dist
     out = torch.empty(dist.shape[0], dist.shape[1], 2, device=dist.device)
     for e in range(dist.shape[0]):
         for layer in range(dist.shape[1]):
