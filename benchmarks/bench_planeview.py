@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from bench_reestimate import build_run  # noqa: E402
 
-from ibwidget import _grid  # noqa: E402
+from ibwidget.plane import _grid  # noqa: E402
 from ibwidget.plane._report import write_html  # noqa: E402
 
 

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 import ibwidget as ib
-from ibwidget.cli import seed_model
+from ibwidget.models import seed_model
 from ibwidget.train.engine import device_label, resolve_device
 
 

@@ -39,7 +39,7 @@ comm.create_comm = lambda *args, **kwargs: _RecordingComm(*args, **kwargs)
 
 import ibwidget as ib  # noqa: E402 - after the comm is replaced
 from ibwidget import kernels  # noqa: E402
-from ibwidget.cli import seed_model  # noqa: E402
+from ibwidget.models import seed_model  # noqa: E402
 from ibwidget.train.engine import Engine  # noqa: E402
 from ibwidget.widget import RunView, Trainer  # noqa: E402
 
