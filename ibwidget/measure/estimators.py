@@ -455,26 +455,17 @@ register("nhsic", nhsic, label="nHSIC({a}, {b})", variant="eps=1e-5", options={"
 register(
     "renyi_mi", renyi_mi, label="I({a}; {b})", variant="matrix Rényi α=1.01", units="bits", options={"alpha": 1.01}
 )
-register(
-    "kde_upper",
-    kde_mi,
-    needs="distances",
-    label="I({a}; {b})",
-    variant="KDE upper",
-    units="bits",
-    options={"bound": "upper"},
-    description="Kolchinsky & Tracey 2017 pairwise upper bound (noise var = sigma²)",
-)
-register(
-    "kde_lower",
-    kde_mi,
-    needs="distances",
-    label="I({a}; {b})",
-    variant="KDE lower",
-    units="bits",
-    options={"bound": "lower"},
-    description="Kolchinsky & Tracey 2017 pairwise lower bound (noise var = sigma²)",
-)
+for _bound in ("upper", "lower"):
+    register(
+        f"kde_{_bound}",
+        kde_mi,
+        needs="distances",
+        label="I({a}; {b})",
+        variant=f"KDE {_bound}",
+        units="bits",
+        options={"bound": _bound},
+        description=f"Kolchinsky & Tracey 2017 pairwise {_bound} bound (noise var = sigma²)",
+    )
 for _name, _variant, _options, _description in (
     ("binning", "30 bins over each layer's range", {"bins": 30}, "30 equal bins over each layer's [min, max]"),
     ("binning_idnn", "IDNNs edges linspace(−1, 1, 30)", {"edges": IDNN_EDGES}, "IDNNs' fixed bin edges (2017)"),
