@@ -67,8 +67,9 @@ def _train_and_capture():
     train = DataLoader(TensorDataset(xtr, ytr), batch_size=32, shuffle=True, generator=torch.Generator().manual_seed(0))
     val = DataLoader(TensorDataset(xva, yva), batch_size=32)
     model = _model()
+    recording = ib.Recording(M, name="mlp")
     engine = ib.Engine(
-        model, train, val, epochs=EPOCHS, layers=LAYERS, probe=M, lr=0.05, seed=0, name="mlp", device="cpu"
+        model, train, val, epochs=EPOCHS, layers=LAYERS, lr=0.05, seed=0, recording=recording, device="cpu"
     )
     run = engine.run
     captured = [_probe_activations(model, run.probe_x)]
