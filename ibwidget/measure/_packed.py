@@ -4,7 +4,8 @@ A symmetric kernel K over m samples is held as its off-diagonal upper triangle `
 diagonal ``d``. HSIC (all normalisers), CKA (plain and debiased) and the KDE bounds need only a few statistics of K:
 its row sums, sum and sum of squares, and inner products with the (pre-centred) target kernels. Computing those in
 chunks from ``k`` costs one pass over half the matrix, with no (m, m) matrix ever built; the results equal
-:mod:`ibwidget.measure.estimators` on the full matrices (tested).
+:mod:`ibwidget.measure.estimators` on the full matrices (tested). This module computes the shared statistics
+(:class:`Target`, :class:`Stats`); each estimator's packed form, registered with it, combines them.
 
 Precision at every sigma: a wide Gaussian kernel has values near 1, where float32 keeps only ~6e-8 of ``1 - K``,
 and a narrow one values near 0, whose structure ``K - 1`` would lose. So each matrix is held in the form that keeps
@@ -18,18 +19,12 @@ accumulated in float64; results match float64 kernels on the same distances to ~
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 
 import torch
 
 F64 = torch.float64
-PACKED: dict[str, set[object]] = {  # estimator function -> the options its packed form evaluates
-    "hsic": {"biased", "pyglow", "unbiased"},
-    "cka": {False, True},
-    "kde_mi": {"upper", "lower"},
-}
 
 
 @lru_cache(maxsize=8)
@@ -61,10 +56,6 @@ def unpack(k: torch.Tensor, m: int, diagonal: torch.Tensor | float = 0.0) -> tor
     elif diagonal:
         full.diagonal(dim1=-2, dim2=-1).fill_(diagonal)
     return full
-
-
-def _center(K: torch.Tensor) -> torch.Tensor:
-    return K - K.mean(-1, keepdim=True) - K.mean(-2, keepdim=True) + K.mean((-2, -1), keepdim=True)
 
 
 @dataclass
@@ -189,53 +180,72 @@ def _row_sums(k: torch.Tensor, m: int) -> torch.Tensor:
     return r
 
 
-def estimate(fn_name: str, option, k: torch.Tensor, m: int, targets, shift: torch.Tensor) -> torch.Tensor:
-    """One estimator for kernels ``k`` (epochs, layers, P) float64 against each target: (epochs, layers, targets).
+class Stats:
+    """Statistics of one chunk of packed kernels, each computed on first use and shared by every packed form.
 
-    ``k`` holds the off-diagonal values of ``K - shift`` (shift (epochs, layers): 1 or 0), whose diagonal is
-    ``1 - shift``, as :func:`kernel_chunks` yields them; KDE needs Gaussian kernels. Statistics shared by the
-    targets are computed once.
+    ``k`` (epochs, layers, P) float64 holds the off-diagonal values of ``K - shift`` (``shift`` (epochs, layers): 1
+    or 0), whose diagonal is ``1 - shift``, as :func:`kernel_chunks` yields them; ``m`` is the number of samples. A
+    registered estimator's packed form reads what it needs from here (see
+    :func:`ibwidget.measure.estimators.register`), so a pass computes each statistic once for all its estimators.
     """
-    diagonal = 1.0 - shift
-    if fn_name == "hsic" and option in ("biased", "pyglow"):  # needs only inner products: one pass
-        scale = (m - 1) ** 2 if option == "biased" else (m - 1)
-        return torch.stack([(2.0 * _dot(k, t.lc) + diagonal * t.lc_trace) / scale for t in targets], -1)
-    r = _row_sums(k, m)  # off-diagonal row sums of what k holds
-    wide = shift[..., None] > 0
-    if fn_name == "kde_mi":  # log of the mean kernel value of a row: log1p(r / m) when shifted, else log((1 + r) / m)
-        full = -torch.where(wide, torch.log1p(r / m), torch.log((1.0 + r) / m)).mean(-1)
-        out = []
-        for t in targets:
-            if t.labels is None:
-                out.append(full / math.log(2.0))
-                continue
-            i, j = triu(m, k.device)
-            codes = t.labels
-            r_same = _row_sums(k * (codes[..., i] == codes[..., j]).to(k.dtype), m)
-            counts = (codes[..., :, None] == codes[..., None, :]).sum(-1).to(k.dtype)  # same-class, self included
-            within = torch.where(wide, torch.log1p(r_same / counts), torch.log((1.0 + r_same) / counts))
-            out.append((full + within.mean(-1)) / math.log(2.0))
-        return torch.stack(out, -1)
-    sum_k2 = torch.einsum("...p,...p->...", k, k)
-    if option == "unbiased" or (fn_name == "cka" and option is True):
-        total = 2.0 * k.sum(-1)
+
+    def __init__(self, k: torch.Tensor, m: int, shift: torch.Tensor):
+        self.k, self.m, self.shift = k, m, shift
+        self.diagonal = 1.0 - shift  # the diagonal of what k holds
+
+    def trace_with(self, target: Target) -> torch.Tensor:
+        """``tr(K H L H)`` with the target's centred kernel (unchanged by the shift): (epochs, layers)."""
+        return 2.0 * _dot(self.k, target.lc) + self.diagonal * target.lc_trace
+
+    @cached_property
+    def row_sums(self) -> torch.Tensor:
+        """Off-diagonal row sums of what ``k`` holds: (epochs, layers, m)."""
+        return _row_sums(self.k, self.m)
+
+    @cached_property
+    def sum_sq(self) -> torch.Tensor:
+        """Sum of squares of the packed values (half the off-diagonal sum of squares): (epochs, layers)."""
+        return torch.einsum("...p,...p->...", self.k, self.k)
+
+    @cached_property
+    def centred_norm2(self) -> torch.Tensor:
+        """``||H K H||_F^2`` (clamped at 0): (epochs, layers)."""
+        m, diagonal = self.m, self.diagonal
+        r = self.row_sums + diagonal[..., None]
+        norm2 = m * diagonal**2 + 2.0 * self.sum_sq - (2.0 / m) * (r * r).sum(-1) + r.sum(-1) ** 2 / (m * m)
+        return norm2.clamp_min(0.0)
+
+    @cached_property
+    def total(self) -> torch.Tensor:
+        """Sum of the off-diagonal values of what ``k`` holds: (epochs, layers)."""
+        return 2.0 * self.k.sum(-1)
+
+    def hsic_unbiased_with(self, target: Target) -> torch.Tensor:
+        """Unbiased HSIC (Song et al. 2012) with a target built by ``Target.of(L, unbiased=True)``."""
+        m = self.m
+        return (1.0 / (m * (m - 3))) * (
+            2.0 * _dot(self.k, target.l_off)
+            + self.total * target.l_rows.sum(-1) / ((m - 1) * (m - 2))
+            - 2.0 / (m - 2) * (self.row_sums * target.l_rows).sum(-1)
+        )
+
+    @cached_property
+    def hsic_unbiased_self(self) -> torch.Tensor:
+        """Unbiased HSIC(K, K): (epochs, layers)."""
+        m, r, total = self.m, self.row_sums, self.total
         scale = 1.0 / (m * (m - 3))
-        self_u = scale * (2.0 * sum_k2 + total * total / ((m - 1) * (m - 2)) - 2.0 / (m - 2) * (r * r).sum(-1))
-        out = []
-        for t in targets:
-            hsic_u = scale * (
-                2.0 * _dot(k, t.l_off)
-                + total * t.l_rows.sum(-1) / ((m - 1) * (m - 2))
-                - 2.0 / (m - 2) * (r * t.l_rows).sum(-1)
-            )
-            out.append(hsic_u if fn_name == "hsic" else _ratio(hsic_u, self_u * t.hsic_u_self))
-        return torch.stack(out, -1)
-    r = r + diagonal[..., None]
-    norm2 = m * diagonal**2 + 2.0 * sum_k2 - (2.0 / m) * (r * r).sum(-1) + r.sum(-1) ** 2 / (m * m)  # ||HKH||_F^2
-    norm2 = norm2.clamp_min(0.0)
-    return torch.stack([_ratio(2.0 * _dot(k, t.lc) + diagonal * t.lc_trace, norm2 * t.norm2) for t in targets], -1)
+        return scale * (2.0 * self.sum_sq + total * total / ((m - 1) * (m - 2)) - 2.0 / (m - 2) * (r * r).sum(-1))
 
+    def log_row_means(self, row_sums: torch.Tensor, counts: torch.Tensor | float) -> torch.Tensor:
+        """``log`` of each row's mean Gaussian kernel value from off-diagonal sums of what ``k`` holds over ``counts``
+        entries (the diagonal included): ``log1p(r / n)`` where shifted, ``log((1 + r) / n)`` where not."""
+        wide = self.shift[..., None] > 0
+        return torch.where(wide, torch.log1p(row_sums / counts), torch.log((1.0 + row_sums) / counts))
 
-def _ratio(num: torch.Tensor, den_sq: torch.Tensor) -> torch.Tensor:
-    ok = den_sq > 0
-    return torch.where(ok, num / torch.sqrt(torch.where(ok, den_sq, torch.ones_like(den_sq))), torch.zeros_like(num))
+    def class_row_sums(self, codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Off-diagonal row sums over same-class samples (epochs, layers, m), and each row's class size (self
+        included), for integer codes (m,) or per epoch (epochs, 1, m)."""
+        i, j = triu(self.m, self.k.device)
+        r_same = _row_sums(self.k * (codes[..., i] == codes[..., j]).to(self.k.dtype), self.m)
+        counts = (codes[..., :, None] == codes[..., None, :]).sum(-1).to(self.k.dtype)
+        return r_same, counts

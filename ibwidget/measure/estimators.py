@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -30,6 +30,9 @@ from ibwidget.measure._validate import (
     check_samples,
     resolve_name,
 )
+
+if TYPE_CHECKING:
+    from ibwidget.measure._packed import Stats, Target
 
 __all__ = [
     "hsic",
@@ -102,6 +105,15 @@ def _hsic(K: torch.Tensor, L: torch.Tensor, normalizer: str) -> torch.Tensor:
     return trace / ((m - 1) ** 2 if normalizer == "biased" else (m - 1))
 
 
+def _hsic_packed(stats: Stats, targets: Sequence[Target], normalizer: str = "biased") -> torch.Tensor:
+    """:func:`hsic` from packed kernels, against each target: (epochs, layers, targets)."""
+    if normalizer == "unbiased":
+        return torch.stack([stats.hsic_unbiased_with(t) for t in targets], -1)
+    m = stats.m
+    scale = (m - 1) ** 2 if normalizer == "biased" else (m - 1)
+    return torch.stack([stats.trace_with(t) / scale for t in targets], -1)
+
+
 def _safe_ratio(num: torch.Tensor, den_sq: torch.Tensor) -> torch.Tensor:
     """``num / sqrt(den_sq)``, defined as 0 where a representation is constant (den_sq <= 0)."""
     ok = den_sq > 0
@@ -131,6 +143,15 @@ def _cka(K: torch.Tensor, L: torch.Tensor, debiased: bool) -> torch.Tensor:
         Kc, Lc = _center(K), _center(L)
         kl, kk, ll = _frob(Kc, Lc), _frob(Kc, Kc), _frob(Lc, Lc)
     return _safe_ratio(kl, kk * ll)
+
+
+def _cka_packed(stats: Stats, targets: Sequence[Target], debiased: bool = False) -> torch.Tensor:
+    """:func:`cka` from packed kernels, against each target: (epochs, layers, targets)."""
+    if debiased:
+        ratios = [_safe_ratio(stats.hsic_unbiased_with(t), stats.hsic_unbiased_self * t.hsic_u_self) for t in targets]
+    else:
+        ratios = [_safe_ratio(stats.trace_with(t), stats.centred_norm2 * t.norm2) for t in targets]
+    return torch.stack(ratios, -1)
 
 
 def nhsic(K: Matrix, L: Matrix, eps: float = 1e-5) -> torch.Tensor:
@@ -277,6 +298,20 @@ def _kde_mi(D: torch.Tensor, noise_var: float, codes: torch.Tensor | None, bound
     return (full - within) / math.log(2.0)
 
 
+def _kde_mi_packed(stats: Stats, targets: Sequence[Target], bound: str = "upper") -> torch.Tensor:
+    """:func:`kde_mi` from packed Gaussian kernels of the bound's noise variance (the pass's), against each target:
+    none (the input X) or class labels. (epochs, layers, targets)."""
+    full = -stats.log_row_means(stats.row_sums, stats.m).mean(-1)
+    out = []
+    for t in targets:
+        if t.labels is None:
+            out.append(full / math.log(2.0))
+            continue
+        same_class_sums, class_sizes = stats.class_row_sums(t.labels)
+        out.append((full + stats.log_row_means(same_class_sums, class_sizes).mean(-1)) / math.log(2.0))
+    return torch.stack(out, -1)
+
+
 def _integer_codes(Z: Matrix, name: str, m: int, batch_shape: tuple = ()) -> torch.Tensor:
     """Integer codes (m,) for discrete values: integer labels as given, or the distinct rows of an array."""
     Z = check_samples(Z, name, m, batch_shape)
@@ -362,7 +397,9 @@ class EstimatorSpec:
 
     ``needs`` says what ``fn`` takes: ``"kernels"``: ``fn(K_T, K_Z, **options)`` with kernel matrices built from
     the stored Grams (any sigma, re-estimable); ``"distances"``: ``fn(D_T, noise_var, labels=None, **options)``;
-    ``"activations"``: ``fn(T, Z, **options)``.
+    ``"activations"``: ``fn(T, Z, **options)``. ``packed``: the form evaluated from packed kernels (see
+    :func:`register`), or None; ``packed_unbiased``: it reads the targets' unbiased statistics; ``variance_scale``:
+    a ``"distances"`` estimator's packed form reads Gaussian kernels of ``variance_scale * sigma**2``.
     """
 
     name: str
@@ -374,6 +411,9 @@ class EstimatorSpec:
     description: str = ""
     options: Mapping = field(default_factory=dict)
     uses_sigma: bool = True
+    packed: Callable | None = None
+    packed_unbiased: bool = False
+    variance_scale: float = 1.0
 
     def axis_label(self, a: str = "T", b: str = "X") -> str:
         """E.g. ``"HSIC(T, X) · biased, 1/(m−1)²"`` or ``"I(T; X) · KDE upper [bits]"``."""
@@ -403,9 +443,20 @@ def register(
     description: str = "",
     options: Mapping | None = None,
     uses_sigma: bool = True,
+    packed: Callable | None = None,
+    packed_unbiased: bool = False,
+    variance_scale: float = 1.0,
     overwrite: bool = False,
 ) -> Callable:
     """Register an estimator under ``name`` (usable as a decorator); it then appears in the widget's dropdown.
+
+    ``packed`` makes it a fast estimator: ``packed(stats, targets, **options)`` evaluates it for a chunk of packed
+    kernels from the statistics a :class:`ibwidget.measure._packed.Stats` computes once for every estimator of the
+    pass (row sums, sums of squares, traces with each target's centred kernel...), against each target (a
+    ``_packed.Target``), and returns (epochs, layers, targets) float64. ``Run.trajectories`` and the grid then
+    evaluate it in that shared pass, and the grid holds it by default. ``packed_unbiased``: it reads the targets'
+    unbiased statistics (``l_off``, ``l_rows``, ``hsic_u_self``); ``variance_scale``: for ``needs="distances"``, the
+    Gaussian kernel it reads has variance ``variance_scale * sigma**2`` (the KDE lower bound: 4).
 
     >>> @register("mean_product", label="E[K∘L]({a}, {b})", overwrite=True)
     ... def mean_product(K, L):
@@ -420,10 +471,30 @@ def register(
     def add(f: Callable) -> Callable:
         if not callable(f):
             raise TypeError(f"the estimator {name!r} must be callable, got {type(f).__name__}.")
+        if packed is not None and (not callable(packed) or needs == "activations"):
+            raise ValueError(
+                f"the packed form of {name!r} must be a function of packed kernels (needs='kernels' or "
+                f"'distances'), got {packed!r} with needs={needs!r}."
+            )
+        if not (isinstance(variance_scale, int | float) and math.isfinite(variance_scale) and variance_scale > 0):
+            raise ValueError(f"variance_scale must be a positive number, got {variance_scale!r}; e.g. 4.0.")
         if name in _REGISTRY and not overwrite:
             raise ValueError(f"an estimator named {name!r} is already registered; pass overwrite=True to replace it.")
         summary = description or (f.__doc__ or "").strip().split("\n")[0]
-        _REGISTRY[name] = EstimatorSpec(name, f, needs, units, label, variant, summary, dict(options or {}), uses_sigma)
+        _REGISTRY[name] = EstimatorSpec(
+            name,
+            f,
+            needs,
+            units,
+            label,
+            variant,
+            summary,
+            dict(options or {}),
+            uses_sigma,
+            packed,
+            packed_unbiased,
+            float(variance_scale),
+        )
         return f
 
     return add if fn is None else add(fn)
@@ -444,13 +515,30 @@ def names() -> list[str]:
     return list(_REGISTRY)
 
 
-register("hsic", hsic, label="HSIC({a}, {b})", variant="biased, 1/(m−1)²", options={"normalizer": "biased"})
+for _name, _variant, _normalizer in (
+    ("hsic", "biased, 1/(m−1)²", "biased"),
+    ("hsic_unbiased", "unbiased (Song 2012)", "unbiased"),
+    ("hsic_pyglow", "PyGlow, 1/(m−1)", "pyglow"),
+):
+    register(
+        _name,
+        hsic,
+        label="HSIC({a}, {b})",
+        variant=_variant,
+        options={"normalizer": _normalizer},
+        packed=_hsic_packed,
+        packed_unbiased=_normalizer == "unbiased",
+    )
+register("cka", cka, label="CKA({a}, {b})", options={"debiased": False}, packed=_cka_packed)
 register(
-    "hsic_unbiased", hsic, label="HSIC({a}, {b})", variant="unbiased (Song 2012)", options={"normalizer": "unbiased"}
+    "cka_debiased",
+    cka,
+    label="CKA({a}, {b})",
+    variant="debiased",
+    options={"debiased": True},
+    packed=_cka_packed,
+    packed_unbiased=True,
 )
-register("hsic_pyglow", hsic, label="HSIC({a}, {b})", variant="PyGlow, 1/(m−1)", options={"normalizer": "pyglow"})
-register("cka", cka, label="CKA({a}, {b})", options={"debiased": False})
-register("cka_debiased", cka, label="CKA({a}, {b})", variant="debiased", options={"debiased": True})
 register("nhsic", nhsic, label="nHSIC({a}, {b})", variant="eps=1e-5", options={"eps": 1e-5})
 register(
     "renyi_mi", renyi_mi, label="I({a}; {b})", variant="matrix Rényi α=1.01", units="bits", options={"alpha": 1.01}
@@ -464,6 +552,8 @@ for _bound in ("upper", "lower"):
         variant=f"KDE {_bound}",
         units="bits",
         options={"bound": _bound},
+        packed=_kde_mi_packed,
+        variance_scale=4.0 if _bound == "lower" else 1.0,
         description=f"Kolchinsky & Tracey 2017 pairwise {_bound} bound (noise var = sigma²)",
     )
 for _name, _variant, _options, _description in (

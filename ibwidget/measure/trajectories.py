@@ -2,9 +2,9 @@
 
 Pure functions of a :class:`Snapshots` (what :meth:`ibwidget.Run.snapshots` returns): ``Run.trajectories`` and
 ``Run.saturation`` call them, and so does the precomputed grid (:mod:`ibwidget.plane`), so both compute every value
-the same way. Packed estimators (HSIC, CKA, the KDE bounds) are evaluated from the stored triangles of squared
-distances (:mod:`ibwidget.measure._packed`), any other registered estimator from float64 kernels unpacked a few
-matrices at a time, binning from stored activations.
+the same way. Estimators registered with a packed form (HSIC, CKA, the KDE bounds) are evaluated from the stored
+triangles of squared distances in one shared pass (:mod:`ibwidget.measure._packed`), any other registered estimator
+from float64 kernels unpacked a few matrices at a time, binning from stored activations.
 """
 
 from __future__ import annotations
@@ -178,12 +178,9 @@ def target_kernel(
 
 
 def is_packed(spec) -> bool:
-    """Whether ``spec`` (a registered estimator) is evaluated from packed kernel values (and so shares a pass)."""
-    option = next(iter(spec.options.values()), None)
-    name = spec.fn.__name__
-    if spec.needs == "kernels":
-        return spec.fn in (_estimators.hsic, _estimators.cka) and option in _packed.PACKED[name]
-    return spec.needs == "distances" and spec.fn is _estimators.kde_mi and option in _packed.PACKED["kde_mi"]
+    """Whether ``spec`` (a registered estimator) has a packed form, evaluated from packed kernel values in a pass
+    shared with the other packed estimators (see :func:`ibwidget.measure.estimators.register`)."""
+    return spec.packed is not None
 
 
 def _kernel_targets(snap, kernel, rule, sigma_x, sigma_y, targets, unbiased, cache) -> list[Target]:
@@ -234,31 +231,33 @@ def packed_estimates(
     dist = _pick(snap.dist, layers)
     E, L, _ = dist.shape
     sigmas = _pick(layer_sigmas(snap, rule, sigma), layers)
+    unpackable = [s.name for s in specs if not is_packed(s)]
+    if unpackable:
+        raise ValueError(f"{unpackable} have no packed form; register one with register(..., packed=...).")
     kernel_specs = [s for s in specs if s.needs == "kernels"]
-    jobs: dict[str, list] = {"kernel": kernel_specs, "upper": [], "lower": []}
-    for s in specs:
-        if s.needs == "distances":
-            jobs["lower" if s.options.get("bound") == "lower" else "upper"].append(s)
-    stats: dict[str, list] = {}
+    scales = sorted({s.variance_scale for s in specs if s.needs == "distances"}, key=lambda v: v != 1.0)
+    jobs: dict[object, list] = {"kernel": kernel_specs}  # group -> its estimators: "kernel", or a distance scale
+    jobs.update({v: [s for s in specs if s.needs == "distances" and s.variance_scale == v] for v in scales})
+    stats: dict[object, list] = {}
     if kernel_specs:
-        unbiased = any(next(iter(s.options.values()), None) in ("unbiased", True) for s in kernel_specs)
+        unbiased = any(s.packed_unbiased for s in kernel_specs)
         x_sigma, y_sigma = (sigma if v is None else v for v in (sigma_x, sigma_y))
         stats["kernel"] = _kernel_targets(
             snap, kernel, rule, x_sigma, y_sigma, targets, unbiased, {} if cache is None else cache
         )
-    if jobs["upper"] or jobs["lower"]:
-        stats["upper"] = stats["lower"] = _kde_targets(snap, targets)
+    if scales:
+        stats.update(dict.fromkeys(scales, _kde_targets(snap, targets)))
     gaussian = kernel == "gaussian"
     factor = _kernels.exponent_factor(sigmas)
     passes = []  # (factor, exp, groups, saturation from this pass)
-    if kernel_specs and gaussian:  # KDE upper's kernel exp(-D2 / (2 sigma^2)) is the Gaussian kernel itself
-        passes.append((factor, True, ["kernel", "upper"], True))
+    if kernel_specs and gaussian:  # a distance estimator's kernel exp(-D2 / (2 sigma^2)) is the Gaussian kernel
+        passes.append((factor, True, ["kernel"] + [v for v in scales if v == 1.0], True))
     elif kernel_specs:
         passes.append((torch.full_like(sigmas, -0.5), False, ["kernel"], False))
-    if jobs["upper"] and not (kernel_specs and gaussian):
-        passes.append((factor, True, ["upper"], True))
-    if jobs["lower"]:  # the lower bound: 4x the noise variance
-        passes.append((_kernels.exponent_factor(sigmas, 4.0), True, ["lower"], False))
+    for v in scales:
+        if v != 1.0 or not (kernel_specs and gaussian):
+            scaled = factor if v == 1.0 else _kernels.exponent_factor(sigmas, v)
+            passes.append((scaled, True, [v], v == 1.0))
     out = {s.name: torch.empty(E, L, 1 + len(targets), dtype=torch.float64, device=snap.device) for s in specs}
     sat = None
     for pass_factor, exp, groups, with_sat in passes:
@@ -269,9 +268,9 @@ def packed_estimates(
             if pass_sat is not None:
                 pass_sat[start:stop] = k32.mean(-1, dtype=torch.float64) + shift
             rows = {g: [t.epochs(start, stop) for t in stats[g]] for _, g in todo}
+            shared = _packed.Stats(k, snap.m, shift)
             for spec, group in todo:
-                option = next(iter(spec.options.values()), None)
-                res = _packed.estimate(spec.fn.__name__, option, k, snap.m, rows[group], shift)
+                res = spec.packed(shared, rows[group], **spec.options)
                 out[spec.name][start:stop] = res.reshape(stop - start, L, -1)
     return out, sat
 
@@ -299,7 +298,7 @@ def trajectories(
     _require_snapshot(snap)
     if spec.needs == "activations":
         return _activation_trajectories(snap, spec, index, target)
-    if spec.needs == "distances" or is_packed(spec):
+    if spec.needs == "distances" or is_packed(spec):  # a distance estimator without a packed form: a clear error
         out, _ = packed_estimates(
             snap, [spec], sigma_rule, sigma, kernel, (target,), sigma_x, sigma_y, index, saturation=False
         )
