@@ -1,15 +1,16 @@
-"""Widget latency, in the kernel process (CPU): epoch end -> widget message, and a sigma change -> redraw.
+"""Widget latency, in the kernel process (CPU): epoch end -> widget message, and a control change -> redraw.
 
 1. Trainer on the offline digits, the seed model: for each epoch, the time from the end of the epoch (an engine
    callback in the training thread) to the comm message that carries the new point of the information plane.
    Also the training time of the same run with the bare Engine (no widget), to show the widget does not slow it.
-2. RunView of a synthetic run of 100 epochs x 5 layers: the time from setting the sigma slider to the comm message
-   with the redrawn plane, beside ``Run.trajectories`` alone for the same sigma (the widget's own overhead is the
-   difference). Target: <= 150 ms.
+2. RunView of a synthetic run of 100 epochs x 5 layers: the time from a control change (estimator, target, a grid
+   sigma) to the comm message with the redrawn plane, now a lookup into the precomputed grid, beside the previous
+   path (``Run.trajectories`` recomputed for the new view, then the same redraw); and for a sigma off the grid, the
+   message with the nearest grid slot and the arrival of the exact values from the worker. Target: <= 16 ms.
 
 Messages are timed with a recording comm in place of ipykernel's (the widgets serialise their state exactly as in a
 kernel; only the socket write is skipped). Prints a table and a last line of key=value pairs.
-Usage: python benchmarks/bench_widget.py [--epochs 5] [--probes 128,256,512] [--repeats 5]
+Usage: python benchmarks/bench_widget.py [--epochs 5] [--probes 128,256,512] [--repeats 5] [--toggle-epochs 100]
 """
 
 from __future__ import annotations
@@ -115,29 +116,41 @@ def synthetic_run(epochs: int, layers: int, m: int) -> ib.Run:
     return run
 
 
-def bench_sigma(m: int, repeats: int, epochs: int = 100, layers: int = 5) -> dict:
+def _toggle(view, name: str, value, scatter: str) -> tuple[float, float]:
+    """Set one control; (ms to the first plane message, ms until every update, on-demand values too, is applied)."""
+    t0 = time.perf_counter()
+    getattr(view.controls, name).value = value
+    view.sync(timeout=300)
+    t_sync = time.perf_counter()
+    t_msg = _first_message(scatter, t0, key="y" if name == "target" else "x")  # a target moves only y
+    return (float("nan") if t_msg is None else (t_msg - t0) * 1e3), (t_sync - t0) * 1e3
+
+
+def bench_toggle(m: int, repeats: int, epochs: int = 100, layers: int = 5) -> dict:
+    """Grid lookups (estimator, target, grid sigma) beside the recomputation the previous redraw did per toggle."""
     run = synthetic_run(epochs, layers, m)
-    view = RunView(run)
+    t0 = time.perf_counter()
+    view = RunView(run)  # computes the grid once
+    build_s = time.perf_counter() - t0
     scatter = view.marks["plane_points"][0][0].comm.comm_id
-    sigmas = [1.5 + 0.75 * i for i in range(repeats + 1)]
-    redraw, synced, direct = [], [], []
-    for i, sigma in enumerate(sigmas):
-        t0 = time.perf_counter()
-        view.controls.sigma.value = sigma
-        view.sync(timeout=120)
-        t_sync = time.perf_counter()
-        t_msg = _first_message(scatter, t0)
-        sigma_set = view.controls.sigma.value
+    sigmas = view._model.builder.sigmas
+    toggles = [("estimator", "cka"), ("estimator", "hsic"), ("target", "output"), ("target", "labels")]
+    toggles += [("sigma", sigmas[6 + i % 12]) for i in range(repeats)]
+    lookup, recompute = [], []
+    for name, value in toggles:
+        msg, _ = _toggle(view, name, value, scatter)
+        v = view.controls.view()
         t1 = time.perf_counter()
-        run.trajectories("hsic", sigma=sigma_set * 1.001)  # not cached anywhere
-        t_direct = time.perf_counter() - t1
-        if i == 0:
-            continue  # warm-up
-        redraw.append((t_msg - t0) * 1e3)
-        synced.append((t_sync - t0) * 1e3)
-        direct.append(t_direct * 1e3)
+        run.trajectories(v.estimator, sigma=v.sigma, target=v.target, sigma_rule=v.sigma_rule)  # previous path
+        lookup.append(msg)
+        recompute.append((time.perf_counter() - t1) * 1e3 + msg)  # its computation, then the same redraw
+    nearest, exact = [], []
+    for i in range(repeats):  # off the grid: the nearest slot at once, the exact values from the worker
+        msg, synced = _toggle(view, "sigma", 1.5 + 0.75 * i + 0.01, scatter)
+        nearest.append(msg)
+        exact.append(synced)
     view.close()
-    return {"redraw": redraw, "sync": synced, "direct": direct}
+    return {"build_s": build_s, "lookup": lookup, "recompute": recompute, "nearest": nearest, "exact": exact}
 
 
 def main() -> None:
@@ -146,6 +159,7 @@ def main() -> None:
     parser.add_argument("--probe", type=int, default=256, help="probe of the training run (part 1)")
     parser.add_argument("--probes", default="128,256,512", help="probe sizes of the 100x5 synthetic run (part 2)")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--toggle-epochs", type=int, default=100, help="epochs of the synthetic run (part 2)")
     args = parser.parse_args()
 
     result = bench_epochs(args.epochs, args.probe)
@@ -160,21 +174,24 @@ def main() -> None:
         f"{result['engine_train_s']:.2f} s (ratio {ratio:.2f})\n"
     )
 
-    print("2. sigma change, 100 epochs x 5 layers, hsic (median of repeats)")
-    print(f"{'probe':>6} {'redraw msg (ms)':>16} {'sync (ms)':>10} {'trajectories (ms)':>18} {'overhead (ms)':>14}")
+    print(f"2. control change -> plane message, {args.toggle_epochs} epochs x 5 layers, hsic/cka (medians)")
+    header = ("probe", "grid (s)", "lookup (ms)", "recompute (ms)", "off-grid nearest (ms)", "off-grid exact (ms)")
+    print(f"{header[0]:>6} {header[1]:>9} {header[2]:>12} {header[3]:>15} {header[4]:>22} {header[5]:>20}")
     pairs = {
         "epoch_update_ms_median": statistics.median(lat),
         "epoch_update_ms_max": max(lat),
         "train_ratio_trainer_vs_engine": ratio,
     }
     for m in (int(p) for p in args.probes.split(",")):
-        r = bench_sigma(m, args.repeats)
-        red, syn, dire = (statistics.median(r[k]) for k in ("redraw", "sync", "direct"))
-        print(f"{m:>6} {red:>16.1f} {syn:>10.1f} {dire:>18.1f} {red - dire:>14.1f}")
-        pairs[f"sigma_redraw_ms_p{m}"] = red
-        pairs[f"sigma_trajectories_ms_p{m}"] = dire
-        pairs[f"sigma_overhead_ms_p{m}"] = red - dire
-    pairs["target_ms"] = 150
+        r = bench_toggle(m, args.repeats, epochs=args.toggle_epochs)
+        look, rec, near, ex = (statistics.median(r[k]) for k in ("lookup", "recompute", "nearest", "exact"))
+        print(f"{m:>6} {r['build_s']:>9.1f} {look:>12.1f} {rec:>15.1f} {near:>22.1f} {ex:>20.1f}")
+        pairs[f"grid_build_s_p{m}"] = r["build_s"]
+        pairs[f"toggle_lookup_ms_p{m}"] = look
+        pairs[f"toggle_recompute_ms_p{m}"] = rec
+        pairs[f"offgrid_nearest_ms_p{m}"] = near
+        pairs[f"offgrid_exact_ms_p{m}"] = ex
+    pairs["target_ms"] = 16
     print(
         " ".join(
             f"{k}={v:.2f}" if "ratio" in k else f"{k}={v:.1f}" if isinstance(v, float) else f"{k}={v}"

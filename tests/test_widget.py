@@ -17,6 +17,7 @@ from _training import WAIT, hold_at
 from torch import nn
 
 import ibwidget as ib
+from ibwidget.measure import estimators as measure_estimators
 from ibwidget.widget import RunView, Trainer
 from ibwidget.widget._base import FIGURE_NAMES
 
@@ -569,3 +570,70 @@ def test_a_closed_view_frees_its_run(digits, tmp_path, kind):
     del view, trainer, run, model
     gc.collect()
     assert freed() is None, [type(r).__name__ for r in gc.get_referrers(freed())]
+
+
+GATE = "ibw_gated_product"
+
+
+def test_toggles_are_lookups_into_the_one_grid_both_planes_read(trained):
+    """Estimator, target, a grid sigma and a median rule: each is read from the grid (no computation on demand),
+    equal to ``Run.trajectories`` to float32 precision; the Player tab shows the same grid object."""
+    trainer, _ = trained
+    model = trainer._model
+    assert trainer.plane_view.values is model.values  # each epoch's slice computed once, for both planes
+    grid_sigma = model.builder.sigmas[3]
+    views = [{"estimator": "cka"}, {"target": "output"}, {"sigma": grid_sigma}, {"sigma_rule": "median_d"}, {}]
+    for view in views:
+        set_view(trainer, **view)
+        full = {"estimator": "hsic", "sigma": 5.0, "sigma_rule": "fixed", "target": "labels", **view}
+        params = (full["estimator"], full["sigma"], full["sigma_rule"], full["target"])
+        assert params not in trainer._on_demand._results, params  # served by the grid
+        traj = trainer.run.trajectories(
+            full["estimator"], sigma=full["sigma"], target=full["target"], sigma_rule=full["sigma_rule"]
+        )
+        assert_marks_match(trainer, traj)
+        values, exact = model.lookup(*params)
+        assert exact
+        np.testing.assert_array_equal(trainer.marks["plane_points"][0][0].x, values[0][:, 0, 0])
+        assert trainer.notice.value == ""
+
+
+def test_off_grid_views_show_the_nearest_slot_then_arrive_from_a_worker(trained, monkeypatch):
+    """A user's estimator (not in the grid) and an off-grid sigma are computed off the UI thread: meanwhile the
+    figures keep the last plot (estimator) or show the nearest grid slot (sigma), then the exact values."""
+    trainer, _ = trained
+    entered, release = threading.Event(), threading.Event()
+    monkeypatch.setattr(measure_estimators, "_REGISTRY", dict(measure_estimators._REGISTRY))
+
+    @ib.estimators.register(GATE, overwrite=True)
+    def gated_product(K, L):  # the worker waits here until the test has read the interim state
+        entered.set()
+        assert release.wait(60), "the test never released the worker"
+        return (K * L).mean()
+
+    run = trainer.run
+    view = RunView(run)
+    try:
+        hsic = run.trajectories("hsic", sigma=5.0)
+        view.controls.estimator.value = GATE
+        assert entered.wait(60), "the slow estimator never started"
+        view._applier.sync()
+        assert f"computing {GATE}" in view.notice.value and "still showing hsic" in view.notice.value
+        assert_marks_match(view, hsic)  # the last plot stays while the worker computes
+        view.controls.estimator.value, view.controls.sigma.value = "hsic", 0.7
+        view._applier.sync()  # the worker is still busy: the nearest grid sigma shows
+        k, exact = view._model.slot("fixed", 0.7)
+        nearest = view._model.builder.slots[k][1]
+        assert not exact and nearest != 0.7
+        assert_marks_match(view, run.trajectories("hsic", sigma=nearest))
+        assert f"nearest grid σ = {nearest:.4g}" in view.notice.value
+        release.set()
+        view.sync()  # waits for the worker too
+        assert_marks_match(view, run.trajectories("hsic", sigma=0.7))
+        assert view.notice.value == ""
+        view.controls.estimator.value = GATE
+        view.sync()
+        assert_marks_match(view, run.trajectories(GATE, sigma=0.7))
+        assert view.figures["plane"].axes[0].label == ib.estimators.get(GATE).axis_label("T", "X")
+    finally:
+        view.close()

@@ -6,7 +6,7 @@ import math
 import os
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import ipywidgets as widgets
 import numpy as np
@@ -16,6 +16,7 @@ from ibwidget.measure import estimators as _estimators
 from ibwidget.widget._applier import _Applier, _Batch
 from ibwidget.widget._controls import Controls, View
 from ibwidget.widget._figures import Figures, RunData
+from ibwidget.widget._viewmodel import OnDemand, PlaneModel, fast_builder
 
 FIGURE_NAMES = ("plane", "dep_x", "dep_y", "loss", "accuracy")
 #: The gauge's informative range of kernel saturation (mean off-diagonal kernel value); outside it, σ is off.
@@ -67,6 +68,10 @@ def _walk(root: widgets.Widget) -> list[widgets.Widget]:
     return list(seen.values())
 
 
+class _Pending(Exception):
+    """A view off the grid whose exact values are being computed, with no grid value near it to show meanwhile."""
+
+
 class _RunsBox(widgets.VBox):
     """Base of :class:`Trainer` and :class:`RunView` (private)."""
 
@@ -82,12 +87,12 @@ class _RunsBox(widgets.VBox):
         target: str,
         epoch_max: int,
         compare: bool,
+        live: bool = False,
     ) -> None:
         """Build every widget (main thread). The UI thread is started by the subclass with ``_applier.start()``."""
         self._runs = list(runs)
         self._display_names = list(display_names)
         self._epoch_max = int(epoch_max)
-        self._cache: dict[int, tuple] = {}
         self._sat_cache: dict = {}
         self._sat_key: tuple | None = None
         self._sat_next = 0.0
@@ -96,7 +101,13 @@ class _RunsBox(widgets.VBox):
         self._notice_kind = ""
         self.last_error = ""
         self._applier = _Applier(self._apply, self._show_error)
-        self._plane_view = None  # a Trainer's PlaneView tab, fed from this UI thread (see _apply)
+        self._model = PlaneModel(
+            self._runs,
+            fast_builder(estimators, sigma, sigma_rule, live=live),
+            {"estimator": None, "sigma": sigma, "rule": sigma_rule, "target": target},
+        )
+        self._on_demand = OnDemand(self._request_redraw)
+        self._grid_listeners: list[Callable[[bool], None]] = []  # called from this UI thread after each catch-up
         labels, tips = _layer_labels(self._runs)
         self._controls = Controls(labels, tips, estimators, sigma, sigma_rule, target, self._request_redraw)
         self._figures = Figures(self._display_names, [r.layer_names for r in self._runs], self._epoch_max, compare)
@@ -143,7 +154,11 @@ class _RunsBox(widgets.VBox):
         return list(self._runs)
 
     def sync(self, timeout: float | None = 10.0) -> None:
-        """Block until every pending update (training events, control changes) is applied to the widgets."""
+        """Block until every pending update (training events, control changes, values computed on demand) is
+        applied to the widgets."""
+        self._applier.sync(timeout)
+        if not self._on_demand.wait_idle(timeout):
+            raise TimeoutError(f"the view's values off the grid did not arrive within {timeout} s.")
         self._applier.sync(timeout)
 
     def save_png(self, path=None) -> list[str]:
@@ -162,6 +177,8 @@ class _RunsBox(widgets.VBox):
         """Stop the UI thread and close this widget and every widget inside it."""
         if hasattr(self, "_applier"):  # absent if __init__ failed
             self._applier.close()
+        if hasattr(self, "_on_demand"):
+            self._on_demand.close()
         for w in _walk(self):
             if w is not self:
                 w.close()
@@ -206,40 +223,52 @@ class _RunsBox(widgets.VBox):
         self.last_error = tb
         self._set_notice("error", f"display error: {type(exc).__name__}: {exc}")
 
-    def _trajectories(self, r: int, run, params: tuple, n: int) -> np.ndarray:
-        cached = self._cache.get(r)
-        if cached is not None and cached[0] == (params, n):
-            return cached[1]
-        estimator, sigma, rule, target = params
-        traj = run.trajectories(estimator, sigma=sigma, target=target, sigma_rule=rule)
-        self._cache[r] = ((params, traj.shape[0]), traj)
-        return traj
-
-    def _compute(self, params: tuple) -> list[RunData | None]:
+    def _compute(self, params: tuple) -> tuple[list[RunData], str]:
+        """Every run's data for ``params``: a grid lookup, or exact values computed on demand (meanwhile the nearest
+        grid slot, with a note). Raises the on-demand computation's error, or :class:`_Pending` with nothing to show."""
+        found = self._model.lookup(*params)
+        if found is not None and found[1]:
+            values, note = found[0], ""
+        else:
+            exact = self._on_demand.get(params, self._runs)
+            if isinstance(exact, BaseException):
+                raise exact
+            if exact is not None:
+                values, note = exact, ""
+            elif found is not None:
+                width = self._model.builder.slots[self._model.slot(params[2], params[1])[0]][1]
+                values, note = (
+                    found[0],
+                    f"σ = {params[1]:.4g}: showing the nearest grid σ = {width:.4g} until the exact values arrive.",
+                )
+            else:
+                raise _Pending(f"computing {params[0]}…")
         data = []
-        for r, run in enumerate(self._runs):
-            n = run.num_snapshots
+        for run, traj in zip(self._runs, values, strict=True):
             history = _history(run)
-            if n == 0:
+            if traj.shape[0] == 0:
                 data.append(RunData(np.zeros(0, np.float32), None, history))
                 continue
-            traj = self._trajectories(r, run, params, n)
             epochs = np.asarray(run.epochs[: traj.shape[0]], dtype=np.float32)
             data.append(RunData(epochs, traj[: len(epochs)], history))
-        return data
+        return data, note
 
     def _redraw(self, view: View) -> None:
-        """Recompute every recorded epoch for ``view`` (cached per run) and apply it; errors keep the last plot."""
+        """Look ``view`` up in the grid (or take its values computed on demand) and apply it; errors keep the last
+        plot."""
         params, note = view.params, ""
         try:
-            data = self._compute(params)
+            data, note = self._compute(params)
             self._good_params = params
         except Exception as exc:  # noqa: BLE001 - e.g. binning on a layer without activations
-            note = f"{params[0]}: {exc}"
+            note = str(exc) if isinstance(exc, _Pending) else f"{params[0]}: {exc}"
             if self._good_params is not None and self._good_params != params:
                 note += f" — still showing {self._good_params[0]}."
                 params = self._good_params
-                data = self._compute(params)
+                try:
+                    data, _ = self._compute(params)
+                except Exception:  # noqa: BLE001 - the last view's values are gone too: show loss and accuracy
+                    data = [RunData(np.zeros(0, np.float32), None, _history(run)) for run in self._runs]
             else:  # nothing drawable yet: still show loss and accuracy
                 data = [RunData(np.zeros(0, np.float32), None, _history(run)) for run in self._runs]
         estimator, _, _, target = params
@@ -254,7 +283,7 @@ class _RunsBox(widgets.VBox):
             self._set_notice("estimator", note)
         elif self._notice_kind in ("estimator", "error"):
             self._set_notice("", "")
-        self._drawn = (params, tuple(run.num_snapshots for run in self._runs))
+        self._drawn = (params, tuple(self._model.counts))
 
     def _update_saturation(self, view: View, force: bool = False) -> None:
         """The gauge: mean off-diagonal Gaussian kernel value over the visible layers at the last epoch.
@@ -276,15 +305,19 @@ class _RunsBox(widgets.VBox):
             self.saturation.value = f"kernel saturation: n/a ({spec.name} uses no kernel)"
             return
         values = []
-        for run in self._runs:
+        slot = self._model.slot(view.sigma_rule, view.sigma)
+        for r, run in enumerate(self._runs):
             n = run.num_snapshots
             if n == 0:
                 continue
             key = (id(run), view.sigma, view.sigma_rule, n)
-            if key not in self._sat_cache:
-                self._sat_cache = {k: v for k, v in self._sat_cache.items() if k[0] != id(run)}
-                self._sat_cache[key] = np.asarray(run.saturation(view.sigma, view.sigma_rule))[n - 1]
-            row = self._sat_cache[key]
+            if slot is not None and slot[1] and self._model.counts[r] == n:  # on the grid: a lookup
+                row = self._model.saturation[r, n - 1, slot[0], : len(run.layer_names)]
+            else:
+                if key not in self._sat_cache:
+                    self._sat_cache = {k: v for k, v in self._sat_cache.items() if k[0] != id(run)}
+                    self._sat_cache[key] = np.asarray(run.saturation(view.sigma, view.sigma_rule))[n - 1]
+                row = self._sat_cache[key]
             values += [float(row[i]) for i in range(len(row)) if i >= len(view.visible) or view.visible[i]]
         if not values:
             self.saturation.value = "kernel saturation: -"
@@ -299,14 +332,16 @@ class _RunsBox(widgets.VBox):
     def _apply(self, batch: _Batch) -> None:
         """UI thread: apply one coalesced batch of requests."""
         view = self._controls.view()
-        counts = tuple(run.num_snapshots for run in self._runs)
+        final = batch.finish is not None or batch.full
+        if final or not batch.more_pending:
+            self._model.catch_up()  # new epochs' grid slices, computed once for every plane
+        counts = tuple(self._model.counts)
         if batch.redraw or batch.data or self._drawn is None or self._drawn[1] != counts:
             self._redraw(view)
         if not batch.more_pending:
-            self._update_saturation(view, force=batch.finish is not None or batch.full)
-        final = batch.finish is not None or batch.full
-        if self._plane_view is not None and (final or not batch.more_pending):
-            self._plane_view._catch_up(full=final)  # new epochs' slices; the whole grid once the run ends
+            self._update_saturation(view, force=final)
+        for listener in self._grid_listeners if (final or not batch.more_pending) else ():
+            listener(final)  # e.g. a Trainer's PlaneView tab: sends the new slices; the whole grid once the run ends
         for fmt in batch.exports:
             self._export(fmt)
         if batch.full:

@@ -19,19 +19,13 @@ import anywidget
 import numpy as np
 import traitlets
 
-from ibwidget.measure import estimators as _estimators
-from ibwidget.measure.trajectories import is_packed
-from ibwidget.plane._grid import DEFAULT_RULES, TARGETS, GridBuilder, _as_runs, builder_grid
+from ibwidget.plane._grid import DEFAULT_RULES, TARGETS, GridBuilder, _as_runs
 from ibwidget.plane._report import static_file, write_html
+from ibwidget.widget._viewmodel import PlaneModel
 
 __all__ = ["PlaneView"]
 
 _FULL_SYNC_BYTES = 1 << 16  # live grids up to this size are simply re-sent whole; larger ones get appends
-
-
-def _recorded(runs: list) -> list:
-    """Each run as recorded now, fixed: a computation on these never sees the training thread's next epoch."""
-    return [run.snapshots() for run in runs]
 
 
 class PlaneView(anywidget.AnyWidget):
@@ -64,21 +58,22 @@ class PlaneView(anywidget.AnyWidget):
         target: str = "labels",
         **kwargs,
     ):
-        runs = _as_runs(runs)
         live = kwargs.pop("_live", False)
         self._wake: Callable[[], None] | None = kwargs.pop("_wake", None)
-        builder = GridBuilder(estimators, sigmas, targets, sigma_rules, kernel, keep_targets=live)
-        self._runs = runs
-        self._builder = builder
-        self._default = {"estimator": estimator, "sigma": sigma, "rule": sigma_rule, "target": target}
-        grid = builder_grid(builder, _recorded(runs), self._default)
-        self._values, self._sat = grid.values, grid.saturation
-        self._notes: dict[str, str] = {e["name"]: e["note"] for e in grid.meta["estimators"] if e["note"]}
+        model = kwargs.pop("_model", None)  # a grid shared with a Trainer's figures
+        if model is None:
+            builder = GridBuilder(estimators, sigmas, targets, sigma_rules, kernel, keep_targets=live)
+            default = {"estimator": estimator, "sigma": sigma, "rule": sigma_rule, "target": target}
+            model = PlaneModel(_as_runs(runs), builder, default)
+        self._model = model
+        self._runs = model.runs
+        self._builder = model.builder
+        self._sent = (model.version, model.n_epochs)  # what the front-end holds: grid version, epochs
         self._update_lock = threading.RLock()  # one writer of the traits at a time
         self._flag_lock = threading.Lock()
         self._want_full = False
         super().__init__(**kwargs)
-        self._push_full(grid.meta)
+        self._push_full(model.meta(), model.values, model.saturation)
         self.add_class("ibwp-widget")
         self.on_msg(self._on_msg)
 
@@ -91,7 +86,7 @@ class PlaneView(anywidget.AnyWidget):
     @property
     def values(self) -> np.ndarray:
         """The grid, float32 (runs, epochs, blocks, layers, 2); ``meta`` names its axes."""
-        return self._values
+        return self._model.values
 
     def refresh(self) -> None:
         """Append the snapshots recorded since the grid was computed (a run still training); one thread at a time."""
@@ -115,36 +110,21 @@ class PlaneView(anywidget.AnyWidget):
     # ------------------------------------------------------------------------------------------ internals
 
     @classmethod
-    def _for_trainer(cls, run, estimators, sigma: float, sigma_rule: str, target: str, wake) -> PlaneView:
-        """The live view a Trainer shows: its fast estimators (slow ones would stall the UI thread each epoch)."""
-        names = [estimators] if isinstance(estimators, str) else list(estimators or ())
-        fast = [n for n in names if is_packed(_estimators.get(n)) or _estimators.get(n).needs == "activations"] or [
-            "hsic"
-        ]
-        rules = DEFAULT_RULES + ((sigma_rule,) if sigma_rule not in DEFAULT_RULES else ())
-        return cls(
-            run,
-            estimators=fast,
-            sigma_rules=rules,
-            estimator=fast[0],
-            sigma=sigma,
-            sigma_rule=sigma_rule,
-            target=target,
-            _live=True,
-            _wake=wake,
-        )
+    def _for_model(cls, model: PlaneModel, wake) -> PlaneView:
+        """The live view of a Trainer: the grid its figures read, appended from its UI thread (``wake`` asks it)."""
+        return cls(model.runs, _model=model, _wake=wake)
 
-    def _push_full(self, meta: dict) -> bool:
+    def _push_full(self, meta: dict, values: np.ndarray, saturation: np.ndarray) -> bool:
         """Set every trait from the Python-side grid (one message); False if they already held it."""
-        grid = np.ascontiguousarray(self._values, dtype="<f4").tobytes()
-        sat = np.ascontiguousarray(self._sat, dtype="<f4").tobytes()
+        grid = np.ascontiguousarray(values, dtype="<f4").tobytes()
+        sat = np.ascontiguousarray(saturation, dtype="<f4").tobytes()
         if meta == self.meta and grid == self.grid and sat == self.saturation:
             return False
         with self.hold_sync():
             self.meta, self.grid, self.saturation = meta, grid, sat
         return True
 
-    def _catch_up(self, full: bool = False) -> None:
+    def _catch_up(self, full: bool = False, compute: bool = True) -> None:
         """Compute the epochs recorded since the last call and send them (the owner's UI thread, or the caller's).
 
         New epochs go as one custom message with binary buffers; the whole state is set when ``full``, when a
@@ -155,27 +135,24 @@ class PlaneView(anywidget.AnyWidget):
             with self._flag_lock:
                 resync, self._want_full = self._want_full, False
             full = full or resync
-            appended = None
-            runs = _recorded(self._runs)
-            if len(runs) == 1:
-                run = runs[0]
-                have = self._values.shape[1]
-                if run.num_snapshots > have:
-                    v, s, notes = self._builder.compute(run, start=have)
-                    for k, text in notes.items():
-                        self._notes.setdefault(k, text)
-                    self._values = np.concatenate([self._values, v[None]], axis=1)
-                    self._sat = np.concatenate([self._sat, s[None]], axis=1)
-                    appended = (have, v, s, [int(e) for e in run.epochs[have : have + v.shape[0]]])
-            else:  # several runs: recompute (views of several runs are of finished runs)
-                counts = [r.num_snapshots for r in runs]
-                if max(counts) > self._values.shape[1] and any(c for c in counts):
-                    grid = builder_grid(self._builder, runs, self._default)
-                    self._values, self._sat = grid.values, grid.saturation
+            model = self._model
+            if compute:  # else the owner (a Trainer's UI thread) has just computed the new epochs
+                model.catch_up()
+            with model.lock:
+                version, count = model.version, model.n_epochs
+                meta, values, saturation = model.meta(), model.values, model.saturation
+                appended = None
+                if version != self._sent[0]:
                     full = True
-            meta = self._builder.meta(runs, self._notes, self._default)
-            if full or self._values.nbytes <= _FULL_SYNC_BYTES:
-                if not self._push_full(meta) and resync:  # a front-end lost track: send it all again
+                elif count > self._sent[1] and len(model.runs) == 1:
+                    start = self._sent[1]
+                    v, s = values[0, start:], saturation[0, start:]
+                    appended = (start, v, s, meta["runs"][0]["epochs"][start:count])
+                self._sent = (version, count)
+            if full or values.nbytes <= _FULL_SYNC_BYTES:
+                if (
+                    not self._push_full(meta, values, saturation) and resync
+                ):  # a front-end lost track: send it all again
                     self.send_state(["meta", "grid", "saturation"])
             elif appended is not None:
                 start, v, s, epochs = appended

@@ -121,10 +121,13 @@ class Trainer(_RunsBox):
         if batch_event_interval is not None:  # the widget's refresh of the progress bar
             engine.batch_event_interval = float(batch_event_interval)
         super().__init__()
+        self._plane_view: PlaneView | None = None
         self._engine = engine
         self._target = int(engine.num_epochs)
         self._batch_event = None
-        self._setup([engine.run], [engine.run.name], estimators, sigma, sigma_rule, target, self._target, False)
+        self._setup(
+            [engine.run], [engine.run.name], estimators, sigma, sigma_rule, target, self._target, False, live=True
+        )
         self.start_button = widgets.Button(description="Start", icon="play", tooltip="start training")
         self.pause_button = widgets.Button(description="Pause", icon="pause", tooltip="pause / resume", disabled=True)
         self.stop_button = widgets.Button(description="Stop", icon="stop", tooltip="stop after this batch")
@@ -157,9 +160,9 @@ class Trainer(_RunsBox):
         info = widgets.HBox([self.saturation, self.notice, self.export_format, self.export_button])
         body = self._figure_box
         if plane_view:  # a second tab: the kernel-free PlaneView, fed epoch by epoch from the UI thread
-            self._plane_view = PlaneView._for_trainer(
-                engine.run, estimators, sigma, sigma_rule, target, wake=lambda: self._applier.put("planeview")
-            )
+            self._plane_view = PlaneView._for_model(self._model, wake=lambda: self._applier.put("planeview"))
+            view = self._plane_view
+            self._grid_listeners.append(lambda final: view._catch_up(full=final, compute=False))
             body = widgets.Tab(children=[self._figure_box, self._plane_view], titles=["Figures", "Player"])
             body.add_class("ibw-tabs")
         self.children = [bar, self._controls.box, info, body]

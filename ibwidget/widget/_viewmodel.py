@@ -1,0 +1,213 @@
+"""The view model both planes read: one precomputed grid, looked up on every toggle, and exact values off the grid.
+
+:class:`PlaneModel` holds the grid (:mod:`ibwidget.plane._grid`) of some runs and appends each new epoch's slice
+once; the bqplot figures (Trainer, RunView) and the PlaneView tab read the same arrays. A view on the grid (estimator,
+target, sigma slot) is an array lookup. A view off the grid (a sigma between the grid's widths, a rule or an
+estimator the grid does not hold: nHSIC, Rényi, a user's registered estimator) is computed by :class:`OnDemand` in
+its own worker thread, never the UI or the training thread; until it arrives the figures show the nearest grid
+slot (or keep the last plot).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from ibwidget.measure import estimators as _estimators
+from ibwidget.measure import trajectories as _trajectories
+from ibwidget.measure.trajectories import is_packed
+from ibwidget.plane._grid import DEFAULT_RULES, DEFAULT_SIGMAS, Grid, GridBuilder, builder_grid
+
+_KEPT_RESULTS = 8  # exact off-grid views kept (the latest ones)
+
+
+def recorded(runs: Sequence) -> list:
+    """Each run as recorded now, fixed: a computation on these never sees the training thread's next epoch."""
+    return [run.snapshots() for run in runs]
+
+
+def fast_builder(estimators, sigma: float, sigma_rule: str, live: bool) -> GridBuilder:
+    """The grid of a Trainer or RunView: the fast ones of ``estimators`` (slow ones would stall each epoch) at the
+    default widths and rules, plus the first view's ``sigma`` and ``sigma_rule``."""
+    names = [estimators] if isinstance(estimators, str) else list(estimators or ())
+    specs = [_estimators.get(n) for n in names]
+    fast = [s.name for s in specs if is_packed(s) or s.needs == "activations"] or ["hsic"]
+    rules = DEFAULT_RULES + ((sigma_rule,) if sigma_rule not in DEFAULT_RULES else ())
+    return GridBuilder(fast, (*DEFAULT_SIGMAS, float(sigma)), sigma_rules=rules, keep_targets=live)
+
+
+class PlaneModel:
+    """The grid of ``runs`` on ``builder``'s axes, grown by :meth:`catch_up`; ``lock`` guards reading it whole."""
+
+    def __init__(self, runs: Sequence, builder: GridBuilder, default: dict):
+        self.runs = list(runs)
+        self.builder = builder
+        self.default = dict(default)
+        self.lock = threading.RLock()
+        self._recorded = recorded(self.runs)
+        grid = builder_grid(builder, self._recorded, self.default)
+        self.grid = grid
+        self.notes: dict[str, str] = {e["name"]: e["note"] for e in grid.meta["estimators"] if e["note"]}
+        self.version = 0  # grows when the whole grid is recomputed (not on appends)
+        self.counts = [r.num_snapshots for r in self._recorded]
+
+    @property
+    def values(self) -> np.ndarray:
+        """float32 (runs, epochs, blocks, layers, 2)."""
+        return self.grid.values
+
+    @property
+    def saturation(self) -> np.ndarray:
+        """float32 (runs, epochs, slots, layers)."""
+        return self.grid.saturation
+
+    @property
+    def n_epochs(self) -> int:
+        return int(self.grid.values.shape[1])
+
+    def meta(self) -> dict:
+        """The grid's metadata for the snapshots its values hold."""
+        with self.lock:
+            return self.builder.meta(self._recorded, self.notes, self.default)
+
+    def catch_up(self) -> bool:
+        """Compute the snapshots recorded since the last call (once, whichever plane asks first); True if any."""
+        with self.lock:
+            runs = recorded(self.runs)
+            counts = [r.num_snapshots for r in runs]
+            if counts == self.counts:
+                return False
+            if len(runs) == 1:
+                have = self.counts[0]
+                v, s, notes = self.builder.compute(runs[0], start=have)
+                for k, text in notes.items():
+                    self.notes.setdefault(k, text)
+                values = np.concatenate([self.values, v[None]], axis=1)
+                sat = np.concatenate([self.saturation, s[None]], axis=1)
+                self.grid = Grid(self.grid.meta, values, sat)
+            else:  # several runs: recompute (views of several runs are of finished runs)
+                grid = builder_grid(self.builder, runs, self.default)
+                self.grid = Grid(self.grid.meta, grid.values, grid.saturation)
+                self.version += 1
+            self._recorded, self.counts = runs, counts
+            return True
+
+    def slot(self, rule: str, sigma: float) -> tuple[int, bool] | None:
+        """The grid slot nearest (``rule``, ``sigma``) and whether it is that view exactly; None if the grid lacks
+        the rule."""
+        if rule not in self.builder.rules:
+            return None
+        k = self.grid.slot_index(rule, sigma)
+        width = self.builder.slots[k][1]
+        return k, width is None or math.isclose(width, sigma, rel_tol=1e-9)
+
+    def lookup(self, estimator: str, sigma: float, rule: str, target: str) -> tuple[list[np.ndarray], bool] | None:
+        """Per run, the grid's (epochs, layers, 2) values nearest this view, and whether they are exact; None if
+        the grid holds neither the estimator, the target nor the rule."""
+        names = [s.name for s in self.builder.specs]
+        if estimator not in names or target not in self.builder.targets:
+            return None
+        if self.builder.specs[names.index(estimator)].uses_sigma:
+            found = self.slot(rule, sigma)
+            if found is None:
+                return None
+            k, exact = found
+        else:
+            k, exact = 0, True
+        with self.lock:
+            block = self.grid.values[:, :, self.grid.block_index(estimator, k, target)]
+            counts = list(self.counts)
+        out = [block[r, : counts[r], : len(run.layer_names)] for r, run in enumerate(self.runs)]
+        return out, exact
+
+
+class OnDemand:
+    """A worker thread computing exact views off the grid, epochs appended as they come; the latest request wins.
+
+    :meth:`get` never blocks on a computation: it returns what is ready, or queues the view and returns None;
+    ``on_ready`` is called (from the worker) when a result lands.
+    """
+
+    def __init__(self, on_ready: Callable[[], None]):
+        self._on_ready = on_ready
+        self._cond = threading.Condition()
+        self._pending: tuple | None = None
+        self._busy = False
+        self._closed = False
+        self._results: OrderedDict[tuple, list | BaseException] = OrderedDict()
+        self._thread = threading.Thread(target=self._loop, name="ibwidget-on-demand", daemon=True)
+        self._thread.start()
+
+    def get(self, params: tuple, runs: Sequence) -> list[np.ndarray] | BaseException | None:
+        """Per run the exact (epochs, layers, 2) values of ``params``, the error computing them raised, or None.
+
+        Epochs recorded since the last result are queued; meanwhile that result (fewer epochs) is returned, so a live
+        view off the grid stays exact, one epoch behind. None: nothing computed yet (queued).
+        """
+        snaps = recorded(runs)
+        with self._cond:
+            result = self._results.get(params)
+            if isinstance(result, BaseException):
+                return result
+            if result is not None:
+                self._results.move_to_end(params)
+                if [len(t) for t in result] == [s.num_snapshots for s in snaps]:
+                    return result
+            self._pending = (params, snaps)
+            self._cond.notify_all()
+        return result
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Block until no computation is queued or running; False on timeout."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._pending is None and not self._busy, timeout)
+
+    def close(self, timeout: float | None = 10.0) -> None:
+        """Stop the worker after its current computation; wait for it (it holds its owner until it ends)."""
+        with self._cond:
+            self._closed = True
+            self._pending = None
+            self._cond.notify_all()
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout)
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._pending is not None or self._closed)
+                if self._closed:
+                    return
+                (params, snaps), self._pending = self._pending, None
+                self._busy = True
+                known = self._results.get(params)
+            try:
+                result = self._compute(params, snaps, known if isinstance(known, list) else None)
+            except Exception as exc:  # noqa: BLE001 - shown by the view, e.g. binning without activations
+                result = exc
+            with self._cond:
+                self._results[params] = result
+                self._results.move_to_end(params)
+                while len(self._results) > _KEPT_RESULTS:
+                    self._results.popitem(last=False)
+                self._busy = False
+                self._cond.notify_all()
+            self._on_ready()
+
+    @staticmethod
+    def _compute(params: tuple, snaps: list, known: list | None) -> list[np.ndarray]:
+        estimator, sigma, rule, target = params
+        out = []
+        for r, snap in enumerate(snaps):
+            have = 0 if known is None else min(len(known[r]), snap.num_snapshots)
+            head = known[r][:have] if have else np.zeros((0, len(snap.layer_names), 2))
+            if snap.num_snapshots > have:
+                new = _trajectories.trajectories(
+                    snap.since(have), estimator, sigma=sigma, target=target, sigma_rule=rule
+                )
+                head = np.concatenate([head, new]) if have else new
+            out.append(head)
+        return out
