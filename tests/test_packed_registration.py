@@ -9,7 +9,7 @@ from test_planeview import synthetic_run
 
 from ibwidget.measure import estimators, kernels
 from ibwidget.measure._packed import unpack
-from ibwidget.measure.trajectories import is_packed, target_kernel, x_kernel
+from ibwidget.measure.trajectories import is_packed, packed_estimates, target_kernel, x_kernel
 from ibwidget.plane import _grid
 
 NAME = "hsic_m2"
@@ -77,13 +77,27 @@ def test_the_grid_holds_the_registered_fast_estimator(registered, run):
             np.testing.assert_allclose(got, ref, rtol=2e-6, atol=1e-30)
 
 
-def test_a_distance_estimator_without_packed_form_is_refused_clearly(run):
-    estimators.register("kde_unpacked", estimators.kde_mi, needs="distances", options={"bound": "upper"})
+def pairwise_bound(D, noise_var, labels=None, bound="upper"):
+    """A user's distance estimator (here the KDE bound under another name), registered without a packed form."""
+    return estimators.kde_mi(D, noise_var, labels, bound)
+
+
+@pytest.mark.parametrize("bound", ["upper", "lower"])
+@pytest.mark.parametrize("target", ["labels", "output"])
+def test_a_distance_estimator_without_packed_form_runs_on_full_distances(run, bound, target):
+    """Its function on each unpacked distance matrix: equal to the packed KDE bound it re-registers."""
+    name = f"kde_{bound}_unpacked"
+    estimators.register(name, pairwise_bound, needs="distances", options={"bound": bound})
     try:
-        with pytest.raises(ValueError, match=r"'kde_unpacked'\] have no packed form.*packed="):
-            run.trajectories("kde_unpacked", sigma=1.0)
+        assert not is_packed(estimators.get(name))
+        for rule, sigma in (("fixed", 0.7), ("median_d", 1.0)):
+            got = run.trajectories(name, sigma=sigma, target=target, sigma_rule=rule)
+            ref = run.trajectories(f"kde_{bound}", sigma=sigma, target=target, sigma_rule=rule)
+            np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-9)
+        with pytest.raises(ValueError, match=rf"'{name}'\] have no packed form.*packed="):
+            packed_estimates(run.snapshots(), [estimators.get(name)])
     finally:
-        del estimators._REGISTRY["kde_unpacked"]
+        del estimators._REGISTRY[name]
 
 
 def test_packed_registration_is_validated():

@@ -298,11 +298,13 @@ def trajectories(
     _require_snapshot(snap)
     if spec.needs == "activations":
         return _activation_trajectories(snap, spec, index, target)
-    if spec.needs == "distances" or is_packed(spec):  # a distance estimator without a packed form: a clear error
+    if is_packed(spec):
         out, _ = packed_estimates(
             snap, [spec], sigma_rule, sigma, kernel, (target,), sigma_x, sigma_y, index, saturation=False
         )
         return out[spec.name].cpu().numpy()
+    if spec.needs == "distances":
+        return _generic_distances(snap, spec, index, _pick(layer_sigmas(snap, sigma_rule, sigma), index), target)
     K_x = x_kernel(snap, kernel, sigma_rule, sigma if sigma_x is None else sigma_x)
     K_y = target_kernel(snap, target, kernel, sigma_rule, sigma if sigma_y is None else sigma_y)
     sigmas = _pick(layer_sigmas(snap, sigma_rule, sigma), index)
@@ -332,6 +334,21 @@ def _generic(snap: Snapshots, spec, kernel: str, index, sigmas, K_x, K_y) -> np.
         out[sl, 0] = torch.as_tensor(spec(K, K_x.to(K.dtype))).double().cpu()
         out[sl, 1] = torch.as_tensor(spec(K, ky.to(K.dtype))).double().cpu()
     return out.reshape(E, L, 2).numpy()
+
+
+def _generic_distances(snap: Snapshots, spec, index, sigmas, target: str) -> np.ndarray:
+    """A distance estimator without a packed form: its function on each float64 squared-distance matrix, with noise
+    variance sigma² (the layer's width under the rule), against X (no labels) and the target's labels."""
+    dist = _pick(snap.dist, index)
+    out = np.empty((*dist.shape[:2], 2))
+    for e in range(dist.shape[0]):
+        labels = snap.labels if target == "labels" else snap.outputs[e].argmax(-1)
+        D = unpack(dist[e].double(), snap.m)
+        for li in range(dist.shape[1]):
+            noise_var = float(sigmas[e, li]) ** 2
+            out[e, li, 0] = float(spec(D[li], noise_var))
+            out[e, li, 1] = float(spec(D[li], noise_var, labels=labels))
+    return out
 
 
 def _activation_trajectories(snap: Snapshots, spec, index, target: str) -> np.ndarray:
