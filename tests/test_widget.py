@@ -637,3 +637,28 @@ def test_off_grid_views_show_the_nearest_slot_then_arrive_from_a_worker(trained,
         assert view.figures["plane"].axes[0].label == ib.estimators.get(GATE).axis_label("T", "X")
     finally:
         view.close()
+
+
+def test_live_epochs_are_computed_once_for_both_planes(digits, monkeypatch):
+    """While training, each new epoch's grid slice is computed once (on the UI thread) and read by both planes."""
+    train, val = digits
+    trainer = Trainer(small_model(), train, val, epochs=2, probe=PROBE, name="once")
+    builder = trainer._model.builder
+    starts: list[int] = []
+    compute = builder.compute
+
+    def counted(run, start=0):
+        starts.append(start)
+        return compute(run, start)
+
+    monkeypatch.setattr(builder, "compute", counted)
+    trainer.start()
+    run = trainer.wait(timeout=120)
+    try:
+        assert trainer.status == "finished"
+        assert starts == sorted(set(starts)) and starts[-1] < run.num_snapshots  # no epoch computed twice
+        assert trainer.plane_view.values is trainer._model.values
+        assert trainer.plane_view.values.shape[1] == run.num_snapshots == 3
+        assert_marks_match(trainer, run.trajectories("hsic", sigma=5.0))
+    finally:
+        trainer.close()
