@@ -4,7 +4,7 @@
    model's widths) with the default grid (every fast estimator x 25 sigmas + 2 median rules x 2 targets), side by
    side with the same grid from one ``Run.trajectories`` call per (estimator, slot, target) (what the shared
    kernel pass saves).
-2. The one-file HTML of a 100-epoch x 5-layer run with the default grid: its size (the issue's budget: < 2 MB).
+2. The one-file HTML of a 100-epoch x 5-layer run with the default grid: its size (budget: < 2 MB).
 3. A live epoch: the slice of one new epoch for a Trainer's PlaneView (its default estimators hsic and cka).
 
 Prints a table and a last line of key=value pairs. Usage: python benchmarks/bench_planeview.py [--epochs 20]

@@ -236,7 +236,7 @@ def test_user_strings_are_escaped(tmp_path):
 
 
 def test_html_size_of_a_100_epoch_5_layer_run_with_the_default_grid(tmp_path):
-    """The issue's budget: under 2 MB for 100 epochs x 5 layers and the default grid (probe size does not matter)."""
+    """The size budget: under 2 MB for 100 epochs x 5 layers and the default grid (probe size does not matter)."""
     run = synthetic_run(epochs=100, m=16, widths=(784, 100, 50, 12, 10))
     path = run.to_html(tmp_path / "big.html")
     size = path.stat().st_size

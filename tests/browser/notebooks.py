@@ -61,7 +61,7 @@ def thread_demo_notebook(path: Path, points: int = 12, period: float = 0.5) -> P
 
 
 def trainer_notebook(path: Path, epochs: int, probe: int = 128, batch_size: int = 32) -> Path:
-    """The issue's Trainer notebook: digits, the seed model, a short run started from the notebook."""
+    """The Trainer notebook: digits, the seed model, a short run started from the notebook."""
     return write_notebook(
         path,
         f"""

@@ -267,7 +267,7 @@ def test_one_file_html_offline(offline_page, tmp_path):
 
 
 def test_one_file_html_redraw_time_100_epochs(offline_page, tmp_path):
-    """The issue's size: 100 epochs x 5 layers with the default grid; redraw times printed, not asserted."""
+    """The reference size: 100 epochs x 5 layers with the default grid; redraw times printed, not asserted."""
     page, log = offline_page
     run = synthetic_run(epochs=100, m=16)
     html_path = run.to_html(tmp_path / "big.html")
