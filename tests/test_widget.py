@@ -613,6 +613,7 @@ def test_off_grid_views_show_the_nearest_slot_then_arrive_from_a_worker(trained,
 
     run = trainer.run
     view = RunView(run)
+    view.sync()  # the grid of a saved run fills in behind the first view
     try:
         hsic = run.trajectories("hsic", sigma=5.0)
         view.controls.estimator.value = GATE
@@ -662,3 +663,27 @@ def test_live_epochs_are_computed_once_for_both_planes(digits, monkeypatch):
         assert_marks_match(trainer, run.trajectories("hsic", sigma=5.0))
     finally:
         trainer.close()
+
+
+def test_a_runview_opens_before_its_grid_is_computed(trained, monkeypatch):
+    """A saved run's grid fills in behind the first view: the constructor returns with that view drawn exactly
+    while the grid is still being computed (held here by a fast estimator that waits), and lookups follow."""
+    trainer, _ = trained
+    release = threading.Event()
+    monkeypatch.setattr(measure_estimators, "_REGISTRY", dict(measure_estimators._REGISTRY))
+
+    def gated_packed(stats, targets):
+        assert release.wait(60), "the test never released the grid"
+        return torch.stack([stats.trace_with(t) for t in targets], -1)
+
+    ib.estimators.register("ibw_gated_fast", lambda K, L: (K * L).mean(), packed=gated_packed, overwrite=True)
+    view = RunView(trainer.run, estimators=["hsic", "ibw_gated_fast"])
+    try:
+        assert not view._model.ready.is_set()
+        assert_marks_match(view, trainer.run.trajectories("hsic", sigma=5.0))
+        release.set()
+        view.sync()
+        assert view._model.ready.is_set() and view._model.lookup("hsic", 5.0, "fixed", "labels")[1]
+    finally:
+        release.set()
+        view.close()

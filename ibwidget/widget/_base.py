@@ -105,6 +105,7 @@ class _RunsBox(widgets.VBox):
             self._runs,
             fast_builder(estimators, sigma, sigma_rule, live=live),
             {"estimator": None, "sigma": sigma, "rule": sigma_rule, "target": target},
+            on_ready=None if live else self._request_redraw,  # saved runs: the grid fills in behind the first view
         )
         self._on_demand = OnDemand(self._request_redraw)
         self._grid_listeners: list[Callable[[bool], None]] = []  # called from this UI thread after each catch-up
@@ -154,8 +155,10 @@ class _RunsBox(widgets.VBox):
         return list(self._runs)
 
     def sync(self, timeout: float | None = 10.0) -> None:
-        """Block until every pending update (training events, control changes, values computed on demand) is
-        applied to the widgets."""
+        """Block until every pending update (the grid of saved runs, training events, control changes, values
+        computed on demand) is applied to the widgets."""
+        if not self._model.ready.wait(timeout):
+            raise TimeoutError(f"the view's grid was not computed within {timeout} s.")
         self._applier.sync(timeout)
         if not self._on_demand.wait_idle(timeout):
             raise TimeoutError(f"the view's values off the grid did not arrive within {timeout} s.")
@@ -179,6 +182,8 @@ class _RunsBox(widgets.VBox):
             self._applier.close()
         if hasattr(self, "_on_demand"):
             self._on_demand.close()
+        if hasattr(self, "_model"):  # a grid still filling in holds the runs until it ends
+            self._model.ready.wait(10.0)
         for w in _walk(self):
             if w is not self:
                 w.close()

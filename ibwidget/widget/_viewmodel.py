@@ -43,17 +43,31 @@ def fast_builder(estimators, sigma: float, sigma_rule: str, live: bool) -> GridB
 class PlaneModel:
     """The grid of ``runs`` on ``builder``'s axes, grown by :meth:`catch_up`; ``lock`` guards reading it whole."""
 
-    def __init__(self, runs: Sequence, builder: GridBuilder, default: dict):
+    def __init__(self, runs: Sequence, builder: GridBuilder, default: dict, on_ready: Callable[[], None] | None = None):
+        """Computes the grid now, or, given ``on_ready``, in a background thread that calls it when the grid is
+        there (a view of long saved runs opens at once; until then :meth:`lookup` finds nothing)."""
         self.runs = list(runs)
         self.builder = builder
         self.default = dict(default)
         self.lock = threading.RLock()
-        self._recorded = recorded(self.runs)
-        grid = builder_grid(builder, self._recorded, self.default)
-        self.grid = grid
-        self.notes: dict[str, str] = {e["name"]: e["note"] for e in grid.meta["estimators"] if e["note"]}
+        self.ready = threading.Event()
         self.version = 0  # grows when the whole grid is recomputed (not on appends)
-        self.counts = [r.num_snapshots for r in self._recorded]
+        self.counts = [0] * len(self.runs)
+        self.notes: dict[str, str] = {}
+        if on_ready is None:
+            self._build()
+        else:
+            threading.Thread(target=self._build, args=(on_ready,), name="ibwidget-grid", daemon=True).start()
+
+    def _build(self, on_ready: Callable[[], None] | None = None) -> None:
+        with self.lock:
+            self._recorded = recorded(self.runs)
+            self.grid = builder_grid(self.builder, self._recorded, self.default)
+            self.notes = {e["name"]: e["note"] for e in self.grid.meta["estimators"] if e["note"]}
+            self.counts = [r.num_snapshots for r in self._recorded]
+            self.ready.set()
+        if on_ready is not None:
+            on_ready()
 
     @property
     def values(self) -> np.ndarray:
@@ -76,6 +90,8 @@ class PlaneModel:
 
     def catch_up(self) -> bool:
         """Compute the snapshots recorded since the last call (once, whichever plane asks first); True if any."""
+        if not self.ready.is_set():
+            return False
         with self.lock:
             runs = recorded(self.runs)
             counts = [r.num_snapshots for r in runs]
@@ -99,7 +115,7 @@ class PlaneModel:
     def slot(self, rule: str, sigma: float) -> tuple[int, bool] | None:
         """The grid slot nearest (``rule``, ``sigma``) and whether it is that view exactly; None if the grid lacks
         the rule."""
-        if rule not in self.builder.rules:
+        if rule not in self.builder.rules or not self.ready.is_set():
             return None
         k = self.grid.slot_index(rule, sigma)
         width = self.builder.slots[k][1]
@@ -109,7 +125,7 @@ class PlaneModel:
         """Per run, the grid's (epochs, layers, 2) values nearest this view, and whether they are exact; None if
         the grid holds neither the estimator, the target nor the rule."""
         names = [s.name for s in self.builder.specs]
-        if estimator not in names or target not in self.builder.targets:
+        if estimator not in names or target not in self.builder.targets or not self.ready.is_set():
             return None
         if self.builder.specs[names.index(estimator)].uses_sigma:
             found = self.slot(rule, sigma)
@@ -160,6 +176,15 @@ class OnDemand:
             self._pending = (params, snaps)
             self._cond.notify_all()
         return result
+
+    def compute_now(self, params: tuple, runs: Sequence) -> None:
+        """Compute ``params`` on the calling thread and keep the result (a first view drawn before its grid)."""
+        try:
+            result: list | BaseException = self._compute(params, recorded(runs), None)
+        except Exception as exc:  # noqa: BLE001 - shown by the view, as from the worker
+            result = exc
+        with self._cond:
+            self._results[params] = result
 
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Block until no computation is queued or running; False on timeout."""

@@ -57,6 +57,8 @@ class RunView(_RunsBox):
         info = widgets.HBox([self.saturation, self.notice, self.export_format, self.export_button])
         self.children = [self.legend, self._controls.box, info, self._figure_box]
         self.add_class("ibw-runview")
+        if not self._model.ready.is_set():  # the grid fills in behind: the first view is computed here, exactly
+            self._on_demand.compute_now(self._controls.view().params, self._runs)
         self._apply(_Batch(redraw=True))  # draw on this (the main) thread: the view is complete when shown
         self._applier.start()
 
