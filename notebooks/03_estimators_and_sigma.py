@@ -121,28 +121,20 @@ print(
 # than a 10-unit one. The median rules (`sigma_rule="median_d2"`: σ² = median squared distance) adapt σ per
 # layer and epoch.
 
+
 # %%
+def sigma_row(label: str, **width) -> str:
+    """Saturation and HSIC(T, Y) per layer at the last epoch, and the compression reading, for one sigma."""
+    sat = run.saturation(**width)[-1]
+    traj = run.trajectories("hsic", **width)
+    cells = " ".join(f"{s:8.3f}" for s in sat) + "   " + " ".join(f"{v:7.4f}" for v in traj[-1, :, 1])
+    return f"{label:>9} {cells}  {readings(traj)[1]}"
+
+
 print(f"{'sigma':>9} {'saturation per layer (last epoch)':>44}   {'HSIC(T,Y) per layer (last epoch)':>39}  compresses?")
 for sigma in (0.05, 0.5, 2.0, SIGMA, 20.0, 100.0, 1000.0):
-    sat = run.saturation(sigma)[-1]
-    traj = run.trajectories("hsic", sigma=sigma)
-    _, comp, _ = readings(traj)
-    print(
-        f"{sigma:>9g} "
-        + " ".join(f"{s:8.3f}" for s in sat)
-        + "   "
-        + " ".join(f"{v:7.4f}" for v in traj[-1, :, 1])
-        + f"  {comp}"
-    )
-traj = run.trajectories("hsic", sigma_rule="median_d2")
-sat = run.saturation(sigma_rule="median_d2")[-1]
-print(
-    f"{'median_d2':>9} "
-    + " ".join(f"{s:8.3f}" for s in sat)
-    + "   "
-    + " ".join(f"{v:7.4f}" for v in traj[-1, :, 1])
-    + f"  {readings(traj)[1]}"
-)
+    print(sigma_row(f"{sigma:g}", sigma=sigma))
+print(sigma_row("median_d2", sigma_rule="median_d2"))
 
 # %% [markdown]
 # Read the table row by row. Where the gauge is near 0 (σ far too small) every layer gets the same value —
