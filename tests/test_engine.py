@@ -126,12 +126,18 @@ def test_pause_halts_batches_and_resume_continues():
             first.set()
             proceed.wait(WAIT)  # hold the first batch until the main thread has paused
 
+    held = []
     engine.on("batch_end", on_batch)
+    engine.on("pause", held.append)
     engine.start()
     assert first.wait(WAIT)
     engine.pause()
-    assert engine.status == "paused"
+    assert engine.status == "pausing"  # asked; the batch in flight has not ended
     proceed.set()
+    deadline = time.monotonic() + WAIT
+    while engine.status != "paused" and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert engine.status == "paused" and held == [0]  # held within epoch 1: no epoch completed
     params = [p.detach().clone() for p in engine.model.parameters()]
     time.sleep(0.3)
     seen = count[0]

@@ -439,9 +439,85 @@ def test_a_pause_on_an_epochs_last_batch_holds_its_end_until_resume():
     while not _blocked_in_threading_wait(training_thread[0], unless_in=on_batch) and time.monotonic() < deadline:
         time.sleep(0.002)
     assert _blocked_in_threading_wait(training_thread[0], unless_in=on_batch)
-    assert engine.status == "paused"
+    assert engine.status == "paused"  # held: the status says so only now
     assert epoch_ends == [] and engine.run.num_snapshots == 1 and engine.run.history["loss"] == []
     engine.resume()
     engine.wait(timeout=WAIT)
     assert [ev.epoch for ev in epoch_ends] == [1, 2]
     assert engine.run.epochs == [0, 1, 2] and len(engine.run.history["loss"]) == 2
+
+
+def test_a_pause_while_an_epoch_is_recorded_reads_pausing_until_that_epoch_has_ended():
+    """The window the status must not lie in: a pause that arrives after the last batch's gate (validation and the
+    recording hooks run) lets that epoch complete; ``paused`` is said only once the thread holds, after its event."""
+    train, val = make_loaders(n_train=64, batch_size=16)
+    engine = make_engine(train=train, val=val, epochs=3, batch_event_interval=0)
+    in_hook, release = threading.Event(), threading.Event()
+    order = []
+
+    class SlowEpochEnd:
+        def on_train_epoch_end(self, engine, epoch, logs):
+            if epoch == 1:
+                in_hook.set()
+                release.wait(WAIT)
+
+    engine.add_callback(SlowEpochEnd())
+    engine.on("epoch_end", lambda ev: order.append(("epoch_end", ev.epoch, engine.status)))
+    engine.on("pause", lambda epoch: order.append(("pause", epoch, engine.status)))
+    engine.start()
+    assert in_hook.wait(WAIT)
+    engine.pause()
+    assert engine.status == "pausing" and engine.epoch == 0
+    release.set()
+    deadline = time.monotonic() + WAIT
+    while engine.status != "paused" and time.monotonic() < deadline:
+        time.sleep(0.002)
+    assert order == [("epoch_end", 1, "pausing"), ("pause", 1, "paused")]
+    held_epoch, held_snapshots = engine.epoch, engine.run.num_snapshots
+    time.sleep(0.3)
+    assert (
+        (engine.epoch, engine.run.num_snapshots, engine.status)
+        == (held_epoch, held_snapshots, "paused")
+        == (
+            1,
+            2,
+            "paused",
+        )
+    )
+    engine.resume()
+    engine.wait(timeout=WAIT)
+    assert engine.run.epochs == [0, 1, 2, 3] and engine.status == "finished"
+
+
+def test_resume_while_pausing_cancels_the_pause_and_stop_while_pausing_stops():
+    train, val = make_loaders(n_train=64, batch_size=16)
+    engine = make_engine(train=train, val=val, epochs=2, batch_event_interval=0)
+    reached, release = threading.Event(), threading.Event()
+    held = []
+
+    def on_batch(ev):
+        if (ev.epoch, ev.batch) == (1, 1):
+            reached.set()
+            release.wait(WAIT)
+
+    engine.on("batch_end", on_batch)
+    engine.on("pause", held.append)
+    engine.start()
+    assert reached.wait(WAIT)
+    engine.pause()
+    engine.resume()  # before the thread reached its gate: it never holds
+    assert engine.status == "running"
+    release.set()
+    engine.wait(timeout=WAIT)
+    assert held == [] and engine.status == "finished" and engine.run.epochs == [0, 1, 2]
+
+    reached.clear(), release.clear()
+    engine.on("batch_end", lambda ev: (reached.set(), release.wait(WAIT)) if (ev.epoch, ev.batch) == (3, 1) else None)
+    engine.start(epochs=2)
+    assert reached.wait(WAIT)
+    engine.pause()
+    engine.stop(wait=False)
+    assert engine.status == "stopping"
+    release.set()
+    engine.wait(timeout=WAIT)
+    assert held == [] and engine.status == "stopped" and engine.run.epochs == [0, 1, 2]

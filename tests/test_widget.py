@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import math
 import threading
+import time
 import weakref
 
 import bqplot as bq
@@ -427,6 +428,48 @@ def test_a_failed_run_keeps_its_figures_and_a_readable_status(digits):
     trainer.close()
 
 
+def _until(condition, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert condition(), "timed out"
+
+
+def test_the_run_bar_says_paused_only_once_nothing_shown_will_move(digits):
+    """A pause that arrives while an epoch is being recorded reads ``pausing`` until that epoch is drawn and the
+    training thread holds; at the moment the label turns ``paused`` the plane and the epoch label are final."""
+    train, val = digits
+    trainer = Trainer(small_model(), train, val, epochs=3, probe=PROBE)
+    in_hook, release = threading.Event(), threading.Event()
+
+    class SlowEpochEnd:  # runs after the recording hook: the epoch's snapshot is taken, the epoch not yet ended
+        def on_train_epoch_end(self, engine, epoch, logs):
+            if epoch == 1:
+                in_hook.set()
+                release.wait(30)
+
+    trainer.engine.add_callback(SlowEpochEnd())
+    seen = []
+
+    def on_status(change):  # the UI thread, at the moment the label changes
+        if change["new"] == "paused":
+            points = len(trainer.marks["plane_points"][0][0].x)
+            seen.append((trainer.epoch_label.value, points, trainer.run.num_snapshots))
+
+    trainer.status_label.observe(on_status, "value")
+    trainer.start()
+    assert in_hook.wait(30)
+    trainer.pause()
+    trainer.sync()
+    assert trainer.status_label.value == "pausing" and trainer.pause_button.description == "Resume"
+    release.set()
+    _until(lambda: trainer.status_label.value == "paused")
+    assert seen == [("epoch 1/3", 2, 2)]
+    trainer.resume()
+    trainer.wait(timeout=60)
+    assert trainer.status_label.value == "finished" and len(trainer.marks["plane_points"][0][0].x) == 4
+
+
 def test_pause_resume_stop_and_continue(digits):
     train, val = digits
     trainer = Trainer(small_model(), train, val, epochs=4, probe=PROBE)
@@ -443,7 +486,8 @@ def test_pause_resume_stop_and_continue(digits):
     trainer.engine.on("epoch_end", hold)
     trainer.start()
     assert at_epoch[1].wait(30)
-    trainer.pause()  # already paused by the callback; refreshes the run bar
+    trainer.pause()  # already pausing by the callback; harmless
+    _until(lambda: trainer.status == "paused")
     trainer.sync()
     assert trainer.status_label.value == "paused" and trainer.pause_button.description == "Resume"
     assert trainer.epoch_label.value == "epoch 1/4" and not trainer.pause_button.disabled

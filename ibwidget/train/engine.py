@@ -40,8 +40,10 @@ __all__ = [
     "HOOKS",
 ]
 
-STATUSES = ("idle", "running", "paused", "stopping", "stopped", "finished", "failed")
-_EVENTS = ("on_epoch_end", "on_batch_end", "on_exception", "on_finish")
+#: ``pausing`` and ``stopping`` are requests not yet reached: the training thread turns ``pausing`` into ``paused``
+#: when it holds between batches (an epoch being validated or recorded completes first, then it holds)
+STATUSES = ("idle", "running", "pausing", "paused", "stopping", "stopped", "finished", "failed")
+_EVENTS = ("on_epoch_end", "on_batch_end", "on_pause", "on_exception", "on_finish")
 #: the Lightning-style hooks a callback may define, each called with the engine first, in this order of a training:
 #: ``setup(engine)`` when added, ``on_fit_start(engine, epochs)`` in ``start()`` (``epochs``: the run's length once
 #: this training ends; raising refuses the start), then in the training thread ``on_train_start(engine)``, per epoch
@@ -270,7 +272,7 @@ class Engine:
     # ------------------------------------------------------------------------------------------ control
 
     def on(self, event: str, fn: Callable) -> Callable:
-        """Register ``fn(event)`` for ``"epoch_end"``, ``"batch_end"``, ``"exception"`` or ``"finish"``."""
+        """Register ``fn(event)`` for ``"epoch_end"``, ``"batch_end"``, ``"pause"``, ``"exception"`` or ``"finish"``."""
         key = event if event.startswith("on_") else f"on_{event}"
         if key not in self._callbacks:
             raise ValueError(f"unknown event {event!r}; known: {', '.join(e[3:] for e in _EVENTS)}.")
@@ -284,7 +286,8 @@ class Engine:
 
     def add_callback(self, callback) -> None:
         """Register an object having any of the :data:`HOOKS` (called with the engine, see the module) or of the
-        events ``on_epoch_end``, ``on_batch_end``, ``on_exception``, ``on_finish`` (called with the event)."""
+        events ``on_epoch_end``, ``on_batch_end``, ``on_pause``, ``on_exception``, ``on_finish`` (called with the
+        event)."""
         found = [e for e in _EVENTS if callable(getattr(callback, e, None))]
         hooks = [h for h in HOOKS if callable(getattr(callback, h, None))]
         if not found and not hooks:
@@ -342,23 +345,24 @@ class Engine:
         return self
 
     def pause(self) -> None:
-        """Hold training after the current batch."""
+        """Hold training after the current batch: the status reads ``pausing`` until the training thread holds, then
+        ``paused`` (the ``pause`` event fires then, with the number of completed epochs)."""
         with self._lock:
             if self.status == "running":
                 self._resume.clear()
-                self.status = "paused"
+                self.status = "pausing"
 
     def resume(self) -> None:
-        """Continue a paused run."""
+        """Continue a paused (or pausing) run."""
         with self._lock:
-            if self.status == "paused":
+            if self.status in ("pausing", "paused"):
                 self.status = "running"
                 self._resume.set()
 
     def stop(self, wait: bool = True, timeout: float | None = 30.0) -> None:
         """Stop after the current batch; completed epochs stay in the run. From a callback it never waits."""
         with self._lock:
-            if self.status in ("running", "paused"):
+            if self.status in ("running", "pausing", "paused"):
                 self._stop_requested = True
                 self._resume.set()
                 self.status = "stopping"
@@ -401,10 +405,21 @@ class Engine:
 
     def _checkpoint(self) -> None:
         """Between batches: block while paused, leave the loop when stopping."""
-        if not self._resume.is_set():
-            self._resume.wait()
+        self._hold()
         if self._stop_requested:
             raise _Stop
+
+    def _hold(self) -> None:
+        """Block while a pause is requested; the status turns ``paused`` (and ``on_pause`` fires) once held here."""
+        if self._resume.is_set():
+            return
+        with self._lock:
+            held = self.status == "pausing"
+            if held:
+                self.status = "paused"
+        if held:
+            self._emit("on_pause", self.epoch)
+        self._resume.wait()
 
     def _main(self) -> None:
         try:
@@ -416,7 +431,7 @@ class Engine:
                 self._checkpoint()
                 t0 = time.perf_counter()
                 logs = self._train_epoch(self.epoch + 1)
-                self._resume.wait()  # paused after the last batch: the epoch completes (and is recorded) on resume
+                self._hold()  # paused after the last batch: the epoch completes (and is recorded) on resume
                 if self.val_loader is not None:
                     logs.update({f"val_{k}": v for k, v in self._evaluate(self.val_loader).items()})
                 self._hook("on_train_epoch_end", self.epoch + 1, logs)

@@ -61,6 +61,9 @@ class _Applier:
     def on_finish(self, status) -> None:
         self.put("finish", str(status))
 
+    def on_pause(self, epoch) -> None:
+        self.put("status")
+
     def on_exception(self, exc) -> None:
         self.put("status")
 

@@ -16,9 +16,16 @@ from ibwidget.widget.planeview import PlaneView
 
 __all__ = ["Trainer"]
 
-_ACTIVE = ("running", "paused", "stopping")
+_ACTIVE = ("running", "pausing", "paused", "stopping")
+_HELD = ("pausing", "paused")  # the pause button offers Resume
 _DEFAULT_EPOCHS = 7
-_BAR_STYLE = {"finished": "success", "failed": "danger", "stopped": "warning", "paused": "warning"}
+_BAR_STYLE = {
+    "finished": "success",
+    "failed": "danger",
+    "stopped": "warning",
+    "pausing": "warning",
+    "paused": "warning",
+}
 
 
 def _duration(seconds: float) -> str:
@@ -170,6 +177,7 @@ class Trainer(_RunsBox):
         self._apply(_Batch(redraw=True, status=True))  # initial state, on this (the main) thread
         self._callbacks = {
             "batch_end": self._applier.on_batch_end,
+            "pause": self._applier.on_pause,
             "epoch_end": self._applier.on_epoch_end,
             "finish": self._applier.on_finish,
             "exception": self._applier.on_exception,
@@ -199,7 +207,8 @@ class Trainer(_RunsBox):
 
     @property
     def status(self) -> str:
-        """``idle``, ``running``, ``paused``, ``stopping``, ``stopped``, ``finished`` or ``failed: <reason>``."""
+        """``idle``, ``running``, ``pausing``, ``paused``, ``stopping``, ``stopped``, ``finished`` or
+        ``failed: <reason>`` (``pausing``: asked to pause, the current batch or epoch still completing)."""
         status = self._engine.status
         return f"failed: {self._engine.reason}" if status == "failed" else status
 
@@ -258,7 +267,7 @@ class Trainer(_RunsBox):
             if action == "start":
                 engine.start()
             elif action == "pause":
-                engine.resume() if engine.status == "paused" else engine.pause()
+                engine.resume() if engine.status in _HELD else engine.pause()
             elif action == "stop":
                 engine.stop(wait=False)
         except (RuntimeError, ValueError) as exc:
@@ -269,8 +278,7 @@ class Trainer(_RunsBox):
         super()._apply(batch)
         for text in batch.notices:
             self._set_notice("engine", text)
-        if batch.status or batch.finish is not None:
-            self._update_runbar(batch)
+        self._update_runbar(batch)  # cheap, and a status may change with no event (a pause held, an epoch drawn)
 
     def _update_runbar(self, batch: _Batch) -> None:
         engine = self._engine
@@ -280,6 +288,9 @@ class Trainer(_RunsBox):
         if batch.batch_event is not None:
             self._batch_event = batch.batch_event
         status = engine.status
+        drawn = self._drawn[1][0] if self._drawn is not None else 0
+        if status == "paused" and drawn < engine.run.num_snapshots:
+            status = "pausing"  # held, but the epoch it completed is not drawn yet: nothing shown may move once paused
         bar = (self.epoch_label, self.status_label, self.progress, self.rate_label)
         buttons = (self.start_button, self.pause_button, self.stop_button)
         with contextlib.ExitStack() as stack:
@@ -299,7 +310,7 @@ class Trainer(_RunsBox):
             self.start_button.disabled = status in (*_ACTIVE, "failed") or (
                 status in ("finished", "stopped") and engine.epoch >= self._target
             )
-            self.pause_button.disabled = status not in ("running", "paused")
-            self.pause_button.description = "Resume" if status == "paused" else "Pause"
-            self.pause_button.icon = "play" if status == "paused" else "pause"
-            self.stop_button.disabled = status not in ("running", "paused")
+            self.pause_button.disabled = status not in ("running", *_HELD)
+            self.pause_button.description = "Resume" if status in _HELD else "Pause"
+            self.pause_button.icon = "play" if status in _HELD else "pause"
+            self.stop_button.disabled = status not in ("running", *_HELD)
