@@ -14,16 +14,8 @@ TARGET_SYMBOLS = {"labels": "Y", "output": "Ŷ"}
 #: Kernels a representation's Gram matrix can be turned into.
 KERNELS = ("gaussian", "linear")
 
-#: Sigma rules, each with its formula (d is the representation's dimension, D2 the off-diagonal squared distances).
-SIGMA_RULES = {
-    "fixed": "sigma as given (PyGlow: 5 for X, H and Y alike)",
-    "sqrt_d": "sigma * sqrt(d) (HSIC-bottleneck code)",
-    "median_d2": "sigma^2 = median of off-diagonal D2",
-    "median_d": "sigma = median of off-diagonal distances sqrt(D2)",
-}
-#: Rules that scale a given sigma; the others (median rules) take sigma from the data.
-SIGMA_SCALING_RULES = ("fixed", "sqrt_d")
-MEDIAN_RULES = ("median_d2", "median_d")
+#: Sigma rules live in their registry, :mod:`ibwidget.measure.kernels` (``SIGMA_RULES``, ``register_sigma_rule``):
+#: each carries its computation, so a rule is added in one place.
 
 #: Layer i is drawn in PALETTE[i % 10] everywhere (category10).
 PALETTE = (

@@ -19,6 +19,7 @@ import pytest
 from test_planeview import synthetic_run
 
 from ibwidget import _vocabulary
+from ibwidget.measure import kernels as _kernels
 from ibwidget.plane import _grid
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -101,7 +102,7 @@ def test_meta_carries_the_vocabulary(grid):
     assert meta["palette"] == list(_vocabulary.PALETTE)
     assert meta["dashes"] == ["", "6,4", "2,3", "6,3,2,3"]
     assert meta["nan_code"] == 65535 and meta["saturation_range"] == [0.05, 0.9]
-    assert meta["sigma_rules"] == {r: _vocabulary.SIGMA_RULES[r] for r in ("fixed", "median_d2", "median_d")}
+    assert meta["sigma_rules"] == {r: _kernels.SIGMA_RULES[r] for r in ("fixed", "median_d2", "median_d")}
     assert meta["target_symbols"] == {"labels": "Y", "output": "Ŷ"}
     hsic = meta["estimators"][0]
     assert hsic["label_targets"] == {"labels": hsic["label_y"], "output": hsic["label_yhat"]}

@@ -15,12 +15,15 @@ tensor([[ 0., 25.],
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
 
 import numpy as np
 import torch
 
-from ibwidget._vocabulary import KERNELS, MEDIAN_RULES, SIGMA_RULES
+from ibwidget._vocabulary import KERNELS
 from ibwidget.measure import _packed
 from ibwidget.measure._validate import as_float_tensor, check_kernel, check_sigma, resolve_name
 
@@ -34,6 +37,9 @@ __all__ = [
     "sigma_median",
     "sigma_from_rule",
     "sigma_from_distances",
+    "SigmaRule",
+    "register_sigma_rule",
+    "sigma_rule",
     "pack_gram",
     "saturation",
     "exponent_factor",
@@ -167,6 +173,9 @@ def _packed_sq_distances(G, min_m: int = 2) -> torch.Tensor:
     return _packed.pack(sq_distances(G))
 
 
+_MEDIAN_RULES = ("median_d2", "median_d")
+
+
 def sigma_median(G, rule: str = "median_d2") -> torch.Tensor:
     """Median-heuristic sigma from a Gram matrix (Gretton et al. 2005; batched over leading dims).
 
@@ -175,7 +184,7 @@ def sigma_median(G, rule: str = "median_d2") -> torch.Tensor:
     A representation whose points all coincide has no scale: an error says so (:func:`sigma_from_rule` and
     :func:`sigma_from_distances` give such a layer sigma = 1 instead, whose kernel is all ones like any other).
     """
-    rule = resolve_name("median rule", rule, MEDIAN_RULES)
+    rule = resolve_name("median rule", rule, _MEDIAN_RULES)
     sigma = _median(_packed_sq_distances(G), rule)
     if not bool((sigma > 0).all()):
         raise ValueError(
@@ -183,6 +192,89 @@ def sigma_median(G, rule: str = "median_d2") -> torch.Tensor:
             "Use a fixed sigma instead (rule='fixed')."
         )
     return sigma
+
+
+# ------------------------------------------------------------------------------------------ sigma rules
+
+#: ``width(dist, sigma, dim)``: packed squared distances (..., P), the sigma given, and the representation's
+#: dimension (a number, or one per matrix of the last batch axis) -> the width per matrix (a float, or a tensor of
+#: ``dist.shape[:-1]``)
+SigmaWidth = Callable[[torch.Tensor, float, Any], "float | torch.Tensor"]
+
+
+@dataclass(frozen=True)
+class SigmaRule:
+    """A named way to choose the Gaussian kernel's width for each matrix.
+
+    ``from_data``: the width comes from the distances alone (a grid holds one slot of it, worth memoising per run);
+    otherwise it scales the sigma given (a grid holds one slot per grid sigma, and the sigma slider applies).
+    """
+
+    name: str
+    formula: str
+    width: SigmaWidth
+    from_data: bool
+
+
+_RULES: dict[str, SigmaRule] = {}
+_FORMULAS: dict[str, str] = {}
+#: Every sigma rule's name and formula (d is the representation's dimension, D2 the off-diagonal squared distances):
+#: a read-only view of the registry, which :func:`register_sigma_rule` adds to.
+SIGMA_RULES = MappingProxyType(_FORMULAS)
+
+
+def register_sigma_rule(name: str, formula: str, width: SigmaWidth, *, from_data: bool) -> SigmaRule:
+    """Add a sigma rule: it then shows in every sigma-rule control, grid and report, and in ``trajectories``.
+
+    ``width(dist, sigma, dim)`` returns the width per matrix (see :data:`SigmaWidth`); it gets the packed
+    off-diagonal squared distances (empty when ``from_data`` is false). Names are lower case and unique.
+    """
+    key = str(name).strip().lower()
+    if not key or key in _RULES:
+        raise ValueError(f"a sigma rule needs a new, non-empty name; {name!r} is empty or taken ({', '.join(_RULES)}).")
+    if not callable(width):
+        raise TypeError(f"width must be callable as width(dist, sigma, dim); got {type(width).__name__}.")
+    rule = SigmaRule(key, str(formula), width, bool(from_data))
+    _RULES[key] = rule
+    _FORMULAS[key] = rule.formula
+    return rule
+
+
+def sigma_rule(name: str) -> SigmaRule:
+    """The registered :class:`SigmaRule` called ``name`` (any case; an unknown name suggests the closest)."""
+    return _RULES[resolve_name("sigma rule", name, _RULES)]
+
+
+def _fixed(dist: torch.Tensor, sigma: float, dim) -> float:
+    return check_sigma(sigma)
+
+
+def _sqrt_d(dist: torch.Tensor, sigma: float, dim) -> float | torch.Tensor:
+    per_matrix = isinstance(dim, Sequence | np.ndarray | torch.Tensor)
+    dims = [int(d) for d in dim] if per_matrix else [None if dim is None else int(dim)]
+    if any(d is None or d < 1 for d in dims):
+        raise ValueError("rule 'sqrt_d' needs the representation's dimension: pass dim=d (d >= 1).")
+    s = check_sigma(sigma)
+    if not per_matrix:
+        return s * math.sqrt(dims[0])
+    root_d = torch.tensor([math.sqrt(d) for d in dims], dtype=torch.float64, device=dist.device)
+    return (s * root_d).expand(dist.shape[:-1])
+
+
+def _median_width(rule: str) -> SigmaWidth:
+    def width(dist: torch.Tensor, sigma: float, dim) -> torch.Tensor:
+        med = _median(dist, rule)
+        return torch.where(med > 0, med, torch.ones_like(med))  # a dead layer: its kernel is all ones at any width
+
+    return width
+
+
+register_sigma_rule("fixed", "sigma as given (PyGlow: 5 for X, H and Y alike)", _fixed, from_data=False)
+register_sigma_rule("sqrt_d", "sigma * sqrt(d) (HSIC-bottleneck code)", _sqrt_d, from_data=False)
+register_sigma_rule("median_d2", "sigma^2 = median of off-diagonal D2", _median_width("median_d2"), from_data=True)
+register_sigma_rule(
+    "median_d", "sigma = median of off-diagonal distances sqrt(D2)", _median_width("median_d"), from_data=True
+)
 
 
 def sigma_from_distances(dist: torch.Tensor, rule: str = "fixed", sigma: float = 5.0, dim=None):
@@ -194,21 +286,7 @@ def sigma_from_distances(dist: torch.Tensor, rule: str = "fixed", sigma: float =
     and return a tensor of ``dist.shape[:-1]``. A dead layer (all points coincide: median 0) gets sigma = 1: its
     kernel is all ones at any width, so its trajectory stays defined.
     """
-    rule = resolve_name("sigma rule", rule, SIGMA_RULES)
-    if rule == "fixed":
-        return check_sigma(sigma)
-    if rule == "sqrt_d":
-        per_matrix = isinstance(dim, Sequence | np.ndarray | torch.Tensor)
-        dims = [int(d) for d in dim] if per_matrix else [None if dim is None else int(dim)]
-        if any(d is None or d < 1 for d in dims):
-            raise ValueError("rule 'sqrt_d' needs the representation's dimension: pass dim=d (d >= 1).")
-        s = check_sigma(sigma)
-        if not per_matrix:
-            return s * math.sqrt(dims[0])
-        root_d = torch.tensor([math.sqrt(d) for d in dims], dtype=torch.float64, device=dist.device)
-        return (s * root_d).expand(dist.shape[:-1])
-    med = _median(dist, rule)
-    return torch.where(med > 0, med, torch.ones_like(med))
+    return sigma_rule(rule).width(dist, sigma, dim)
 
 
 def sigma_from_rule(G, rule: str = "fixed", sigma: float = 5.0, dim: int | None = None):
@@ -217,10 +295,9 @@ def sigma_from_rule(G, rule: str = "fixed", sigma: float = 5.0, dim: int | None 
     ``fixed`` returns ``sigma``; ``sqrt_d`` returns ``sigma * sqrt(dim)``; the median rules ignore ``sigma`` (a dead
     layer, whose points all coincide, gets 1). The same rules as :func:`sigma_from_distances`, from a Gram matrix.
     """
-    rule = resolve_name("sigma rule", rule, SIGMA_RULES)
-    if rule in MEDIAN_RULES:
-        return sigma_from_distances(_packed_sq_distances(G), rule)
-    return sigma_from_distances(torch.empty(0), rule, sigma, dim)
+    spec = sigma_rule(rule)
+    dist = _packed_sq_distances(G) if spec.from_data else torch.empty(0)
+    return spec.width(dist, sigma, dim)
 
 
 def pack_gram(G: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -16,7 +16,7 @@ from types import MappingProxyType
 import numpy as np
 import torch
 
-from ibwidget._vocabulary import KERNELS, MEDIAN_RULES, SIGMA_RULES, TARGETS
+from ibwidget._vocabulary import KERNELS, TARGETS
 from ibwidget.measure import _packed
 from ibwidget.measure import estimators as _estimators
 from ibwidget.measure import kernels as _kernels
@@ -135,9 +135,9 @@ def _pick(t: torch.Tensor, layers: Sequence[int] | None) -> torch.Tensor:
 
 def layer_sigmas(snap: Snapshots, rule: str = "fixed", sigma: float = 5.0) -> torch.Tensor:
     """Kernel width per (epoch, layer) under ``rule``, float64 (E, L) (see :func:`kernels.sigma_from_distances`)."""
-    rule = resolve_name("sigma rule", rule, SIGMA_RULES)
+    rule = _kernels.sigma_rule(rule).name
     E, L, _ = snap.dist.shape
-    if rule in MEDIAN_RULES:  # one kthvalue pass over every stored distance: worth keeping
+    if _kernels.sigma_rule(rule).from_data:  # e.g. one kthvalue pass over every stored distance: worth keeping
         s = snap._memoised(("sigma", rule), lambda: _kernels.sigma_from_distances(snap.dist, rule))
     else:
         s = _kernels.sigma_from_distances(snap.dist, rule, sigma, snap.layer_dims)
@@ -147,7 +147,7 @@ def layer_sigmas(snap: Snapshots, rule: str = "fixed", sigma: float = 5.0) -> to
 
 
 def _x_sigma(snap: Snapshots, rule: str, sigma: float):
-    if rule in MEDIAN_RULES:
+    if _kernels.sigma_rule(rule).from_data:
         return snap._memoised(("x_sigma", rule), lambda: _kernels.sigma_from_distances(snap.x_dist, rule))
     return _kernels.sigma_from_distances(snap.x_dist, rule, sigma, snap.input_dim)
 
@@ -293,7 +293,7 @@ def trajectories(
     spec = _estimators.get(estimator)
     target = resolve_name("target", target, TARGETS)
     kernel = resolve_name("kernel", kernel, KERNELS)
-    sigma_rule = resolve_name("sigma rule", sigma_rule, SIGMA_RULES)
+    sigma_rule = _kernels.sigma_rule(sigma_rule).name
     index = _layer_index(snap, layers)
     _require_snapshot(snap)
     if spec.needs == "activations":

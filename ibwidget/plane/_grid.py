@@ -36,8 +36,6 @@ from ibwidget._vocabulary import (
     NAN_CODE,
     PALETTE,
     SATURATION_RANGE,
-    SIGMA_RULES,
-    SIGMA_SCALING_RULES,
     SVG_DASHES,
     TARGET_SYMBOLS,
     TARGETS,
@@ -118,7 +116,7 @@ class Grid:
         slots = [i for i, s in enumerate(self.meta["slots"]) if s["rule"] == rule]
         if not slots:
             raise unknown_name("sigma rule in this grid", rule, self.meta["rules"])
-        if rule not in SIGMA_SCALING_RULES:
+        if _kernels.sigma_rule(rule).from_data:
             return slots[0]
         if sigma is None or not (math.isfinite(float(sigma)) and float(sigma) > 0):
             raise ValueError(
@@ -162,14 +160,14 @@ class GridBuilder:
             raise ValueError("a grid needs at least one target: 'labels' and/or 'output'.")
         self.targets = tuple(targets)
         rules = [sigma_rules] if isinstance(sigma_rules, str) else sigma_rules
-        rules = list(dict.fromkeys(resolve_name("sigma rule", r, _kernels.SIGMA_RULES) for r in rules))
+        rules = list(dict.fromkeys(_kernels.sigma_rule(r).name for r in rules))
         if not rules:
             raise ValueError("a grid needs at least one sigma rule, e.g. sigma_rules=['fixed'].")
         self.rules = tuple(rules)
         self.kernel = resolve_name("kernel", kernel, KERNELS)
         self.slots: list[tuple[str, float | None]] = []
         for r in self.rules:
-            if r in SIGMA_SCALING_RULES:
+            if not _kernels.sigma_rule(r).from_data:
                 self.slots += [(r, s) for s in self.sigmas]
             else:
                 self.slots.append((r, None))
@@ -225,7 +223,7 @@ class GridBuilder:
             "dashes": [SVG_DASHES[style] for style in LINE_STYLES],
             "nan_code": NAN_CODE,
             "saturation_range": list(SATURATION_RANGE),
-            "sigma_rules": {r: SIGMA_RULES[r] for r in self.rules},
+            "sigma_rules": {r: _kernels.SIGMA_RULES[r] for r in self.rules},
             "target_symbols": {t: TARGET_SYMBOLS[t] for t in self.targets},
             "n_runs": len(runs),
             "n_epochs": max((r.num_snapshots for r in runs), default=0),

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 
 import ipywidgets as widgets
 
-from ibwidget._vocabulary import MEDIAN_RULES as _MEDIAN_RULES
 from ibwidget.measure import estimators as _estimators
 from ibwidget.measure import kernels as _kernels
 from ibwidget.record.run import TARGETS
@@ -146,7 +145,7 @@ class Controls:
             return self._view
 
     def sigma_enabled(self, view: View) -> bool:
-        return _estimators.get(view.estimator).uses_sigma and view.sigma_rule not in _MEDIAN_RULES
+        return _estimators.get(view.estimator).uses_sigma and not _kernels.sigma_rule(view.sigma_rule).from_data
 
     def __getitem__(self, name: str):
         return getattr(self, name)
