@@ -41,6 +41,7 @@ comm.create_comm = lambda *args, **kwargs: _RecordingComm(*args, **kwargs)
 import ibwidget as ib  # noqa: E402 - after the comm is replaced
 from ibwidget import kernels  # noqa: E402
 from ibwidget.models import seed_model  # noqa: E402
+from ibwidget.plane._grid import DEFAULT_SIGMAS  # noqa: E402
 from ibwidget.train.engine import Engine  # noqa: E402
 from ibwidget.widget import RunView, Trainer  # noqa: E402
 
@@ -133,7 +134,7 @@ def bench_toggle(m: int, repeats: int, epochs: int = 100, layers: int = 5) -> di
     view = RunView(run)  # computes the grid once
     build_s = time.perf_counter() - t0
     scatter = view.marks["plane_points"][0][0].comm.comm_id
-    sigmas = view._model.builder.sigmas
+    sigmas = DEFAULT_SIGMAS  # the grid's widths: a slider value on the grid is a lookup
     toggles = [("estimator", "cka"), ("estimator", "hsic"), ("target", "output"), ("target", "labels")]
     toggles += [("sigma", sigmas[6 + i % 12]) for i in range(repeats)]
     lookup, recompute = [], []

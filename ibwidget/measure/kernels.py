@@ -58,8 +58,14 @@ def gram(Z) -> torch.Tensor:
     return 0.5 * (G + G.T)  # exact symmetry, whatever the BLAS summation order
 
 
-def sq_distances(G) -> torch.Tensor:
-    """Squared Euclidean distances from a Gram matrix: ``D2_ij = G_ii + G_jj - 2 G_ij``, clamped at 0."""
+def sq_distances(G, check: bool = True) -> torch.Tensor:
+    """Squared Euclidean distances from a Gram matrix: ``D2_ij = G_ii + G_jj - 2 G_ij``, clamped at 0.
+
+    ``check=False`` skips the argument checks (finite, square, symmetric), for a hot path holding a Gram matrix it
+    built itself.
+    """
+    if not check:
+        return _sq_distances(G)
     G = as_float_tensor(G, "G")
     check_kernel(G, "G", min_m=1)
     return _sq_distances(G)

@@ -9,9 +9,10 @@ from float64 kernels unpacked a few matrices at a time, binning from stored acti
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
+from typing import Any
 
 import numpy as np
 import torch
@@ -106,7 +107,8 @@ class Snapshots:
             activations={k: a[start:] for k, a in self.activations.items()},
         )
 
-    def _memoised(self, key, compute: Callable):
+    def memoised(self, key: Hashable, compute: Callable[[], Any]) -> Any:
+        """A value derived once from these fixed snapshots (e.g. a median sigma): ``compute()`` on first use."""
         if key not in self._memo:
             self._memo[key] = compute()
         return self._memo[key]
@@ -138,7 +140,7 @@ def layer_sigmas(snap: Snapshots, rule: str = "fixed", sigma: float = 5.0) -> to
     rule = _kernels.sigma_rule(rule).name
     E, L, _ = snap.dist.shape
     if _kernels.sigma_rule(rule).from_data:  # e.g. one kthvalue pass over every stored distance: worth keeping
-        s = snap._memoised(("sigma", rule), lambda: _kernels.sigma_from_distances(snap.dist, rule))
+        s = snap.memoised(("sigma", rule), lambda: _kernels.sigma_from_distances(snap.dist, rule))
     else:
         s = _kernels.sigma_from_distances(snap.dist, rule, sigma, snap.layer_dims)
     if not isinstance(s, torch.Tensor):
@@ -148,7 +150,7 @@ def layer_sigmas(snap: Snapshots, rule: str = "fixed", sigma: float = 5.0) -> to
 
 def _x_sigma(snap: Snapshots, rule: str, sigma: float):
     if _kernels.sigma_rule(rule).from_data:
-        return snap._memoised(("x_sigma", rule), lambda: _kernels.sigma_from_distances(snap.x_dist, rule))
+        return snap.memoised(("x_sigma", rule), lambda: _kernels.sigma_from_distances(snap.x_dist, rule))
     return _kernels.sigma_from_distances(snap.x_dist, rule, sigma, snap.input_dim)
 
 
@@ -171,7 +173,7 @@ def target_kernel(
     G = probs @ probs.transpose(-1, -2)
     if kernel == "linear":
         return G
-    D = _kernels._sq_distances(G)
+    D = _kernels.sq_distances(G, check=False)
     s = _kernels.sigma_from_distances(_packed.pack(D), rule, sigma, probs.shape[-1])  # sqrt_d: d = the outputs
     s = s[..., None, None] if isinstance(s, torch.Tensor) else s
     return D.mul_(_kernels.exponent_factor(s)).exp_()

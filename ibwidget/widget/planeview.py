@@ -60,7 +60,8 @@ class PlaneView(anywidget.AnyWidget):
     ):
         live = kwargs.pop("_live", False)
         self._wake: Callable[[], None] | None = kwargs.pop("_wake", None)
-        model = kwargs.pop("_model", None)  # a grid shared with a Trainer's figures
+        model = kwargs.pop("_model", None)  # a grid shared with a Trainer's figures: its owner computes it
+        self._computes = model is None
         if model is None:
             builder = GridBuilder(estimators, sigmas, targets, sigma_rules, kernel, keep_targets=live)
             default = {"estimator": estimator, "sigma": sigma, "rule": sigma_rule, "target": target}
@@ -88,9 +89,12 @@ class PlaneView(anywidget.AnyWidget):
         """The grid, float32 (runs, epochs, blocks, layers, 2); ``meta`` names its axes."""
         return self._model.values
 
-    def refresh(self) -> None:
-        """Append the snapshots recorded since the grid was computed (a run still training); one thread at a time."""
-        self._catch_up(full=False)
+    def refresh(self, full: bool = False) -> None:
+        """Append the snapshots recorded since the grid was computed (a run still training); one thread at a time.
+
+        ``full`` sends the whole grid, not only the new epochs (e.g. once the run has ended).
+        """
+        self._catch_up(full=full)
 
     def to_html(self, path, title: str | None = None, notes: str | None = None):
         """Write this view's runs as a one-file HTML report (see :meth:`ibwidget.Run.to_html`)."""
@@ -109,11 +113,6 @@ class PlaneView(anywidget.AnyWidget):
 
     # ------------------------------------------------------------------------------------------ internals
 
-    @classmethod
-    def _for_model(cls, model: PlaneModel, wake) -> PlaneView:
-        """The live view of a Trainer: the grid its figures read, appended from its UI thread (``wake`` asks it)."""
-        return cls(model.runs, _model=model, _wake=wake)
-
     def _push_full(self, meta: dict, values: np.ndarray, saturation: np.ndarray) -> bool:
         """Set every trait from the Python-side grid (one message); False if they already held it."""
         grid = np.ascontiguousarray(values, dtype="<f4").tobytes()
@@ -124,7 +123,7 @@ class PlaneView(anywidget.AnyWidget):
             self.meta, self.grid, self.saturation = meta, grid, sat
         return True
 
-    def _catch_up(self, full: bool = False, compute: bool = True) -> None:
+    def _catch_up(self, full: bool = False) -> None:
         """Compute the epochs recorded since the last call and send them (the owner's UI thread, or the caller's).
 
         New epochs go as one custom message with binary buffers; the whole state is set when ``full``, when a
@@ -136,7 +135,7 @@ class PlaneView(anywidget.AnyWidget):
                 resync, self._want_full = self._want_full, False
             full = full or resync
             model = self._model
-            if compute:  # else the owner (a Trainer's UI thread) has just computed the new epochs
+            if self._computes:  # else the owner (a Trainer's UI thread) computes new epochs, then calls refresh
                 model.catch_up()
             with model.lock:
                 version, count = model.version, model.n_epochs
@@ -177,3 +176,8 @@ class PlaneView(anywidget.AnyWidget):
             self._wake()  # the owner's UI thread will call _catch_up
         else:
             self._catch_up(full=True)
+
+
+def live_plane_view(model: PlaneModel, wake: Callable[[], None]) -> PlaneView:
+    """The live view of a Trainer: the grid its figures read, appended from its UI thread (``wake`` asks it)."""
+    return PlaneView(model.runs, _model=model, _wake=wake)

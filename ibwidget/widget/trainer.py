@@ -12,7 +12,7 @@ from ibwidget.record.recording import Recording, pop_options
 from ibwidget.train.engine import Engine, device_label, refuse_second_training
 from ibwidget.widget._applier import _Batch
 from ibwidget.widget._base import _label, _RunsBox
-from ibwidget.widget.planeview import PlaneView
+from ibwidget.widget.planeview import PlaneView, live_plane_view
 
 __all__ = ["Trainer"]
 
@@ -167,9 +167,9 @@ class Trainer(_RunsBox):
         info = widgets.HBox([self.saturation, self.notice, self.export_format, self.export_button])
         body = self._figure_box
         if plane_view:  # a second tab: the kernel-free PlaneView, fed epoch by epoch from the UI thread
-            self._plane_view = PlaneView._for_model(self._model, wake=lambda: self._applier.put("planeview"))
+            self._plane_view = live_plane_view(self._model, wake=lambda: self._applier.put("planeview"))
             view = self._plane_view
-            self._grid_listeners.append(lambda final: view._catch_up(full=final, compute=False))
+            self._grid_listeners.append(lambda final: view.refresh(full=final))
             body = widgets.Tab(children=[self._figure_box, self._plane_view], titles=["Figures", "Player"])
             body.add_class("ibw-tabs")
         self.children = [bar, self._controls.box, info, body]
