@@ -6,8 +6,9 @@ import contextlib
 import math
 import os
 import socket
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Sequence, Sized
 from pathlib import Path
+from typing import Any, TypeAlias, cast
 
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Subset, TensorDataset
@@ -16,6 +17,10 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, Subset, Tenso
 DOWNLOAD_TIMEOUT_S = 10.0
 
 _OFFLINE_HINT = "Offline? ib.datasets.digits.load_data() needs no download (scikit-learn's 8x8 digits)."
+
+
+#: What every ``load_data`` returns: the train, validation and test loaders.
+Loaders: TypeAlias = tuple[DataLoader, DataLoader, DataLoader]
 
 
 class DatasetNotFoundError(FileNotFoundError, RuntimeError):
@@ -96,9 +101,9 @@ def _split_indices(n: int, validation_split: float, seed: int) -> tuple[list[int
     return sorted(perm[n_val:].tolist()), sorted(perm[:n_val].tolist())
 
 
-def _loaders(train: Dataset, val: Dataset, test: Dataset, batch_size: int, num_workers: int, seed: int):
+def _loaders(train: Dataset, val: Dataset, test: Dataset, batch_size: int, num_workers: int, seed: int) -> Loaders:
     """Train loader shuffled with a seeded generator; validation and test loaders in fixed order."""
-    common = {"batch_size": batch_size, "num_workers": num_workers}
+    common: dict[str, Any] = {"batch_size": batch_size, "num_workers": num_workers}
     gen = torch.Generator().manual_seed(seed)
     return (
         DataLoader(train, shuffle=True, generator=gen, **common),
@@ -185,7 +190,8 @@ def to_tensors(loader_or_dataset, limit: int | None = None) -> tuple[torch.Tenso
         return _from_iterable(data, limit)
     if not isinstance(data, Dataset):
         raise TypeError(f"Expected a torch DataLoader or Dataset, got {type(data).__name__}.")
-    n = len(data) if limit is None else min(limit, len(data))
+    size = len(cast(Sized, data))  # a map-style Dataset; one without __len__ raises TypeError here
+    n = size if limit is None else min(limit, size)
     fast = _tensor_view(data, n)
     if fast is not None:
         return fast

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import functools
+import os
 
-from ibwidget.datasets._common import _check_args, _load_or_raise, _resolve_root, _split_and_load
+from ibwidget.datasets._common import Loaders, _check_args, _load_or_raise, _resolve_root, _split_and_load
 
 #: Per-channel mean and std of the CIFAR-10 training images after ``ToTensor`` (the dataset's true std, not the
 #: often-copied (0.2023, 0.1994, 0.2010)).
@@ -38,7 +39,16 @@ def _dataset_class(verify: bool):
     return _UnverifiedCIFAR10
 
 
-def load_data(batch_size=64, num_workers=0, validation_split=0.2, *, root=None, download=True, seed=0, verify=True):
+def load_data(
+    batch_size: int = 64,
+    num_workers: int = 0,
+    validation_split: float = 0.2,
+    *,
+    root: str | os.PathLike[str] | None = None,
+    download: bool = True,
+    seed: int = 0,
+    verify: bool = True,
+) -> Loaders:
     """Return ``(train_loader, val_loader, test_loader)`` for CIFAR-10; batches are ``(x, y)``, x float32 (B,3,32,32).
 
     Images go through ``ToTensor`` and ``Normalize(MEAN, STD)``; labels are int64. The validation set is a seeded

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import torch
 
-from ibwidget.datasets._common import LabelledTensorDataset, _check_args, _loaders, _n_val
+from ibwidget.datasets._common import LabelledTensorDataset, Loaders, _check_args, _loaders, _n_val
 
 #: Fraction of the 1797 images held out as the test set; this split is stratified and fixed (independent of ``seed``)
 #: so that every run is scored on the same images.
@@ -13,7 +15,15 @@ TEST_FRACTION = 0.2
 _TEST_SEED = 0
 
 
-def load_data(batch_size=64, num_workers=0, validation_split=0.2, *, seed=0, root=None, download=True):
+def load_data(
+    batch_size: int = 64,
+    num_workers: int = 0,
+    validation_split: float = 0.2,
+    *,
+    seed: int = 0,
+    root: str | os.PathLike[str] | None = None,
+    download: bool = True,
+) -> Loaders:
     """Return ``(train_loader, val_loader, test_loader)`` for the digits; batches are ``(x, y)``, x float32 (B,1,8,8).
 
     Pixels (0..16) are divided by 16, then standardised with the mean and std of all training-split pixels (one

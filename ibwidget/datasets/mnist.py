@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from ibwidget.datasets._common import _check_args, _load_or_raise, _resolve_root, _split_and_load
+import os
+
+from ibwidget.datasets._common import Loaders, _check_args, _load_or_raise, _resolve_root, _split_and_load
 
 #: Normalisation constants (the training set's pixel mean and std after ``ToTensor``).
 MEAN = (0.1307,)
@@ -12,7 +14,15 @@ STD = (0.3081,)
 FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 
 
-def load_data(batch_size=64, num_workers=0, validation_split=0.2, *, root=None, download=True, seed=0):
+def load_data(
+    batch_size: int = 64,
+    num_workers: int = 0,
+    validation_split: float = 0.2,
+    *,
+    root: str | os.PathLike[str] | None = None,
+    download: bool = True,
+    seed: int = 0,
+) -> Loaders:
     """Return ``(train_loader, val_loader, test_loader)`` for MNIST; batches are ``(x, y)``, x float32 (B, 1, 28, 28).
 
     Images go through ``ToTensor`` and ``Normalize(MEAN, STD)``; labels are int64. The validation set is a seeded

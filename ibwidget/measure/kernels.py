@@ -18,13 +18,14 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any
+from typing import Any, cast, overload
 
 import numpy as np
 import torch
 
 from ibwidget._vocabulary import KERNELS
 from ibwidget.measure import _packed
+from ibwidget.measure._typing import ArrayLike, Labels, Sigma
 from ibwidget.measure._validate import as_float_tensor, check_kernel, check_sigma, resolve_name
 
 __all__ = [
@@ -48,7 +49,7 @@ __all__ = [
 ]
 
 
-def gram(Z) -> torch.Tensor:
+def gram(Z: ArrayLike) -> torch.Tensor:
     """``Z`` of shape (m, ...) flattened to (m, d), returns ``Z Z^T`` of shape (m, m)."""
     Z = as_float_tensor(Z, "Z")
     if Z.ndim < 1 or Z.shape[0] < 1:
@@ -58,14 +59,14 @@ def gram(Z) -> torch.Tensor:
     return 0.5 * (G + G.T)  # exact symmetry, whatever the BLAS summation order
 
 
-def sq_distances(G, check: bool = True) -> torch.Tensor:
+def sq_distances(G: ArrayLike, check: bool = True) -> torch.Tensor:
     """Squared Euclidean distances from a Gram matrix: ``D2_ij = G_ii + G_jj - 2 G_ij``, clamped at 0.
 
     ``check=False`` skips the argument checks (finite, square, symmetric), for a hot path holding a Gram matrix it
     built itself.
     """
     if not check:
-        return _sq_distances(G)
+        return _sq_distances(cast(torch.Tensor, G))  # check=False: the caller passes its own tensor
     G = as_float_tensor(G, "G")
     check_kernel(G, "G", min_m=1)
     return _sq_distances(G)
@@ -83,7 +84,11 @@ def _sq_distances(G: torch.Tensor) -> torch.Tensor:
 _MIN_FACTOR = -1e30
 
 
-def exponent_factor(sigma, variance_scale: float = 1.0):
+@overload
+def exponent_factor(sigma: torch.Tensor, variance_scale: float = 1.0) -> torch.Tensor: ...
+@overload
+def exponent_factor(sigma: float, variance_scale: float = 1.0) -> float: ...
+def exponent_factor(sigma: float | torch.Tensor, variance_scale: float = 1.0) -> float | torch.Tensor:
     """``-1 / (2 variance_scale sigma^2)``, the Gaussian kernel's exponent per unit squared distance.
 
     Finite for every positive finite ``sigma`` (a number or a tensor, computed in float64): a width so small that
@@ -92,25 +97,25 @@ def exponent_factor(sigma, variance_scale: float = 1.0):
     if isinstance(sigma, torch.Tensor):
         var = sigma.to(torch.float64).square() * variance_scale
         return (-0.5 / var).clamp_min(_MIN_FACTOR)
-    var = float(sigma) * float(sigma) * variance_scale  # inf for a huge sigma (no OverflowError), 0 for a tiny one
-    return max(-0.5 / var, _MIN_FACTOR) if var > 0 else _MIN_FACTOR
+    v = float(sigma) * float(sigma) * variance_scale  # inf for a huge sigma (no OverflowError), 0 for a tiny one
+    return max(-0.5 / v, _MIN_FACTOR) if v > 0 else _MIN_FACTOR
 
 
-def _gaussian(G: torch.Tensor, sigma) -> torch.Tensor:
+def _gaussian(G: torch.Tensor, sigma: float | torch.Tensor) -> torch.Tensor:
     """:func:`gaussian` without the argument checks; ``sigma`` a float or a tensor broadcastable to G."""
     D = _sq_distances(G)
     factor = exponent_factor(sigma)
     return D.mul_(factor.to(D.dtype) if isinstance(factor, torch.Tensor) else factor).exp_()
 
 
-def linear(G) -> torch.Tensor:
+def linear(G: ArrayLike) -> torch.Tensor:
     """The linear kernel ``k(z, z') = <z, z'>``: the Gram matrix itself."""
     G = as_float_tensor(G, "G")
     check_kernel(G, "G", min_m=1)
     return G
 
 
-def _broadcast_sigma(sigma, G: torch.Tensor) -> torch.Tensor | float:
+def _broadcast_sigma(sigma: Sigma, G: torch.Tensor) -> torch.Tensor | float:
     sigma = check_sigma(sigma)
     if isinstance(sigma, torch.Tensor):
         sigma = sigma.to(device=G.device, dtype=G.dtype)
@@ -118,7 +123,7 @@ def _broadcast_sigma(sigma, G: torch.Tensor) -> torch.Tensor | float:
     return sigma
 
 
-def gaussian(G, sigma) -> torch.Tensor:
+def gaussian(G: ArrayLike, sigma: Sigma) -> torch.Tensor:
     """Gaussian (RBF) kernel from a Gram matrix: ``exp(-D2 / (2 sigma^2))``.
 
     ``sigma`` is a number, or a tensor of shape ``G.shape[:-2]`` with one width per batched matrix.
@@ -128,7 +133,7 @@ def gaussian(G, sigma) -> torch.Tensor:
     return _gaussian(G, _broadcast_sigma(sigma, G))
 
 
-def _class_ids(labels, num_classes: int | None) -> tuple[torch.Tensor, int]:
+def _class_ids(labels: Labels, num_classes: int | None) -> tuple[torch.Tensor, int]:
     """Integer labels (m,) as a long tensor, checked against ``num_classes`` (default: max label + 1)."""
     if isinstance(labels, np.ndarray):
         labels = torch.from_numpy(labels)
@@ -147,13 +152,13 @@ def _class_ids(labels, num_classes: int | None) -> tuple[torch.Tensor, int]:
     return labels.long(), C
 
 
-def one_hot(labels, num_classes: int | None = None, dtype=torch.float32) -> torch.Tensor:
+def one_hot(labels: Labels, num_classes: int | None = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Integer labels (m,) to a one-hot matrix (m, C)."""
     labels, C = _class_ids(labels, num_classes)
     return torch.nn.functional.one_hot(labels, C).to(dtype)
 
 
-def label_kernel(labels, num_classes: int | None = None, dtype=torch.float32) -> torch.Tensor:
+def label_kernel(labels: Labels, num_classes: int | None = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Linear kernel of one-hot labels: ``L_ij = 1`` if samples i and j share a class, else 0.
 
     Built from label equality, so its cost does not grow with ``num_classes`` (which is only checked).
@@ -172,7 +177,7 @@ def _median(dist: torch.Tensor, rule: str) -> torch.Tensor:
     return med.sqrt() if rule == "median_d2" else med
 
 
-def _packed_sq_distances(G, min_m: int = 2) -> torch.Tensor:
+def _packed_sq_distances(G: ArrayLike, min_m: int = 2) -> torch.Tensor:
     G = as_float_tensor(G, "G")
     if G.shape[-1] < min_m:
         raise ValueError("a median sigma needs at least 2 samples.")
@@ -182,7 +187,7 @@ def _packed_sq_distances(G, min_m: int = 2) -> torch.Tensor:
 _MEDIAN_RULES = ("median_d2", "median_d")
 
 
-def sigma_median(G, rule: str = "median_d2") -> torch.Tensor:
+def sigma_median(G: ArrayLike, rule: str = "median_d2") -> torch.Tensor:
     """Median-heuristic sigma from a Gram matrix (Gretton et al. 2005; batched over leading dims).
 
     ``median_d2``: sigma^2 = median of off-diagonal squared distances. ``median_d``: sigma = median of
@@ -251,14 +256,14 @@ def sigma_rule(name: str) -> SigmaRule:
     return _RULES[resolve_name("sigma rule", name, _RULES)]
 
 
-def _fixed(dist: torch.Tensor, sigma: float, dim) -> float:
+def _fixed(dist: torch.Tensor, sigma: float, dim: Any) -> float | torch.Tensor:
     return check_sigma(sigma)
 
 
-def _sqrt_d(dist: torch.Tensor, sigma: float, dim) -> float | torch.Tensor:
+def _sqrt_d(dist: torch.Tensor, sigma: float, dim: Any) -> float | torch.Tensor:
     per_matrix = isinstance(dim, Sequence | np.ndarray | torch.Tensor)
-    dims = [int(d) for d in dim] if per_matrix else [None if dim is None else int(dim)]
-    if any(d is None or d < 1 for d in dims):
+    dims = [int(d) for d in dim] if per_matrix else [0 if dim is None else int(dim)]  # 0: not given
+    if any(d < 1 for d in dims):
         raise ValueError("rule 'sqrt_d' needs the representation's dimension: pass dim=d (d >= 1).")
     s = check_sigma(sigma)
     if not per_matrix:
@@ -268,7 +273,7 @@ def _sqrt_d(dist: torch.Tensor, sigma: float, dim) -> float | torch.Tensor:
 
 
 def _median_width(rule: str) -> SigmaWidth:
-    def width(dist: torch.Tensor, sigma: float, dim) -> torch.Tensor:
+    def width(dist: torch.Tensor, sigma: float, dim: Any) -> torch.Tensor:
         med = _median(dist, rule)
         return torch.where(med > 0, med, torch.ones_like(med))  # a dead layer: its kernel is all ones at any width
 
@@ -283,7 +288,12 @@ register_sigma_rule(
 )
 
 
-def sigma_from_distances(dist: torch.Tensor, rule: str = "fixed", sigma: float = 5.0, dim=None):
+def sigma_from_distances(
+    dist: torch.Tensor,
+    rule: str = "fixed",
+    sigma: float = 5.0,
+    dim: int | Sequence[int] | np.ndarray | torch.Tensor | None = None,
+) -> float | torch.Tensor:
     """The kernel width per matrix under a named rule of :data:`SIGMA_RULES`, from packed squared distances.
 
     ``dist`` (..., P) holds each matrix's off-diagonal squared distances (its strict upper triangle). ``fixed``
@@ -295,7 +305,9 @@ def sigma_from_distances(dist: torch.Tensor, rule: str = "fixed", sigma: float =
     return sigma_rule(rule).width(dist, sigma, dim)
 
 
-def sigma_from_rule(G, rule: str = "fixed", sigma: float = 5.0, dim: int | None = None):
+def sigma_from_rule(
+    G: ArrayLike, rule: str = "fixed", sigma: float = 5.0, dim: int | None = None
+) -> float | torch.Tensor:
     """The kernel width for ``G`` under a named rule of :data:`SIGMA_RULES`.
 
     ``fixed`` returns ``sigma``; ``sqrt_d`` returns ``sigma * sqrt(dim)``; the median rules ignore ``sigma`` (a dead
@@ -311,7 +323,7 @@ def pack_gram(G: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return _packed.pack(_sq_distances(G)).contiguous(), torch.diagonal(G, dim1=-2, dim2=-1).contiguous()
 
 
-def saturation(K) -> torch.Tensor:
+def saturation(K: ArrayLike) -> torch.Tensor:
     """Mean off-diagonal kernel value: near 1, sigma is too large; near 0, too small (a gauge for the user)."""
     K = as_float_tensor(K, "K")
     m = check_kernel(K, "K", min_m=2, check_symmetric=False)

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ibwidget.measure._typing import Activation
+
 __all__ = [
     "ACTIVATIONS",
     "AvgPool1d",
@@ -65,7 +67,7 @@ ACTIVATIONS: tuple[str, ...] = tuple(_ACTIVATION_FNS)
 """Activation names a layer accepts (``None`` means ``"linear"``); softmax and log_softmax act on dim 1."""
 
 
-def _activation_name(activation) -> str:
+def _activation_name(activation: object) -> str:
     """Canonical activation name for ``activation`` (a known name, None, or a callable)."""
     if activation is None:
         return "linear"
@@ -84,7 +86,7 @@ def _activation_name(activation) -> str:
     )
 
 
-def get_activation(activation) -> Callable[[torch.Tensor], torch.Tensor]:
+def get_activation(activation: Activation) -> Callable[[torch.Tensor], torch.Tensor]:
     """Return the activation function for a name in ``ACTIVATIONS``, None (identity) or a callable."""
     name = _activation_name(activation)  # validates
     return activation if callable(activation) and not isinstance(activation, str) else _ACTIVATION_FNS[name]
@@ -155,7 +157,7 @@ class Layer(nn.Module):
         """Whether this layer has parameters (the layers a model tracks)."""
         return any(True for _ in self.parameters()) or (not self.built and self._param_layer)
 
-    def set_input(self, input_shape) -> None:
+    def set_input(self, input_shape: int | Sequence[int]) -> None:
         """Build the torch module(s) for ``input_shape`` (no batch dimension) and set ``output_shape``."""
         shape = _as_shape(input_shape, type(self).__name__)
         self.output_shape = self._build(shape)
@@ -179,7 +181,7 @@ class Layer(nn.Module):
 class _Activated(Layer):
     """A layer with a linear part followed by a named activation."""
 
-    def __init__(self, activation) -> None:
+    def __init__(self, activation: Activation) -> None:
         super().__init__()
         self.activation = activation
         self.activation_name: str = _activation_name(activation)
@@ -212,7 +214,7 @@ class Dense(_Activated):
 
     _param_layer = True
 
-    def __init__(self, output_dim: int, activation=None, bias: bool = True) -> None:
+    def __init__(self, output_dim: int, activation: Activation = None, bias: bool = True) -> None:
         super().__init__(activation)
         self.output_dim = _positive_int(output_dim, "output_dim", "Dense")
         self.bias = bool(bias)
@@ -244,7 +246,7 @@ class Dense(_Activated):
 class HSICoutput(Dense):
     """PyGlow's HSIC-network output layer: a ``Dense`` whose activation defaults to softmax."""
 
-    def __init__(self, output_dim: int, activation="softmax") -> None:
+    def __init__(self, output_dim: int, activation: Activation = "softmax") -> None:
         super().__init__(output_dim, activation)
 
 
@@ -259,7 +261,7 @@ class Dropout(Layer):
         self.args = [prob]
         self.dropout_layer = nn.Dropout(self.prob)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Randomly zero elements with probability ``prob`` in training mode."""
         return self.dropout_layer(x)
 
@@ -270,7 +272,7 @@ class Flatten(Layer):
     def _build(self, input_shape):
         return (math.prod(input_shape),)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Reshape ``x`` to ``(batch, features)``."""
         return x.flatten(1)
 
@@ -315,7 +317,17 @@ class _Conv(_Activated):
     _param_layer = True
     _torch = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
 
-    def __init__(self, rank, filters, kernel_size, stride, padding, dilation, activation, bias) -> None:
+    def __init__(
+        self,
+        rank: int,
+        filters: int,
+        kernel_size: int | Sequence[int],
+        stride: int | Sequence[int],
+        padding: int | Sequence[int] | str,
+        dilation: int | Sequence[int],
+        activation: Activation,
+        bias: bool,
+    ) -> None:
         super().__init__(activation)
         name = type(self).__name__
         self.rank = rank
@@ -369,21 +381,48 @@ class _Conv(_Activated):
 class Conv1d(_Conv):
     """1-D convolution over ``(channels, length)`` inputs; in_channels is inferred from the input shape."""
 
-    def __init__(self, filters, kernel_size, stride=1, padding=0, dilation=1, activation=None, bias=True) -> None:
+    def __init__(
+        self,
+        filters: int,
+        kernel_size: int | Sequence[int],
+        stride: int | Sequence[int] = 1,
+        padding: int | Sequence[int] | str = 0,
+        dilation: int | Sequence[int] = 1,
+        activation: Activation = None,
+        bias: bool = True,
+    ) -> None:
         super().__init__(1, filters, kernel_size, stride, padding, dilation, activation, bias)
 
 
 class Conv2d(_Conv):
     """2-D convolution over ``(channels, height, width)`` inputs; in_channels is inferred from the input shape."""
 
-    def __init__(self, filters, kernel_size, stride=1, padding=0, dilation=1, activation=None, bias=True) -> None:
+    def __init__(
+        self,
+        filters: int,
+        kernel_size: int | Sequence[int],
+        stride: int | Sequence[int] = 1,
+        padding: int | Sequence[int] | str = 0,
+        dilation: int | Sequence[int] = 1,
+        activation: Activation = None,
+        bias: bool = True,
+    ) -> None:
         super().__init__(2, filters, kernel_size, stride, padding, dilation, activation, bias)
 
 
 class Conv3d(_Conv):
     """3-D convolution over ``(channels, depth, height, width)`` inputs."""
 
-    def __init__(self, filters, kernel_size, stride=1, padding=0, dilation=1, activation=None, bias=True) -> None:
+    def __init__(
+        self,
+        filters: int,
+        kernel_size: int | Sequence[int],
+        stride: int | Sequence[int] = 1,
+        padding: int | Sequence[int] | str = 0,
+        dilation: int | Sequence[int] = 1,
+        activation: Activation = None,
+        bias: bool = True,
+    ) -> None:
         super().__init__(3, filters, kernel_size, stride, padding, dilation, activation, bias)
 
 
@@ -397,7 +436,17 @@ class _Pool(Layer):
         ("avg", 3): nn.AvgPool3d,
     }
 
-    def __init__(self, kind, rank, kernel_size, stride, padding, dilation, ceil_mode, count_include_pad=True):
+    def __init__(
+        self,
+        kind: str,
+        rank: int,
+        kernel_size: int | Sequence[int],
+        stride: int | Sequence[int] | None,
+        padding: int | Sequence[int],
+        dilation: int | Sequence[int],
+        ceil_mode: bool,
+        count_include_pad: bool = True,
+    ) -> None:
         super().__init__()
         name = type(self).__name__
         self.kind = kind
@@ -438,7 +487,14 @@ class _Pool(Layer):
 class MaxPool1d(_Pool):
     """1-D max pooling; ``stride`` defaults to ``kernel_size``."""
 
-    def __init__(self, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False) -> None:
+    def __init__(
+        self,
+        kernel_size: int | Sequence[int],
+        stride: int | Sequence[int] | None = None,
+        padding: int | Sequence[int] = 0,
+        dilation: int | Sequence[int] = 1,
+        ceil_mode: bool = False,
+    ) -> None:
         super().__init__("max", 1, kernel_size, stride, padding, dilation, ceil_mode)
         self.args = [kernel_size, stride, padding, dilation]
 
@@ -446,7 +502,14 @@ class MaxPool1d(_Pool):
 class MaxPool2d(_Pool):
     """2-D max pooling; ``stride`` defaults to ``kernel_size``."""
 
-    def __init__(self, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False) -> None:
+    def __init__(
+        self,
+        kernel_size: int | Sequence[int],
+        stride: int | Sequence[int] | None = None,
+        padding: int | Sequence[int] = 0,
+        dilation: int | Sequence[int] = 1,
+        ceil_mode: bool = False,
+    ) -> None:
         super().__init__("max", 2, kernel_size, stride, padding, dilation, ceil_mode)
         self.args = [kernel_size, stride, padding, dilation]
 
@@ -454,7 +517,14 @@ class MaxPool2d(_Pool):
 class MaxPool3d(_Pool):
     """3-D max pooling; ``stride`` defaults to ``kernel_size``."""
 
-    def __init__(self, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False) -> None:
+    def __init__(
+        self,
+        kernel_size: int | Sequence[int],
+        stride: int | Sequence[int] | None = None,
+        padding: int | Sequence[int] = 0,
+        dilation: int | Sequence[int] = 1,
+        ceil_mode: bool = False,
+    ) -> None:
         super().__init__("max", 3, kernel_size, stride, padding, dilation, ceil_mode)
         self.args = [kernel_size, stride, padding, dilation]
 
@@ -462,7 +532,14 @@ class MaxPool3d(_Pool):
 class AvgPool1d(_Pool):
     """1-D average pooling; ``stride`` defaults to ``kernel_size``."""
 
-    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True) -> None:
+    def __init__(
+        self,
+        kernel_size: int | Sequence[int],
+        stride: int | Sequence[int] | None = None,
+        padding: int | Sequence[int] = 0,
+        ceil_mode: bool = False,
+        count_include_pad: bool = True,
+    ) -> None:
         super().__init__("avg", 1, kernel_size, stride, padding, 1, ceil_mode, count_include_pad)
         self.args = [kernel_size, stride, padding]
 
@@ -470,7 +547,14 @@ class AvgPool1d(_Pool):
 class AvgPool2d(_Pool):
     """2-D average pooling; ``stride`` defaults to ``kernel_size``."""
 
-    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True) -> None:
+    def __init__(
+        self,
+        kernel_size: int | Sequence[int],
+        stride: int | Sequence[int] | None = None,
+        padding: int | Sequence[int] = 0,
+        ceil_mode: bool = False,
+        count_include_pad: bool = True,
+    ) -> None:
         super().__init__("avg", 2, kernel_size, stride, padding, 1, ceil_mode, count_include_pad)
         self.args = [kernel_size, stride, padding]
 
@@ -478,7 +562,14 @@ class AvgPool2d(_Pool):
 class AvgPool3d(_Pool):
     """3-D average pooling; ``stride`` defaults to ``kernel_size``."""
 
-    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True) -> None:
+    def __init__(
+        self,
+        kernel_size: int | Sequence[int],
+        stride: int | Sequence[int] | None = None,
+        padding: int | Sequence[int] = 0,
+        ceil_mode: bool = False,
+        count_include_pad: bool = True,
+    ) -> None:
         super().__init__("avg", 3, kernel_size, stride, padding, 1, ceil_mode, count_include_pad)
         self.args = [kernel_size, stride, padding]
 

@@ -23,6 +23,7 @@ import torch
 from ibwidget._vocabulary import KERNELS, TARGETS
 from ibwidget.measure import kernels as _kernels
 from ibwidget.measure import trajectories as _trajectories
+from ibwidget.measure._typing import PathLike
 from ibwidget.measure._validate import clean_text
 from ibwidget.measure.trajectories import Snapshots
 from ibwidget.record import _runfile
@@ -250,7 +251,7 @@ class Run:
 
     # ------------------------------------------------------------------------------------------ files
 
-    def to_html(self, path, title: str | None = None, notes: str | None = None, **grid_kwargs) -> Path:
+    def to_html(self, path: PathLike, title: str | None = None, notes: str | None = None, **grid_kwargs) -> Path:
         """Write a one-file HTML page of this run's information plane that works offline, with no kernel.
 
         Toggles (layer, estimator, sigma, target) and an epoch player run in the browser over a precomputed grid
@@ -261,7 +262,7 @@ class Run:
             raise RuntimeError("no report writer is registered; import ibwidget (or ibwidget.plane) first.")
         return _report_writer([self], path, title=title, notes=notes, **grid_kwargs)
 
-    def save(self, path) -> Path:
+    def save(self, path: PathLike) -> Path:
         """Write the run to ``path`` (``.ibrun``: a zip of ``meta.json`` and ``.npy`` arrays; no pickle).
 
         Atomic: written to a hidden temporary file beside ``path`` (``.NAME.*.tmp``), flushed to disk, then renamed
@@ -283,8 +284,9 @@ class Run:
                 "activations": sorted(self._acts),
                 "custom_dynamics": sorted(self.custom_dynamics),
             }
-            arrays = {"probe_x": self.probe_x, "probe_labels": self.probe_labels}
+            arrays: dict[str, torch.Tensor | np.ndarray] = {"probe_x": self.probe_x, "probe_labels": self.probe_labels}
             if n:
+                assert self._outputs is not None  # made by the first snapshot
                 arrays["outputs"] = self._outputs.view(n)
             arrays["dist"] = self._dist.view(n)
             arrays["norms"] = self._norms.view(n)
@@ -296,11 +298,11 @@ class Run:
             if self.batch_dynamics:  # epochs may differ in batch count: concatenated, with the counts
                 arrays["batch_dynamics"] = np.concatenate([np.asarray(b, np.float64) for b in self.batch_dynamics])
                 arrays["batch_counts"] = np.asarray([len(b) for b in self.batch_dynamics], dtype=np.int64)
-            arrays = {k: v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else v for k, v in arrays.items()}
-        return _runfile.write(path, meta, arrays)
+            host = {k: v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else v for k, v in arrays.items()}
+        return _runfile.write(path, meta, host)
 
     @classmethod
-    def load(cls, path, device: str | torch.device = "cpu") -> Run:
+    def load(cls, path: PathLike, device: str | torch.device = "cpu") -> Run:
         """Read a run written by :meth:`save`; a damaged or unknown file raises ``ValueError`` saying why.
 
         Every size is checked against the file's metadata before anything is inflated, and members the format
@@ -342,6 +344,6 @@ class Run:
         return run
 
 
-def load_run(path, device: str | torch.device = "cpu") -> Run:
+def load_run(path: PathLike, device: str | torch.device = "cpu") -> Run:
     """Open a run saved with :meth:`Run.save`."""
     return Run.load(path, device)

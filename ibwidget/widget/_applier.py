@@ -14,6 +14,8 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from ibwidget.train.engine import BatchEvent, EpochEvent
+
 THREAD_NAME = "ibwidget-ui"
 
 
@@ -21,8 +23,8 @@ THREAD_NAME = "ibwidget-ui"
 class _Batch:
     """What one pass of the applier has to do, coalesced from every request queued so far."""
 
-    batch_event: object | None = None  # the latest BatchEvent
-    epoch_event: object | None = None  # the latest EpochEvent
+    batch_event: BatchEvent | None = None  # the latest
+    epoch_event: EpochEvent | None = None  # the latest
     data: bool = False  # new snapshots: recompute the figures
     redraw: bool = False  # the view changed: recompute the figures
     status: bool = False  # refresh the run bar

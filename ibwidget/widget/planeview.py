@@ -13,14 +13,17 @@ that missed an epoch asks for it).
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 
 import anywidget
 import numpy as np
 import traitlets
 
+from ibwidget.measure._typing import PathLike
 from ibwidget.plane._grid import DEFAULT_RULES, TARGETS, GridBuilder, _as_runs
 from ibwidget.plane._report import static_file, write_html
+from ibwidget.record.run import Run
 from ibwidget.widget._viewmodel import PlaneModel
 
 __all__ = ["PlaneView"]
@@ -45,7 +48,7 @@ class PlaneView(anywidget.AnyWidget):
 
     def __init__(
         self,
-        runs,
+        runs: Run | Iterable[Run],
         estimators: Sequence[str] | None = None,
         sigmas: Sequence[float] | None = None,
         targets: Sequence[str] = TARGETS,
@@ -57,7 +60,7 @@ class PlaneView(anywidget.AnyWidget):
         sigma_rule: str = "fixed",
         target: str = "labels",
         **kwargs,
-    ):
+    ) -> None:
         live = kwargs.pop("_live", False)
         self._wake: Callable[[], None] | None = kwargs.pop("_wake", None)
         model = kwargs.pop("_model", None)  # a grid shared with a Trainer's figures: its owner computes it
@@ -96,7 +99,7 @@ class PlaneView(anywidget.AnyWidget):
         """
         self._catch_up(full=full)
 
-    def to_html(self, path, title: str | None = None, notes: str | None = None):
+    def to_html(self, path: PathLike, title: str | None = None, notes: str | None = None) -> Path:
         """Write this view's runs as a one-file HTML report (see :meth:`ibwidget.Run.to_html`)."""
         b = self._builder
         return write_html(

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Sequence
 
 import ipywidgets as widgets
 
+from ibwidget.measure._typing import PathLike
 from ibwidget.record.run import Run, load_run
 from ibwidget.widget._applier import _Batch
 from ibwidget.widget._base import _RunsBox
@@ -45,8 +47,13 @@ class RunView(_RunsBox):
     """
 
     def __init__(
-        self, runs, estimators=("hsic", "cka"), sigma: float = 5.0, sigma_rule: str = "fixed", target: str = "labels"
-    ):
+        self,
+        runs: Run | PathLike | Iterable[Run | PathLike],
+        estimators: Sequence[str] = ("hsic", "cka"),
+        sigma: float = 5.0,
+        sigma_rule: str = "fixed",
+        target: str = "labels",
+    ) -> None:
         super().__init__()
         runs = _as_runs(runs)
         names = _unique([run.name for run in runs])

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Iterable, Sequence
+from pathlib import Path
 
 import ipywidgets as widgets
+from torch import nn
 
+from ibwidget.measure._typing import Batches, Device, LossSpec, OptimizerSpec, PathLike
 from ibwidget.pyglow.models import Sequential
 from ibwidget.record.recording import Recording, pop_options
-from ibwidget.train.engine import Engine, device_label, refuse_second_training
+from ibwidget.record.run import Run
+from ibwidget.train.engine import BatchEvent, Engine, device_label, refuse_second_training
 from ibwidget.widget._applier import _Batch
 from ibwidget.widget._base import _label, _RunsBox
 from ibwidget.widget.planeview import PlaneView, live_plane_view
@@ -102,25 +107,25 @@ class Trainer(_RunsBox):
 
     def __init__(
         self,
-        model,
-        train_loader=None,
-        val_loader=None,
+        model: nn.Module | Engine,
+        train_loader: Batches | None = None,
+        val_loader: Batches | None = None,
         epochs: int | None = None,
-        estimators=("hsic", "cka"),
+        estimators: Sequence[str] = ("hsic", "cka"),
         sigma: float = 5.0,
         probe: int | None = None,
-        layers=None,
-        loss=None,
-        optimizer=None,
+        layers: Iterable[str | nn.Module] | str | nn.Module | None = None,
+        loss: LossSpec | None = None,
+        optimizer: OptimizerSpec | None = None,
         lr: float | None = None,
-        device="auto",
+        device: Device | None = "auto",
         autostart: bool = False,
         *,
         sigma_rule: str = "fixed",
         target: str = "labels",
         plane_view: bool = True,
         **engine_kwargs,
-    ):
+    ) -> None:
         batch_event_interval = engine_kwargs.pop("batch_event_interval", None)
         engine = _make_engine(
             model, train_loader, val_loader, epochs, probe, layers, loss, optimizer, lr, device, engine_kwargs
@@ -131,7 +136,7 @@ class Trainer(_RunsBox):
         self._plane_view: PlaneView | None = None
         self._engine = engine
         self._target = int(engine.num_epochs)
-        self._batch_event = None
+        self._batch_event: BatchEvent | None = None
         self._setup(
             [engine.run], [engine.run.name], estimators, sigma, sigma_rule, target, self._target, False, live=True
         )
@@ -196,12 +201,12 @@ class Trainer(_RunsBox):
         return self._engine
 
     @property
-    def run(self):
+    def run(self) -> Run:
         """The :class:`~ibwidget.record.run.Run` being recorded."""
         return self._engine.run
 
     @property
-    def plane_view(self):
+    def plane_view(self) -> PlaneView | None:
         """The :class:`~ibwidget.PlaneView` in the second tab (None with ``plane_view=False``)."""
         return self._plane_view
 
@@ -238,14 +243,14 @@ class Trainer(_RunsBox):
             self._engine.wait(timeout, raise_error=False)
             self.sync()
 
-    def wait(self, timeout: float | None = None):
+    def wait(self, timeout: float | None = None) -> Run:
         """Block until training ends and the widgets hold the final state; returns the run (failures show in
         ``status``; ``engine.error`` keeps the exception)."""
         self._engine.wait(timeout, raise_error=False)
         self._applier.sync(timeout=None if timeout is None else max(float(timeout), 10.0), full=True)
         return self.run
 
-    def save_run(self, path):
+    def save_run(self, path: PathLike) -> Path:
         """Write the run file (see :meth:`ibwidget.Run.save`); returns its path."""
         return self.run.save(path)
 
