@@ -3,6 +3,6 @@
 
 from ibwidget.measure.estimators import *  # noqa: F403
 from ibwidget.measure.estimators import __all__ as _functions
-from ibwidget.pyglow.evaluators import HSIC, Estimator
+from ibwidget.pyglow.evaluators import HSIC, NHSIC, Estimator
 
-__all__ = [*_functions, "Estimator", "HSIC"]
+__all__ = [*_functions, "Estimator", "HSIC", "NHSIC"]

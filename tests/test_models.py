@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 from _glow import glow_fixture  # noqa: F401 - the glow_estimator fixture
-from _mnist import write_idx_images, write_idx_labels
+from _mnist import write_barred_mnist
 from _training import WAIT
 from test_engine_reliability import _interrupt_main_when
 
@@ -454,19 +454,7 @@ N_TRAIN, N_TEST = 120, 20
 def mnist_root(tmp_path_factory):
     """Tiny MNIST idx files (uncompressed, as torchvision reads them from MNIST/raw/)."""
     root = tmp_path_factory.mktemp("mnist")
-    raw = root / "MNIST" / "raw"
-    raw.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    files = {}
-    for split, n in (("train", N_TRAIN), ("t10k", N_TEST)):
-        labels = np.arange(n) % 10
-        images = rng.integers(0, 60, size=(n, 28, 28))
-        for i, label in enumerate(labels):  # a bright bar whose row depends on the class
-            images[i, 2 + 2 * label : 4 + 2 * label, 4:24] = 255
-        write_idx_images(raw / f"{split}-images-idx3-ubyte", images)
-        write_idx_labels(raw / f"{split}-labels-idx1-ubyte", labels)
-        files[split] = (images.astype(np.uint8), labels)
-    return root, files
+    return root, write_barred_mnist(root, N_TRAIN, N_TEST)
 
 
 def test_mnist_files_through_ibsequential(mnist_root):

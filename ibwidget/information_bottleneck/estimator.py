@@ -1,5 +1,5 @@
 """PyGlow's ``glow.information_bottleneck.estimator`` path."""
 
-from ibwidget.pyglow.evaluators import HSIC, Estimator
+from ibwidget.pyglow.evaluators import HSIC, NHSIC, Estimator
 
-__all__ = ["HSIC", "Estimator"]
+__all__ = ["HSIC", "NHSIC", "Estimator"]

@@ -47,6 +47,7 @@ def check_kernel(K: torch.Tensor, name: str, min_m: int = 2, check_symmetric: bo
     m = K.shape[-1]
     if m < min_m:
         raise ValueError(f"{name} is {m}x{m}; this estimator needs at least {min_m} samples (m >= {min_m}).")
+    K = K.detach()  # a check reads values only (a kernel in a training objective carries gradients)
     check_finite(K, name)
     if check_symmetric and m > 1:
         scale = float(K.abs().amax()) if K.numel() else 0.0

@@ -159,7 +159,8 @@ def nhsic(K: Matrix, L: Matrix, eps: float = 1e-5) -> torch.Tensor:
 
     Fukumizu et al. 2008, "Kernel measures of conditional dependence" (NOCCO), as used by Ma, Lewis & Kleijn 2020,
     "The HSIC bottleneck: deep learning without back-propagation", eq. (4). Computed in float64 from the
-    eigendecompositions of ``Kc`` and ``Lc``.
+    eigendecompositions of ``Kc`` and ``Lc``; a matrix that carries gradients (a training objective) goes through a
+    Cholesky solve instead, whose gradient stays finite where eigenvalues repeat (the same value to rounding).
 
     >>> import torch
     >>> L = torch.tensor([[1.0, 0, 1, 0], [0, 1, 0, 1], [1, 0, 1, 0], [0, 1, 0, 1]])
@@ -179,8 +180,14 @@ def _nhsic(K: torch.Tensor, L: torch.Tensor, eps: float) -> torch.Tensor:
         """``Ac (Ac + eps m I)^-1 = V diag(lam / (lam + eps m)) V^T`` from the eigendecomposition of the PSD ``Ac``.
 
         ``eigh`` rather than a (batched) LU solve: better conditioned, and LU solves are unreliable on some MKL
-        builds once torch uses several threads.
+        builds once torch uses several threads. With gradients: ``(Ac + eps m I)^-1 Ac`` by Cholesky (no pivoting;
+        the shifted matrix is positive definite), as eigh's gradient divides by eigenvalue gaps.
         """
+        if A.requires_grad and torch.is_grad_enabled():
+            Ac = _center(A.to(_F64))
+            eye = torch.eye(Ac.shape[-1], dtype=_F64, device=Ac.device)
+            R = torch.cholesky_solve(Ac, torch.linalg.cholesky(Ac + ridge * eye))
+            return 0.5 * (R + R.transpose(-1, -2))
         lam, V = torch.linalg.eigh(_center(A.to(_F64)))
         lam = lam.clamp_min(0.0)  # Ac is PSD; rounding can leave tiny negative eigenvalues
         return (V * (lam / (lam + ridge)).unsqueeze(-2)) @ V.transpose(-1, -2)

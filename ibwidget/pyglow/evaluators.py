@@ -6,14 +6,15 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 
 import torch
 
 from ibwidget.measure import kernels as _kernels
-from ibwidget.measure._validate import resolve_name
-from ibwidget.measure.estimators import hsic
+from ibwidget.measure._validate import check_sigma, resolve_name
+from ibwidget.measure.estimators import hsic, nhsic
 
-__all__ = ["Estimator", "HSIC"]
+__all__ = ["Estimator", "HSIC", "NHSIC"]
 
 
 def _evaluator_device(gpu: bool) -> torch.device:
@@ -38,7 +39,7 @@ class Estimator:
     def criterion(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError("subclasses of Estimator define criterion(x, y) -> 0-d tensor")
 
-    def eval_dynamics_segment(self, dynamics_segment):
+    def eval_dynamics_segment(self, dynamics_segment: Sequence[torch.Tensor]) -> list[list[torch.Tensor]]:
         """PyGlow's layout: ``[x, h_1, ..., h_n, y]`` -> ``[[c(h_1, x), c(h_1, y)], ...]``."""
         x, *hidden, y = dynamics_segment
         m = x.shape[0]
@@ -62,7 +63,27 @@ class HSIC(Estimator):
 
     def kernel_matrix(self, z: torch.Tensor) -> torch.Tensor:
         G = _kernels.gram(z.to(self.device))
-        return _kernels.gaussian(G, self.sigma) if self.kernel == "gaussian" else G
+        return G if self.kernel == "linear" or self.sigma is None else _kernels.gaussian(G, self.sigma)
 
     def criterion(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return hsic(self.kernel_matrix(x), self.kernel_matrix(y), normalizer="pyglow")
+
+
+class NHSIC(Estimator):
+    """The HSIC bottleneck's dependence measure: normalized HSIC (Ma, Lewis & Kleijn 2020, eq. 4; Fukumizu et al.
+    2008) of Gaussian kernels of width ``sigma * sqrt(d)``, ``d`` each argument's number of features (the paper's
+    code), ridge ``eps``. Differentiable: a criterion for :class:`~ibwidget.pyglow.hsic.HSICSequential` layers.
+    """
+
+    def __init__(self, sigma: float = 5.0, eps: float = 1e-5, gpu: bool = False, **kwargs):
+        super().__init__(gpu, sigma=sigma, eps=eps, **kwargs)
+        self.sigma = float(check_sigma(sigma))
+        self.eps = float(eps)
+
+    def kernel_matrix(self, z: torch.Tensor) -> torch.Tensor:
+        z = z.to(self.device).reshape(z.shape[0], -1)
+        width = _kernels.sigma_from_distances(torch.empty(0), "sqrt_d", self.sigma, dim=z.shape[1])
+        return _kernels.gaussian(_kernels.gram(z), width)
+
+    def criterion(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return nhsic(self.kernel_matrix(x), self.kernel_matrix(y), eps=self.eps)

@@ -13,15 +13,19 @@ from __future__ import annotations
 
 import queue
 import warnings
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from ibwidget.measure._typing import ArrayLike, Batches, Device, Labels, LossSpec, Metrics, OptimizerSpec
 from ibwidget.pyglow.callback import EvaluatorsCallback
 from ibwidget.pyglow.evaluators import HSIC, Estimator
 from ibwidget.pyglow.layers import Layer
 from ibwidget.record.recording import Recording, pop_options
+from ibwidget.record.run import Run
 from ibwidget.train import _compile
 from ibwidget.train.engine import BatchEvent, Engine, EpochEvent, resolve_device
 
@@ -39,10 +43,10 @@ class Sequential(nn.Module):
 
     def __init__(
         self,
-        input_shape,
+        input_shape: Sequence[int],
         gpu: bool | None = None,
         *,
-        device="auto",
+        device: Device | None = "auto",
         name: str | None = None,
         probe: int = 512,
         track_dynamics: bool = True,
@@ -60,10 +64,10 @@ class Sequential(nn.Module):
         self.name = name or type(self).__name__
         self._layer_list: list[str] = []
         self._counts: dict[str, int] = {}
-        self._optimizer = None
-        self._loss = None
-        self._loss_spec = None
-        self._metrics = None
+        self._optimizer: torch.optim.Optimizer | None = None
+        self._loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+        self._loss_spec: LossSpec | None = None
+        self._metrics: dict[str, Callable[[torch.Tensor, torch.Tensor], float]] | None = None
         self._warn_key = object()  # once-per-model warnings: id(self) is reused after a model is freed
         self.probe = probe
         self.track_dynamics = track_dynamics
@@ -94,7 +98,9 @@ class Sequential(nn.Module):
 
     @property
     def output_shape(self) -> tuple[int, ...]:
-        return self.layers[-1].output_shape if self._layer_list else self.input_shape
+        shape = self.layers[-1].output_shape if self._layer_list else self.input_shape
+        assert shape is not None  # add() builds every layer
+        return shape
 
     @property
     def tracked_layer_names(self) -> list[str]:
@@ -118,7 +124,7 @@ class Sequential(nn.Module):
         try:
             with torch.no_grad():
                 x = x.to(self.device)
-                last = self.layers[-1]
+                last: Any = self.layers[-1]  # duck-typed: an activated layer has apply_output_activation
                 if getattr(last, "apply_output_activation", True):
                     return self(x)
                 for layer in self.layers[:-1]:
@@ -131,9 +137,9 @@ class Sequential(nn.Module):
 
     def compile(
         self,
-        optimizer="SGD",
-        loss="cross_entropy",
-        metrics=("accuracy",),
+        optimizer: OptimizerSpec = "SGD",
+        loss: LossSpec = "cross_entropy",
+        metrics: Metrics = ("accuracy",),
         lr: float | None = None,
         momentum: float | None = None,
         **kwargs,
@@ -146,7 +152,7 @@ class Sequential(nn.Module):
         self._loss = _compile.resolve_loss(loss)
         self._loss_spec = loss
         self._metrics = _compile.resolve_metrics(metrics)
-        last = self.layers[-1]
+        last: Any = self.layers[-1]  # duck-typed: an activated layer has apply_output_activation
         skip = _compile.check_output_activation(getattr(last, "activation_name", None), loss, once_key=self._warn_key)
         if hasattr(last, "apply_output_activation"):
             last.apply_output_activation = not skip
@@ -163,18 +169,26 @@ class Sequential(nn.Module):
     # ------------------------------------------------------------------------------------------ training
 
     @property
-    def run(self):
+    def run(self) -> Run | None:
         """The :class:`ibwidget.Run` of the last fit (None before)."""
         return None if self.engine is None else self.engine.run
 
     def make_engine(
-        self, train_loader, val_loader=None, num_epochs: int = 1, *, probe: int | None = None, callbacks=(), **kwargs
+        self,
+        train_loader: Batches,
+        val_loader: Batches | None = None,
+        num_epochs: int = 1,
+        *,
+        probe: int | None = None,
+        callbacks: Iterable[object] = (),
+        **kwargs,
     ) -> Engine:
         """An :class:`~ibwidget.train.engine.Engine` for this compiled model, which becomes ``model.engine`` (so
         ``model.run`` describes its training); ``ib.Trainer(model, ...)`` uses this. ``probe`` defaults to the
         model's; :class:`~ibwidget.record.recording.Recording` options (``name``, ``keep_activations``...) go to its
         recording, ``callbacks`` after the model's own, other keywords to the engine (e.g. ``seed``)."""
         self._check_compiled()
+        assert self._loss is not None and self._optimizer is not None  # compile() set them
         options = pop_options(kwargs)
         options.setdefault("name", self.name)
         loss = self._loss_spec if isinstance(self._loss_spec, str) else type(self._loss).__name__
@@ -202,8 +216,8 @@ class Sequential(nn.Module):
 
     def fit_generator(
         self,
-        train_loader,
-        val_loader=None,
+        train_loader: Batches,
+        val_loader: Batches | None = None,
         num_epochs: int = 1,
         show_plot: bool = False,
         progress: bool = True,
@@ -222,19 +236,38 @@ class Sequential(nn.Module):
                 UserWarning,
                 stacklevel=2,
             )
-        if self.engine is not None and self.engine.train_loader is train_loader and not kwargs:
-            self.engine.val_loader = val_loader
-            self.engine.start(epochs=num_epochs)
+        return self._fit(train_loader, val_loader, num_epochs, progress, kwargs)
+
+    def _fit(
+        self,
+        train_loader: Batches,
+        val_loader: Batches | None,
+        num_epochs: int,
+        progress: bool,
+        engine_kwargs: dict,
+        before_start: Callable[[], None] | None = None,
+    ) -> dict:
+        """Train ``num_epochs`` more, blocking: the same engine and run when the loader is the same and no engine
+        setting changes, else a new engine; ``before_start`` runs just before the training thread starts."""
+        self._check_compiled()
+        engine = self.engine
+        if engine is not None and engine.is_alive:
+            raise RuntimeError(f"this model is already training ({engine.status}); wait for it or stop it first.")
+        if engine is not None and engine.train_loader is train_loader and not engine_kwargs:
+            engine.val_loader = val_loader
+            epochs: int | None = num_epochs
         else:
-            self.make_engine(train_loader, val_loader, num_epochs, **kwargs)
-            self.engine.start()
-        _follow(self.engine, progress)
-        return self.engine.run.history
+            engine, epochs = self.make_engine(train_loader, val_loader, num_epochs, **engine_kwargs), None
+        if before_start is not None:
+            before_start()
+        engine.start(epochs=epochs)
+        _follow(engine, progress)
+        return engine.run.history
 
     def fit(
         self,
-        x,
-        y,
+        x: ArrayLike,
+        y: Labels,
         batch_size: int = 64,
         num_epochs: int = 1,
         validation_split: float = 0.2,
@@ -276,12 +309,12 @@ class IBSequential(Sequential):
 
     def __init__(
         self,
-        input_shape,
+        input_shape: Sequence[int],
         gpu: bool | None = None,
         track_dynamics: bool = True,
         save_dynamics: bool = True,
         *,
-        device="auto",
+        device: Device | None = "auto",
         name: str | None = None,
         probe: int = 512,
         mode: str = "probe",

@@ -14,13 +14,14 @@ import time
 import traceback
 import warnings
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sized
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from torch import nn
 
+from ibwidget.measure._typing import Batches, Device, LossSpec, Metrics, OptimizerSpec
 from ibwidget.record import recording as _recording
 from ibwidget.record.recorder import Recorder, split_batch
 from ibwidget.record.recording import Recording
@@ -169,22 +170,22 @@ class Engine:
     def __init__(
         self,
         model: nn.Module,
-        train_loader,
-        val_loader=None,
+        train_loader: Batches,
+        val_loader: Batches | None = None,
         *,
         epochs: int = 10,
-        loss="cross_entropy",
-        optimizer="SGD",
+        loss: LossSpec = "cross_entropy",
+        optimizer: OptimizerSpec = "SGD",
         lr: float | None = None,
-        metrics=("accuracy",),
-        layers: list[str | nn.Module] | str | None = None,
+        metrics: Metrics = ("accuracy",),
+        layers: Iterable[str | nn.Module] | str | nn.Module | None = None,
         probe: int | None = None,
         seed: int | None = 0,
-        device="auto",
+        device: Device | None = "auto",
         recording: Recording | None = None,
-        callbacks=(),
+        callbacks: Iterable[object] = (),
         **moved,
-    ):
+    ) -> None:
         if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
             raise ValueError(f"epochs must be a non-negative integer, got {epochs!r}.")
         if not isinstance(model, nn.Module):
@@ -192,6 +193,10 @@ class Engine:
         callbacks = list(callbacks)
         recording = _recording_of(recording, probe, moved)
         self.forward: Callable = model  #: what the training and the probe call on a batch: the model
+        #: one batch's ``(loss, output)`` from ``(x, y)``, in training and (without gradients) in validation: by
+        #: default :meth:`forward_and_loss`; a callback may replace it in ``setup`` (HSIC-bottleneck training does)
+        self.compute_loss: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+        self.compute_loss = self.forward_and_loss
         self.batch_event_interval = 0.2  #: seconds between progress events (``on_batch_end``); 0: every batch
         for k in _ENGINE_ATTRIBUTES:
             if k in moved:
@@ -262,12 +267,16 @@ class Engine:
     @property
     def run(self) -> Run:
         """The :class:`~ibwidget.record.run.Run` the recording fills."""
-        return self.recording.run
+        run = self.recording.run
+        assert run is not None  # the recording's setup ran in __init__
+        return run
 
     @property
     def recorder(self) -> Recorder:
         """The recording's :class:`~ibwidget.record.recorder.Recorder` (the probe and its snapshots)."""
-        return self.recording.recorder
+        recorder = self.recording.recorder
+        assert recorder is not None  # the recording's setup ran in __init__
+        return recorder
 
     # ------------------------------------------------------------------------------------------ control
 
@@ -284,7 +293,7 @@ class Engine:
         key = event if event.startswith("on_") else f"on_{event}"
         self._callbacks[key] = [f for f in self._callbacks.get(key, []) if f != fn]
 
-    def add_callback(self, callback) -> None:
+    def add_callback(self, callback: object) -> None:
         """Register an object having any of the :data:`HOOKS` (called with the engine, see the module) or of the
         events ``on_epoch_end``, ``on_batch_end``, ``on_pause``, ``on_exception``, ``on_finish`` (called with the
         event)."""
@@ -521,7 +530,7 @@ class Engine:
 
     def _train_epoch(self, epoch: int) -> dict:
         self.model.train()
-        num_batches = len(self.train_loader) if hasattr(self.train_loader, "__len__") else 0
+        num_batches = len(self.train_loader) if isinstance(self.train_loader, Sized) else 0
         total_loss = torch.zeros((), device=self.device, dtype=torch.float64)
         metric_sums = dict.fromkeys(self.metrics, 0.0)
         seen = 0
@@ -539,8 +548,7 @@ class Engine:
                 guard.save(epoch, b - 1)  # the buffers, which this batch's forward updates
             self._hook("on_train_batch_start", x)
             self.optimizer.zero_grad(set_to_none=True)
-            output = self.forward(x)
-            loss = self.loss_fn(output, y)
+            loss, output = self.compute_loss(x, y)
             guard.observe(loss, epoch, b)
             loss.backward()
             self.optimizer.step()
@@ -564,6 +572,11 @@ class Engine:
             raise ValueError("the training loader yielded no batch; check the dataset and batch_size.")
         return {"loss": float(total_loss) / seen, **{k: float(v) / seen for k, v in metric_sums.items()}}
 
+    def forward_and_loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The usual step: ``output = forward(x)``, and the loss of ``output`` against ``y``."""
+        output = self.forward(x)
+        return self.loss_fn(output, y), output
+
     def _evaluate(self, loader) -> dict:
         was_training = self.model.training
         self.model.eval()
@@ -572,9 +585,9 @@ class Engine:
         try:
             with torch.no_grad():
                 for x, y in self._batches(loader):
-                    output = self.forward(x)
+                    loss, output = self.compute_loss(x, y)
                     n = x.shape[0]
-                    total += float(self.loss_fn(output, y)) * n
+                    total += float(loss) * n
                     for k, fn in self.metrics.items():
                         metric_sums[k] = metric_sums[k] + _metric_sum(fn, output, y)
                     seen += n
