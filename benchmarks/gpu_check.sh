@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # GPU check, one prepared script for a bare CUDA machine (torch preinstalled, no network).
 # Carry the PyGlow wheel in .whl/ (see README "GPU check"); everything else is this checkout.
-# Prints: the device, the CUDA variants of the estimator and engine tests (a non-finite loss on the device path),
+# Prints: the device, the CUDA variants of the estimator, engine and HSIC-bottleneck tests (a non-finite loss on the
+# device path, layer-wise training on the device against the CPU),
 # the precision tests (every estimator at sigma 0.05 ... 500 against float64), the seed-model tracking benchmark
 # for full 750-batch epochs (plain PyTorch vs ibwidget tracked vs PyGlow tracked), and re-estimation latency on the GPU.
 set -uo pipefail
@@ -16,7 +17,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader ||
 python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
 echo "== CUDA variants of the estimator and engine tests"
 python3 -m pytest -q -p no:cacheprovider -k cuda tests/test_kernels.py tests/test_estimators.py \
-  tests/test_estimator_errors.py tests/test_engine_reliability.py 2>&1 | tail -3
+  tests/test_estimator_errors.py tests/test_engine_reliability.py tests/test_hsic_network.py 2>&1 | tail -3
 echo "== precision at every sigma"
 python3 -m pytest -q -p no:cacheprovider tests/test_precision.py 2>&1 | tail -3
 echo "== tracking overhead, full epochs"

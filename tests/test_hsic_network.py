@@ -263,3 +263,25 @@ def test_misuse_is_reported_with_what_to_do():
         HSICBottleneck([torch.nn.Linear(2, 2)], [None, None], [1.0])
     with pytest.raises(ValueError, match="no block has a criterion"):
         HSICBottleneck([torch.nn.Linear(2, 2)], [None], [1.0])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA")
+def test_pre_training_on_cuda_matches_the_cpu(digits):
+    """The objective, the one-hot labels and the criteria run on the model's device: one epoch on CUDA leaves the
+    parameters where one epoch on the CPU does, to float32 rounding of the reductions."""
+    train, _ = digits
+    trained = []
+    for device in ("cpu", "cuda"):
+        torch.manual_seed(0)
+        model = HSICSequential((1, 8, 8), device=device, probe=64)
+        model.add(Flatten())
+        model.add(Dense(32, activation="tanh"))
+        model.add(Dense(16, activation="tanh"))
+        model.compile(loss_criterion=NHSIC(sigma=5.0), regularize_coeff=2.0, learning_rate=0.05, momentum=0.9)
+        start = [p.detach().cpu().clone() for p in model.parameters()]
+        model.pre_training_loop(1, train, progress=False)
+        assert model.engine.status == "finished", model.engine.traceback
+        trained.append([p.detach().cpu() for p in model.parameters()])
+    for a, b, s in zip(*trained, start, strict=True):
+        moved = float((a - s).abs().max())
+        assert moved > 1e-4 and float((a - b).abs().max()) < 1e-2 * moved
