@@ -10,7 +10,7 @@ from ibwidget import (
 )
 from ibwidget._version import __version__
 from ibwidget.pyglow.models import IBSequential, Sequential
-from ibwidget.record.recording import Recording
+from ibwidget.record.recording import Recording, record
 from ibwidget.record.run import Run, load_run
 from ibwidget.train.engine import Engine, engine_of
 
@@ -30,6 +30,7 @@ __all__ = [
     "layers",
     "load_run",
     "models",
+    "record",
     "__version__",
 ]
 

@@ -34,7 +34,7 @@ def atomic_write(path, mode: str = "wb", encoding: str | None = None, permission
             os.fsync(fh.fileno())
         os.chmod(tmp, permissions)
         os.replace(tmp, path)
-        _fsync_directory(path.parent)
+        fsync_directory(path.parent)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
@@ -51,7 +51,7 @@ def _umask() -> int:
     return mask
 
 
-def _fsync_directory(folder: Path) -> None:
+def fsync_directory(folder: Path) -> None:
     """Make the rename itself durable (where the platform allows opening a directory)."""
     try:
         fd = os.open(folder, os.O_RDONLY)

@@ -1,4 +1,7 @@
-"""The ``.ibrun`` file: a zip of ``meta.json`` and ``.npy`` arrays (no pickle), written atomically, read defensively.
+"""Schema-1 ``.ibrun`` files: a zip of ``meta.json`` and ``.npy`` arrays (no pickle), read defensively.
+
+Runs are saved as schema 2 now (:mod:`ibwidget.record.runfile`); this module still reads the files of earlier
+versions, and :func:`write` writes one (for tests of that reading).
 
 :class:`ibwidget.Run` says what goes in (``meta`` and ``arrays``); this module writes and reads them.
 
@@ -61,7 +64,7 @@ def read(path) -> tuple[dict, dict[str, np.ndarray]]:
         raise ValueError(f"{path} is truncated or corrupted ({exc}).") from None
 
 
-class _Invalid(Exception):
+class Invalid(Exception):
     """What is wrong with a run file, said in words."""
 
 
@@ -92,57 +95,62 @@ def _read_meta(zf: zipfile.ZipFile, path: Path) -> dict:
             "upgrade ibwidget to open it."
         )
     try:
-        _check_meta(meta)
-    except _Invalid as exc:
+        check_meta(meta)
+    except Invalid as exc:
         raise ValueError(f"{path} has an invalid meta.json: {exc}") from None
     return meta
 
 
-def _check_meta(meta: dict) -> None:
-    """Types and ranges of every field a Run is built from."""
+def check_meta(meta: dict, header: bool = False) -> None:
+    """Types and ranges of every field a Run is built from (``header``: a schema-2 header, which has no epochs or
+    history: those come in its epoch records)."""
     _expect(meta, "name", str)
     names = _expect(meta, "layer_names", list)
     if not names or not all(isinstance(n, str) for n in names) or len(set(names)) != len(names):
-        raise _Invalid("'layer_names' must be a non-empty list of distinct strings")
+        raise Invalid("'layer_names' must be a non-empty list of distinct strings")
     dims = _expect(meta, "layer_dims", list)
-    if len(dims) != len(names) or not all(_is_int(d) and d >= 1 for d in dims):
-        raise _Invalid("'layer_dims' must hold one positive integer per layer")
+    if len(dims) != len(names) or not all(is_int(d) and d >= 1 for d in dims):
+        raise Invalid("'layer_dims' must hold one positive integer per layer")
     classes = meta.get("num_classes")
-    if not (_is_int(classes) and 1 <= classes <= 2**31):
-        raise _Invalid(f"'num_classes' must be a positive integer, got {str(classes)[:40]!r}")
-    epochs = _expect(meta, "epochs", list)
-    if not all(_is_int(e) and e >= 0 for e in epochs):
-        raise _Invalid("'epochs' must be a list of non-negative integers")
-    history = _expect(meta, "history", dict)
+    if not (is_int(classes) and 1 <= classes <= 2**31):
+        raise Invalid(f"'num_classes' must be a positive integer, got {str(classes)[:40]!r}")
+    if header:
+        width = meta.get("output_width")
+        if not (is_int(width) and width >= 0):
+            raise Invalid(f"'output_width' must be a non-negative integer, got {str(width)[:40]!r}")
+    epochs = [] if header else _expect(meta, "epochs", list)
+    if not all(is_int(e) and e >= 0 for e in epochs):
+        raise Invalid("'epochs' must be a list of non-negative integers")
+    history = {} if header else _expect(meta, "history", dict)
     for key, values in history.items():
-        if not isinstance(values, list) or not all(v is None or _is_number(v) for v in values):
-            raise _Invalid(f"history[{key[:40]!r}] must be a list of numbers")
+        if not isinstance(values, list) or not all(v is None or is_number(v) for v in values):
+            raise Invalid(f"history[{key[:40]!r}] must be a list of numbers")
     if not isinstance(meta.get("config", {}), dict):
-        raise _Invalid("'config' must be an object")
+        raise Invalid("'config' must be an object")
     if not isinstance(meta.get("output_is_probabilities", False), bool):
-        raise _Invalid("'output_is_probabilities' must be true or false")
+        raise Invalid("'output_is_probabilities' must be true or false")
     kept = meta.get("activations", [])
     if not isinstance(kept, list) or not all(isinstance(n, str) and n in names for n in kept):
-        raise _Invalid("'activations' must list tracked layer names")
+        raise Invalid("'activations' must list tracked layer names")
     custom = meta.get("custom_dynamics", [])
     if not isinstance(custom, list) or not all(isinstance(n, str) for n in custom):
-        raise _Invalid("'custom_dynamics' must be a list of names")
+        raise Invalid("'custom_dynamics' must be a list of names")
 
 
 def _expect(meta: dict, key: str, kind: type):
     if key not in meta:
-        raise _Invalid(f"an incomplete run file: the field {key!r} is missing")
+        raise Invalid(f"an incomplete run file: the field {key!r} is missing")
     value = meta.get(key)
     if not isinstance(value, kind):
-        raise _Invalid(f"{key!r} must be a JSON {kind.__name__}, got {type(value).__name__}")
+        raise Invalid(f"{key!r} must be a JSON {kind.__name__}, got {type(value).__name__}")
     return value
 
 
-def _is_int(v) -> bool:
+def is_int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def _is_number(v) -> bool:
+def is_number(v) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool)
 
 

@@ -26,7 +26,6 @@ from ibwidget.measure import trajectories as _trajectories
 from ibwidget.measure._typing import PathLike
 from ibwidget.measure._validate import clean_text
 from ibwidget.measure.trajectories import Snapshots
-from ibwidget.record import _runfile
 
 __all__ = ["Run", "load_run", "Snapshots", "TARGETS", "KERNELS"]
 
@@ -140,6 +139,20 @@ class Run:
         dist, norms = _kernels.pack_gram(
             torch.stack([grams[n].to(self.device, torch.float32) for n in self.layer_names])
         )
+        self.add_packed_snapshot(epoch, dist, norms, output, activations)
+
+    def add_packed_snapshot(
+        self,
+        epoch: int,
+        dist: torch.Tensor,
+        norms: torch.Tensor,
+        output: torch.Tensor,
+        activations: dict | None = None,
+    ) -> None:
+        """Record one epoch as a run file holds it: per layer the packed off-diagonal squared distances (L, P) and
+        squared norms (L, m) of its Gram matrix, the model's raw output (m, C), optional narrow activations."""
+        dist = dist.to(self.device, torch.float32)
+        norms = norms.to(self.device, torch.float32)
         output = output.detach().to(self.device, torch.float32).reshape(self.m, -1)
         with self._lock:
             capacity = self._dist.capacity
@@ -263,52 +276,33 @@ class Run:
         return _report_writer([self], path, title=title, notes=notes, **grid_kwargs)
 
     def save(self, path: PathLike) -> Path:
-        """Write the run to ``path`` (``.ibrun``: a zip of ``meta.json`` and ``.npy`` arrays; no pickle).
+        """Write the run to ``path`` as one ``.ibrun`` file (schema 2: a log of checksummed records with ``.npy``
+        arrays; no pickle; see :mod:`ibwidget.record.runfile`). Parent folders are created.
 
         Atomic: written to a hidden temporary file beside ``path`` (``.NAME.*.tmp``), flushed to disk, then renamed
         over it, so a crash mid-save never leaves a broken file in place of a good one; a hard crash (power loss,
         ``kill -9``) can leave only that temporary file behind, safe to delete. An existing file keeps its
         permissions; a new one gets the usual ones (0666 less the umask).
         """
-        with self._lock:
-            n = len(self.epochs)
-            meta = {
-                "name": self.name,
-                "layer_names": self.layer_names,
-                "layer_dims": self.layer_dims,
-                "num_classes": self.num_classes,
-                "epochs": self.epochs,
-                "history": self.history,
-                "config": _runfile.jsonable(self.config),
-                "output_is_probabilities": self.output_is_probabilities,
-                "activations": sorted(self._acts),
-                "custom_dynamics": sorted(self.custom_dynamics),
-            }
-            arrays: dict[str, torch.Tensor | np.ndarray] = {"probe_x": self.probe_x, "probe_labels": self.probe_labels}
-            if n:
-                assert self._outputs is not None  # made by the first snapshot
-                arrays["outputs"] = self._outputs.view(n)
-            arrays["dist"] = self._dist.view(n)
-            arrays["norms"] = self._norms.view(n)
-            for i, name in enumerate(self.layer_names):
-                if name in self._acts:
-                    arrays[f"acts_{i}"] = self._acts[name].view(n)
-            for k, name in enumerate(meta["custom_dynamics"]):
-                arrays[f"custom_{k}"] = np.asarray(self.custom_dynamics[name], dtype=np.float64)
-            if self.batch_dynamics:  # epochs may differ in batch count: concatenated, with the counts
-                arrays["batch_dynamics"] = np.concatenate([np.asarray(b, np.float64) for b in self.batch_dynamics])
-                arrays["batch_counts"] = np.asarray([len(b) for b in self.batch_dynamics], dtype=np.int64)
-            host = {k: v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else v for k, v in arrays.items()}
-        return _runfile.write(path, meta, host)
+        from ibwidget.record import runfile  # the file side of a Run, which itself builds Runs
+
+        return runfile.save(self, path)
 
     @classmethod
     def load(cls, path: PathLike, device: str | torch.device = "cpu") -> Run:
-        """Read a run written by :meth:`save`; a damaged or unknown file raises ``ValueError`` saying why.
+        """Read a run file (schema 1 or 2); a damaged or unknown file raises ``ValueError`` saying why. Of a file
+        another process is still writing, the epochs complete so far.
 
-        Every size is checked against the file's metadata before anything is inflated, and members the format
-        does not know are skipped.
+        Every size is checked against the file's metadata before anything is read, and parts the format does not
+        know are skipped.
         """
-        meta, arrays = _runfile.read(path)
+        from ibwidget.record import runfile
+
+        return runfile.load(path, device)
+
+    @classmethod
+    def from_schema1(cls, meta: dict, arrays: dict, device: str | torch.device = "cpu") -> Run:
+        """A run from a schema-1 file's checked ``meta.json`` and arrays (see :mod:`ibwidget.record._runfile`)."""
         n = len(meta["epochs"])
         run = cls(
             meta["name"],
@@ -345,5 +339,6 @@ class Run:
 
 
 def load_run(path: PathLike, device: str | torch.device = "cpu") -> Run:
-    """Open a run saved with :meth:`Run.save`."""
+    """Open a run file (:meth:`Run.save`, ``ib.record(..., path=...)`` or an engine's recording with ``path=``);
+    of a file still being written, the epochs complete so far."""
     return Run.load(path, device)

@@ -22,7 +22,6 @@ import torch
 from torch import nn
 
 from ibwidget.measure._typing import Batches, Device, LossSpec, Metrics, OptimizerSpec
-from ibwidget.record import recording as _recording
 from ibwidget.record.recorder import Recorder, split_batch
 from ibwidget.record.recording import Recording
 from ibwidget.record.run import Run
@@ -263,6 +262,9 @@ class Engine:
         self.callbacks: list = []
         for callback in [recording, *callbacks]:
             self._add_hooks(callback)
+            for e in _EVENTS:  # e.g. the recording's on_epoch_end, after every hook of the epoch
+                if callable(getattr(callback, e, None)):
+                    self._callbacks[e].append(getattr(callback, e))
 
     @property
     def run(self) -> Run:
@@ -715,9 +717,12 @@ def _deprecated(old: str, new: str, stacklevel: int = 4) -> None:
     warnings.warn(f"Engine({old}=...) is deprecated; pass {new}.", DeprecationWarning, stacklevel=stacklevel)
 
 
+_MOVED_TO_RECORDING = ("probe_data", "keep_activations", "memory_budget", "name", "config")
+
+
 def _recording_of(recording: Recording | None, probe: int | None, moved: dict) -> Recording:
     """The recording given, or one built from ``probe`` and the recording keywords the engine used to take."""
-    given = _recording.pop_options(moved)
+    given = {k: moved.pop(k) for k in _MOVED_TO_RECORDING if k in moved}
     if recording is None:
         for k in given:
             _deprecated(k, f"recording=ibwidget.record.recording.Recording({k}=...)")
