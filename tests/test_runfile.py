@@ -7,23 +7,19 @@ import json
 import os
 import signal
 import socket
-import subprocess
-import sys
-import textwrap
 import time
 
 import numpy as np
 import pytest
 import torch
 from _schema1 import write_schema1
+from _writer import start_writer
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import ibwidget as ib
 from ibwidget.record import _runlog
 from ibwidget.record.runfile import RunTail
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _data(n: int = 128, d: int = 10, seed: int = 0):
@@ -228,42 +224,6 @@ def test_hostile_sizes_are_refused_before_they_are_read(tmp_path):
 
 # ------------------------------------------------------------------------------------------ other processes
 
-_WRITER = textwrap.dedent(
-    """
-    import sys, torch
-    from torch import nn
-    import ibwidget as ib
-    path, epochs, probe = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-    torch.manual_seed(0)
-    x = torch.randn(probe, 20); y = torch.arange(probe) % 5
-    model = nn.Sequential(nn.Linear(20, 256), nn.Tanh(), nn.Linear(256, 256), nn.Tanh(), nn.Linear(256, 5))
-    opt = torch.optim.SGD(model.parameters(), lr=0.05)
-    with ib.record(model, probe=(x, y), path=path, name="child", resume=len(sys.argv) > 4) as rec:
-        print("entered", flush=True)
-        for epoch in range(epochs):
-            loss = nn.functional.cross_entropy(model(x), y)
-            opt.zero_grad(); loss.backward(); opt.step()
-            rec.snapshot(logs={"loss": float(loss.detach())})
-            print("returned", rec.epoch, flush=True)
-        if len(sys.argv) > 5:
-            sys.stdin.readline()  # hold the file open until told
-    print("done", flush=True)
-    """
-)
-
-
-def _writer(tmp_path, path, epochs: int, probe: int = 256, *extra: str) -> subprocess.Popen:
-    script = tmp_path / "writer.py"
-    script.write_text(_WRITER)
-    env = {**os.environ, "PYTHONPATH": ROOT, "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen(
-        [sys.executable, str(script), str(path), str(epochs), str(probe), *extra],
-        stdout=subprocess.PIPE,
-        stdin=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-
 
 def test_kill_9_at_any_instant_keeps_every_epoch_whose_snapshot_returned(tmp_path):
     """A writer killed with SIGKILL at five different instants (some mid-append: each epoch appends about 0.5 MB):
@@ -272,7 +232,7 @@ def test_kill_9_at_any_instant_keeps_every_epoch_whose_snapshot_returned(tmp_pat
     rng = np.random.default_rng(0)
     for trial in range(5):
         path = tmp_path / f"k{trial}.ibrun"
-        proc = _writer(tmp_path, path, 400)
+        proc = start_writer(tmp_path, path, 400)
         assert proc.stdout.readline().strip() == "entered"
         returned = 0
         deadline = time.monotonic() + float(rng.uniform(0.05, 0.6))
@@ -289,7 +249,7 @@ def test_kill_9_at_any_instant_keeps_every_epoch_whose_snapshot_returned(tmp_pat
         assert returned <= len(run.history["loss"]) <= returned + 1, (trial, returned, run.epochs)
         assert run.epochs == list(range(len(run.history["loss"]) + 1))
         assert (tmp_path / f"k{trial}.ibrun.lock").exists()  # the dead writer's lock
-    resumed = _writer(tmp_path, path, 2, 256, "resume")
+    resumed = start_writer(tmp_path, path, 2, 256, "resume")
     out, _ = resumed.communicate(timeout=120)
     assert resumed.returncode == 0 and "done" in out
     after = ib.load_run(path)
@@ -298,7 +258,7 @@ def test_kill_9_at_any_instant_keeps_every_epoch_whose_snapshot_returned(tmp_pat
 
 def test_a_reader_in_another_process_sees_only_complete_epochs_and_never_an_error(tmp_path):
     path = tmp_path / "live.ibrun"
-    proc = _writer(tmp_path, path, 30, 128)
+    proc = start_writer(tmp_path, path, 30, 128)
     seen = []
     tail = None
     while proc.poll() is None or tail is None or tail.run is None or tail.run.num_snapshots < 31:
@@ -321,7 +281,7 @@ def test_a_reader_in_another_process_sees_only_complete_epochs_and_never_an_erro
 
 def test_a_second_writer_is_refused_naming_host_and_pid(tmp_path):
     path = tmp_path / "one.ibrun"
-    first = _writer(tmp_path, path, 1, 32, "resume", "hold")
+    first = start_writer(tmp_path, path, 1, 32, "resume", "hold")
     assert first.stdout.readline().strip() == "entered"
     x, y = torch.randn(32, 20), torch.arange(32) % 5
     model = nn.Sequential(nn.Linear(20, 4))

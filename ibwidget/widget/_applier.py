@@ -30,6 +30,7 @@ class _Batch:
     status: bool = False  # refresh the run bar
     finish: object | None = None  # the engine's final status
     full: bool = False  # resend every widget's whole state (for nbclient/nbconvert)
+    new_runs: list = field(default_factory=list)  # runs joining a followed view
     exports: list = field(default_factory=list)
     notices: list = field(default_factory=list)
     more_pending: bool = False  # the queue is not empty after this batch (skip optional work)
@@ -111,6 +112,11 @@ class _Applier:
             elif kind == "finish":
                 batch.finish = payload
                 batch.data = batch.status = True
+            elif kind == "data":  # a followed run gained epochs
+                batch.data = True
+            elif kind == "runs":  # runs joining a followed view
+                batch.new_runs.extend(payload)
+                batch.data = True
             elif kind == "redraw":
                 batch.redraw = True
             elif kind == "status":

@@ -68,6 +68,16 @@ def _walk(root: widgets.Widget) -> list[widgets.Widget]:
     return list(seen.values())
 
 
+def _figure_rows(figs: dict) -> list[widgets.Widget]:
+    """The figures laid out: the plane beside the two dependence plots, then loss and accuracy."""
+    return [
+        widgets.HBox(
+            [figs["plane"], widgets.VBox([figs["dep_x"], figs["dep_y"]])], layout=widgets.Layout(flex_flow="row wrap")
+        ),
+        widgets.HBox([figs["loss"], figs["accuracy"]], layout=widgets.Layout(flex_flow="row wrap")),
+    ]
+
+
 class _Pending(Exception):
     """A view off the grid whose exact values are being computed, with no grid value near it to show meanwhile."""
 
@@ -121,16 +131,8 @@ class _RunsBox(widgets.VBox):
         self.export_button = widgets.Button(description="Export", icon="download", tooltip="save figures / run file")
         self.export_button.add_class("ibw-export")
         self.export_button.on_click(lambda _: self._applier.put("export", self.export_format.value))
-        figs = self._figures.figures
-        self._figure_box = widgets.VBox(
-            [
-                widgets.HBox(
-                    [figs["plane"], widgets.VBox([figs["dep_x"], figs["dep_y"]])],
-                    layout=widgets.Layout(flex_flow="row wrap"),
-                ),
-                widgets.HBox([figs["loss"], figs["accuracy"]], layout=widgets.Layout(flex_flow="row wrap")),
-            ]
-        )
+        self._estimators = estimators
+        self._figure_box = widgets.VBox(_figure_rows(self._figures.figures))
 
     # ------------------------------------------------------------------------------------------ public
 
@@ -190,6 +192,30 @@ class _RunsBox(widgets.VBox):
         super().close()
 
     # ------------------------------------------------------------------------------------------ internals
+
+    def _add_runs(self, runs: Sequence, display_names: Sequence[str]) -> None:
+        """UI thread: add ``runs`` to the view. Their grid is computed (the other runs' values stay); the layer
+        toggles and figures are rebuilt around them, keeping the estimator, σ, rule, target and hidden layers."""
+        self._model.add_runs(runs)
+        self._runs = [*self._runs, *runs]
+        self._display_names = list(display_names)
+        self._epoch_max = max(self._epoch_max, *((r.epochs[-1] if r.epochs else 0) for r in runs))
+        view = self._controls.view()
+        labels, tips = _layer_labels(self._runs)
+        old_controls, old_figures = self._controls, self._figures
+        controls = Controls(
+            labels, tips, self._estimators, view.sigma, view.sigma_rule, view.target, self._request_redraw
+        )
+        if view.estimator in controls.estimator.options:
+            controls.estimator.value = view.estimator
+        for button, visible in zip(controls.layers, view.visible, strict=False):
+            button.value = visible
+        self._controls = controls
+        self._figures = Figures(self._display_names, [r.layer_names for r in self._runs], self._epoch_max, True)
+        self._figure_box.children = _figure_rows(self._figures.figures)
+        for w in (*_walk(old_controls.box), *old_figures.all_widgets()):
+            w.close()
+        self._drawn = None
 
     def _request_redraw(self) -> None:
         self._applier.put("redraw")

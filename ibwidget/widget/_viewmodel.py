@@ -40,6 +40,15 @@ def fast_builder(estimators, sigma: float, sigma_rule: str, live: bool) -> GridB
     return GridBuilder(fast, (*DEFAULT_SIGMAS, float(sigma)), sigma_rules=rules, keep_targets=live)
 
 
+def _padded(array: np.ndarray, axis: int, size: int) -> np.ndarray:
+    """``array`` grown along ``axis`` to ``size``, the new entries NaN (a view's missing epochs or layers)."""
+    if array.shape[axis] >= size:
+        return array
+    shape = list(array.shape)
+    shape[axis] = size - array.shape[axis]
+    return np.concatenate([array, np.full(shape, np.nan, dtype=array.dtype)], axis=axis)
+
+
 class PlaneModel:
     """The grid of ``runs`` on ``builder``'s axes, grown by :meth:`catch_up`; ``lock`` guards reading it whole."""
 
@@ -89,7 +98,8 @@ class PlaneModel:
             return self.builder.meta(self._recorded, self.notes, self.default)
 
     def catch_up(self) -> bool:
-        """Compute the snapshots recorded since the last call (once, whichever plane asks first); True if any."""
+        """Compute the snapshots recorded since the last call, run by run (once, whichever plane asks first);
+        True if any. Earlier epochs are never recomputed."""
         if not self.ready.is_set():
             return False
         with self.lock:
@@ -97,20 +107,41 @@ class PlaneModel:
             counts = [r.num_snapshots for r in runs]
             if counts == self.counts:
                 return False
-            if len(runs) == 1:
-                have = self.counts[0]
-                v, s, notes = self.builder.compute(runs[0], start=have)
+            values, sat = self.values, self.saturation
+            E = max(counts)  # more epochs than any run had: the epoch axis grows (padded with NaN)
+            values, sat = _padded(values, 1, E), _padded(sat, 1, E)
+            for r, (snap, have) in enumerate(zip(runs, self.counts, strict=True)):
+                if snap.num_snapshots == have:
+                    continue
+                v, s, notes = self.builder.compute(snap, start=have)
                 for k, text in notes.items():
                     self.notes.setdefault(k, text)
-                values = np.concatenate([self.values, v[None]], axis=1)
-                sat = np.concatenate([self.saturation, s[None]], axis=1)
-                self.grid = Grid(self.grid.meta, values, sat)
-            else:  # several runs: recompute (views of several runs are of finished runs)
-                grid = builder_grid(self.builder, runs, self.default)
-                self.grid = Grid(self.grid.meta, grid.values, grid.saturation)
-                self.version += 1
+                values[r, have : snap.num_snapshots, :, : v.shape[2]] = v
+                sat[r, have : snap.num_snapshots, :, : s.shape[2]] = s
+            self.grid = Grid(self.grid.meta, values, sat)
             self._recorded, self.counts = runs, counts
             return True
+
+    def add_runs(self, runs: Sequence) -> None:
+        """Add ``runs`` to the grid (computed for them alone; the others' values stay as they are)."""
+        if not runs:
+            return
+        self.ready.wait()
+        with self.lock:
+            new = builder_grid(self.builder, list(runs), self.default)
+            values, sat = self.values, self.saturation
+            E = max(values.shape[1], new.values.shape[1])
+            L = max(values.shape[3], new.values.shape[3])
+            values = np.concatenate([_padded(_padded(values, 1, E), 3, L), _padded(_padded(new.values, 1, E), 3, L)])
+            sat = np.concatenate([_padded(_padded(sat, 1, E), 3, L), _padded(_padded(new.saturation, 1, E), 3, L)])
+            for entry in new.meta["estimators"]:
+                if entry["note"]:
+                    self.notes.setdefault(entry["name"], entry["note"])
+            self.runs = [*self.runs, *runs]
+            self._recorded = recorded(self.runs)
+            self.counts = [*self.counts, *(r.num_snapshots for r in self._recorded[-len(runs) :])]
+            self.grid = Grid(self.builder.meta(self._recorded, self.notes, self.default), values, sat)
+            self.version += 1
 
     def slot(self, rule: str, sigma: float) -> tuple[int, bool] | None:
         """The grid slot nearest (``rule``, ``sigma``) and whether it is that view exactly; None if the grid lacks

@@ -23,6 +23,7 @@ import traitlets
 from ibwidget.measure._typing import PathLike
 from ibwidget.plane._grid import DEFAULT_RULES, TARGETS, GridBuilder, _as_runs
 from ibwidget.plane._report import static_file, write_html
+from ibwidget.record.follow import Follower
 from ibwidget.record.run import Run
 from ibwidget.widget._viewmodel import PlaneModel
 
@@ -72,7 +73,8 @@ class PlaneView(anywidget.AnyWidget):
         self._model = model
         self._runs = model.runs
         self._builder = model.builder
-        self._sent = (model.version, model.n_epochs)  # what the front-end holds: grid version, epochs
+        self._sent = (model.version, tuple(model.counts))  # what the front-end holds: grid version, epochs per run
+        self._follower: Follower | None = None
         self._update_lock = threading.RLock()  # one writer of the traits at a time
         self._flag_lock = threading.Lock()
         self._want_full = False
@@ -98,6 +100,51 @@ class PlaneView(anywidget.AnyWidget):
         ``full`` sends the whole grid, not only the new epochs (e.g. once the run has ended).
         """
         self._catch_up(full=full)
+
+    @classmethod
+    def follow(
+        cls,
+        source: PathLike,
+        estimators: Sequence[str] | None = None,
+        sigmas: Sequence[float] | None = None,
+        targets: Sequence[str] = TARGETS,
+        sigma_rules: Sequence[str] = DEFAULT_RULES,
+        kernel: str = "gaussian",
+        *,
+        interval: float = 0.5,
+        timeout: float | None = 60.0,
+        **view,
+    ) -> PlaneView:
+        """A PlaneView of the runs other processes are writing (a run file, or a folder whose new ``.ibrun`` files
+        join as they appear), appended every ``interval`` seconds with each run's new epochs (computed in the
+        follower's thread; the epochs already there are never recomputed). Waits up to ``timeout`` seconds for a
+        first readable run; stops when the view is closed. ``view``: ``estimator``, ``sigma``... as for the view.
+        """
+        follower = Follower(source, interval)
+        plane = cls(
+            follower.wait_for_runs(timeout), estimators, sigmas, targets, sigma_rules, kernel, _live=True, **view
+        )
+        plane._follower = follower
+
+        def changed(new_runs: list, grew: bool) -> None:  # the follower's thread
+            if new_runs:
+                plane._model.add_runs(new_runs)
+                plane._runs = plane._model.runs
+            plane._catch_up(full=bool(new_runs))
+
+        follower.start(changed)
+        return plane
+
+    @property
+    def following(self) -> bool:
+        """Whether this view follows run files (see :meth:`follow`) and still does."""
+        return self._follower is not None and self._follower.alive
+
+    def close(self) -> None:
+        follower = getattr(self, "_follower", None)
+        if follower is not None:
+            follower.stop()
+        super().close()
 
     def to_html(self, path: PathLike, title: str | None = None, notes: str | None = None) -> Path:
         """Write this view's runs as a one-file HTML report (see :meth:`ibwidget.Run.to_html`)."""
@@ -141,16 +188,16 @@ class PlaneView(anywidget.AnyWidget):
             if self._computes:  # else the owner (a Trainer's UI thread) computes new epochs, then calls refresh
                 model.catch_up()
             with model.lock:
-                version, count = model.version, model.n_epochs
+                version, counts = model.version, tuple(model.counts)
                 meta, values, saturation = model.meta(), model.values, model.saturation
                 appended = None
-                if version != self._sent[0]:
-                    full = True
-                elif count > self._sent[1] and len(model.runs) == 1:
-                    start = self._sent[1]
-                    v, s = values[0, start:], saturation[0, start:]
+                if version != self._sent[0] or (len(counts) > 1 and counts != self._sent[1]):
+                    full = True  # runs joined, or several runs grew: the whole state
+                elif counts != self._sent[1]:
+                    start, count = self._sent[1][0], counts[0]
+                    v, s = values[0, start:count], saturation[0, start:count]
                     appended = (start, v, s, meta["runs"][0]["epochs"][start:count])
-                self._sent = (version, count)
+                self._sent = (version, counts)
             if full or values.nbytes <= _FULL_SYNC_BYTES:
                 if (
                     not self._push_full(meta, values, saturation) and resync

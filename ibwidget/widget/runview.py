@@ -8,6 +8,7 @@ from collections.abc import Iterable, Sequence
 import ipywidgets as widgets
 
 from ibwidget.measure._typing import PathLike
+from ibwidget.record.follow import Follower
 from ibwidget.record.run import Run, load_run
 from ibwidget.widget._applier import _Batch
 from ibwidget.widget._base import _RunsBox
@@ -61,13 +62,67 @@ class RunView(_RunsBox):
         self._setup(runs, names, estimators, sigma, sigma_rule, target, epoch_max, compare=len(runs) > 1)
         self.legend = widgets.HTML(legend_html(names))
         self.legend.add_class("ibw-legend")
-        info = widgets.HBox([self.saturation, self.notice, self.export_format, self.export_button])
-        self.children = [self.legend, self._controls.box, info, self._figure_box]
+        self._info = widgets.HBox([self.saturation, self.notice, self.export_format, self.export_button])
+        self._follower: Follower | None = None
+        self.children = [self.legend, self._controls.box, self._info, self._figure_box]
         self.add_class("ibw-runview")
         if not self._model.ready.is_set():  # the grid fills in behind: the first view is computed here, exactly
             self._on_demand.compute_now(self._controls.view().params, self._runs)
         self._apply(_Batch(redraw=True))  # draw on this (the main) thread: the view is complete when shown
         self._applier.start()
+
+    @classmethod
+    def follow(
+        cls,
+        source: PathLike,
+        estimators: Sequence[str] = ("hsic", "cka"),
+        sigma: float = 5.0,
+        sigma_rule: str = "fixed",
+        target: str = "labels",
+        *,
+        interval: float = 0.5,
+        timeout: float | None = 60.0,
+    ) -> RunView:
+        """A view of the runs other processes are writing: ``source`` is a run file, or a folder whose ``.ibrun``
+        files (a sweep's seeds, activations, learning rates...) each join the view when they appear.
+
+        Every ``interval`` seconds the files are read for new complete epochs, which are appended to the view (the
+        epochs already shown are never recomputed). Waits up to ``timeout`` seconds for a first readable run.
+        Following stops when the view is closed.
+        """
+        follower = Follower(source, interval)
+        view = cls(follower.wait_for_runs(timeout), estimators, sigma, sigma_rule, target)
+        view._follower = follower
+
+        def changed(new_runs: list, grew: bool) -> None:  # the follower's thread: only queue requests
+            if new_runs:
+                view._applier.put("runs", new_runs)
+            if grew:
+                view._applier.put("data")
+
+        follower.start(changed)
+        return view
+
+    @property
+    def following(self) -> bool:
+        """Whether this view follows run files (see :meth:`follow`) and still does."""
+        return self._follower is not None and self._follower.alive
+
+    def close(self) -> None:
+        follower = getattr(self, "_follower", None)  # absent if __init__ failed
+        if follower is not None:
+            follower.stop()
+        super().close()
+
+    def _apply(self, batch: _Batch) -> None:
+        if batch.new_runs:  # runs that appeared in a followed folder
+            names = _unique([run.name for run in (*self._runs, *batch.new_runs)])
+            self._add_runs(batch.new_runs, names)
+            self.legend.value = legend_html(names)
+            self.children = [self.legend, self._controls.box, self._info, self._figure_box]
+        if batch.data:
+            self._epoch_max = max([self._epoch_max, *(run.epochs[-1] for run in self._runs if run.epochs)])
+        super()._apply(batch)
 
     def __repr__(self) -> str:
         names = ", ".join(self._display_names)
