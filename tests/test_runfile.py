@@ -336,3 +336,37 @@ def test_record_on_cuda_matches_the_cpu(tmp_path):
             rec.snapshot()
         runs.append(ib.load_run(tmp_path / f"{device}.ibrun"))
     np.testing.assert_allclose(runs[0].trajectories("cka"), runs[1].trajectories("cka"), rtol=1e-4, atol=1e-6)
+
+
+def test_later_record_kinds_and_per_epoch_fields_are_skipped(tmp_path):
+    """A file written by a later version of schema 2: a record kind and an epoch array this version does not know
+    are skipped, and the rest loads."""
+    x, y = _data()
+    path = tmp_path / "later.ibrun"
+    with ib.record(_model(), probe=(x[:16], y[:16]), path=path) as rec:
+        rec.snapshot(logs={"loss": 1.0})
+    snap = rec.run.snapshots()
+    extra = _runlog.encode(
+        _runlog.EPOCH,
+        {"snapshot": {"epoch": 2, "custom": []}, "logs": {"loss": 0.5}, "diagnostic": {"rank": 3}},
+        {
+            "dist": snap.dist[-1].numpy(),
+            "norms": snap.norms[-1].numpy(),
+            "output": snap.outputs[-1].numpy(),
+            "geometry/rank": np.arange(3, dtype=np.float32),
+        },
+    )
+    unknown_kind = _runlog.encode(9, {"note": "a record kind of a later version"}, {"blob": np.zeros(4)})
+    path.write_bytes(path.read_bytes() + unknown_kind + extra)
+    back = ib.load_run(path)
+    assert back.epochs == [0, 1, 2] and back.history["loss"] == [1.0, 0.5]
+
+
+def test_a_trainer_appends_to_its_path(tmp_path):
+    x, y = _data()
+    train = DataLoader(TensorDataset(x, y), batch_size=32)
+    trainer = ib.Trainer(_model(), train, epochs=2, probe=16, path=tmp_path / "t.ibrun")
+    trainer.start()
+    trainer.wait(timeout=60)
+    assert ib.load_run(tmp_path / "t.ibrun").epochs == [0, 1, 2]
+    trainer.close()
