@@ -1,7 +1,8 @@
 """The house's one-way flow: every import inside ``ibwidget`` (function-level ones too) goes down the layer order.
 
-measure -> record -> train -> pyglow, and record -> plane; datasets stand apart; widget, the CLI and the public
-re-export modules sit on top. The package ``__init__``'s lazy re-export of the widgets is the one exception.
+measure -> record -> train -> pyglow, record -> plane, and record -> lightning; datasets stand apart; widget, the
+CLI and the public re-export modules sit on top. The package ``__init__``'s lazy re-export of the widgets is the one
+exception.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ ALLOWED = {
     "plane": {"record", "measure"} | BASE,
     "pyglow": {"train", "record", "measure"} | BASE,
     "datasets": BASE,
+    "lightning": {"record", "measure"} | BASE,  # the Lightning callback (an optional extra)
 }
 TOP = {"widget", "cli", "_export", "__init__", "kernels", "estimators", "layers", "models", "information_bottleneck"}
 #: imports that break the order today, each with what removes it

@@ -21,6 +21,7 @@ from torch.utils.data import Dataset
 
 from ibwidget.measure._typing import PathLike
 from ibwidget.record import runfile
+from ibwidget.record._distributed import Placement, clean_name, placement
 from ibwidget.record.recorder import DEFAULT_MEMORY_BUDGET, Recorder, make_probe
 from ibwidget.record.run import Run
 from ibwidget.record.taps import default_layer_names, resolve_layers
@@ -118,6 +119,8 @@ class Recording:
         self.epoch = 0  #: the epochs recorded so far (logs), in a loop of your own
         self._listeners: list[SnapshotListener] = []
         self._writer: runfile.RunWriter | None = None
+        self._placement = Placement(nn.Identity(), lambda x: x, 0, 1, "local")  # set by bind()
+        self._names: dict[str, str] = {}  # tapped module name -> the run's layer name
         self._bound: dict | None = None  # what record() binds: model, layers, device, forward, seed
 
     def add_listener(self, listener: SnapshotListener) -> None:
@@ -127,13 +130,26 @@ class Recording:
     # ------------------------------------------------------------------------------------------ binding
 
     def bind(
-        self, model: nn.Module, layers: list[str], device, forward, source, seed: int, epochs: int, dataset=None
+        self,
+        model: nn.Module,
+        layers: list[str],
+        device,
+        forward,
+        source,
+        seed: int,
+        epochs: int,
+        dataset=None,
+        placement: Placement | None = None,
     ) -> Run:
         """Record ``layers`` of ``model``: draw the probe from ``source``, build the recorder and the run (or take
         the file's run, resuming), check the budget for ``epochs`` and take the run file's lock. The class count is
-        ``dataset``'s (a loader or dataset; default ``source``)."""
+        ``dataset``'s (a loader or dataset; default ``source``). ``placement`` (under torch.distributed) says whether
+        this process records and writes (rank 0) and whether it joins the probe forward (FSDP: every rank)."""
         if self.run is not None:
             raise RuntimeError("this Recording already records a run; build a new Recording for another model.")
+        self._placement = placement or Placement(model, forward, 0, 1, "local")
+        if not self._placement.records:  # another rank: it only joins the probe forward under FSDP
+            self.path = None
         if self.path is not None and self.path.is_dir():
             raise ValueError(f"{self.path} is a folder; pass a run file path such as runs/mine.ibrun.")
         if self.path is not None and self.path.exists() and not self.resume:
@@ -146,9 +162,12 @@ class Recording:
         recorder = Recorder(model, layers, probe_x, probe_y, device, keep, budget, forward=forward)
         recorder.check_budget(epochs + 1)
         config = {"probe": int(probe_x.shape[0]), "mode": "probe", **self.config}
+        if self._placement.world > 1:
+            config.update(world_size=self._placement.world, parallel=self._placement.kind)
+        self._names = {name: clean_name(name) for name in layers}  # the FSDP wrapper's segments removed
         run = Run(
             self.name or type(model).__name__,
-            layers,
+            list(self._names.values()),
             [1] * len(layers),
             probe_x,
             probe_y,
@@ -263,8 +282,9 @@ class Recording:
         self.epoch += 1
         if self._scheduled(self.epoch):
             self._snapshot(self.epoch)
-        run.log_epoch(dict(logs or {}))
-        self._flush()
+        if self._placement.records:  # other ranks return at once (DDP), or after the probe forward (FSDP)
+            run.log_epoch(dict(logs or {}))
+            self._flush()
 
     def __exit__(self, *exc) -> None:
         """Append anything pending and close the file (its lock released); the run stays in :attr:`run`."""
@@ -281,9 +301,18 @@ class Recording:
     # ------------------------------------------------------------------------------------------ internals
 
     def _snapshot(self, epoch: int) -> None:
-        """Snapshot the model's current weights on the probe into the run as ``epoch``."""
+        """Snapshot the model's current weights on the probe into the run as ``epoch`` (on rank 0; under FSDP the
+        other ranks join the probe forward and keep nothing)."""
         recorder, run = self._set_up()
+        if not self._placement.probes:
+            return
         grams, output, kept, activations = recorder.snapshot()
+        if not self._placement.records:
+            return
+        if len(self._names) and any(k != v for k, v in self._names.items()):
+            grams = {self._names[k]: v for k, v in grams.items()}
+            kept = {self._names[k]: v for k, v in kept.items()}
+            activations = {self._names[k]: v for k, v in activations.items()}
         if run.num_snapshots == 0:
             assert recorder.layer_dims is not None  # the snapshot just taken set them
             run.layer_dims = list(recorder.layer_dims)
@@ -325,9 +354,16 @@ def record(
     ``every_n_epochs``, ``snapshot_epochs``, ``keep_activations``, ``memory_budget``, ``name`` and ``config`` are
     :class:`Recording`'s. Errors (an unknown layer, a probe without labels, a path that cannot be written, a file
     of another run) are raised here, before any training.
+
+    Under torchrun (``torch.distributed`` initialised) call it on every rank with the same arguments: with DDP, rank
+    0 probes the unwrapped module and writes the file while the other ranks' ``snapshot()`` returns at once; with
+    FSDP (``fully_shard`` or the FSDP wrapper) every rank runs the probe forward together and rank 0 records. On
+    the other ranks ``rec.run`` stays empty.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"record() takes a torch.nn.Module, got {type(model).__name__}.")
+    where = placement(model, forward)
+    model = where.module
     if isinstance(probe, tuple | list) and all(isinstance(t, torch.Tensor) for t in probe):
         if len(probe) != 2:
             raise ValueError(f"probe=(x, labels): pass the inputs and their integer labels, got {len(probe)} tensors.")
@@ -355,7 +391,7 @@ def record(
         snapshot_epochs=snapshot_epochs,
     )
     horizon = max(snapshot_epochs or [0], default=0)
-    rec.bind(model, names, torch.device(device), forward or model, probe, seed, horizon)
+    rec.bind(model, names, torch.device(device), where.forward, probe, seed, horizon, placement=where)
     return rec
 
 

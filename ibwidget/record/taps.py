@@ -12,6 +12,8 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import nn
 
+from ibwidget.record._distributed import FSDP1_PREFIX, clean_name
+
 __all__ = ["Tap", "default_layer_names", "resolve_layers"]
 
 _Reduce = Callable[[str, torch.Tensor], torch.Tensor]
@@ -58,6 +60,7 @@ def resolve_layers(model: nn.Module, names: Iterable[str | nn.Module] | None = N
         names = [names]
     modules = dict(model.named_modules())
     by_id = {id(m): n for n, m in modules.items()}
+    wrapped = {clean_name(n): n for n in modules if FSDP1_PREFIX in n}  # names as written, under the FSDP wrapper
     out: list[tuple[str, nn.Module]] = []
     seen: set[str] = set()
     for name in names:
@@ -67,6 +70,7 @@ def resolve_layers(model: nn.Module, names: Iterable[str | nn.Module] | None = N
             name = by_id[id(name)]
         elif not isinstance(name, str):
             raise TypeError(f"Layer names must be strings (as in model.named_modules()), got {name!r}.")
+        name = name if name in modules else wrapped.get(name, name)
         if name not in modules:
             close = difflib.get_close_matches(name, [n for n in modules if n], n=3, cutoff=0.5)
             hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
