@@ -26,7 +26,7 @@ __all__ = ["InformationPlane"]
 
 
 def _callback_bases() -> tuple[type, ...]:
-    bases = []
+    bases: list[type] = []
     try:
         from lightning.pytorch import Callback as LightningCallback
 
@@ -73,7 +73,7 @@ class InformationPlane(*_callback_bases()):  # type: ignore[misc]  # the Callbac
         seed: int = 0,
     ) -> None:
         super().__init__()
-        self._options = {
+        self._options: dict[str, Any] = {
             "probe": probe,
             "layers": layers,
             "path": path,

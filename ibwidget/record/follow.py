@@ -70,7 +70,8 @@ class Follower:
                 self.problems.pop(path, None)
             except (ValueError, OSError, _runlog.LogError) as exc:
                 self.problems[path] = str(exc)  # e.g. a stray file in the folder; retried at the next scan
-                if self._tails.get(path) is not None and self._tails[path].run is None:
+                tail = self._tails.get(path)
+                if tail is not None and tail.run is None:
                     del self._tails[path]
         self.runs += added
         return added, grew
