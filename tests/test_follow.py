@@ -117,7 +117,10 @@ def test_a_follower_skips_files_that_are_not_runs_yet_and_waits_for_the_first(tm
     with pytest.raises(TimeoutError, match="broken.ibrun: .*not a readable ibwidget run"):
         follower.wait_for_runs(timeout=0.3)
     with pytest.raises(FileNotFoundError, match="nothing to follow"):
-        Follower(tmp_path / "missing")
+        Follower(tmp_path / "missing" / "run.ibrun")
+    soon = Follower(tmp_path / "soon.ibrun", interval=0.05)  # a file a job is about to create
+    with pytest.raises(TimeoutError, match="no .ibrun file yet"):
+        soon.wait_for_runs(timeout=0.2)
 
 
 def test_report_works_on_a_file_still_being_written(tmp_path, capsys):

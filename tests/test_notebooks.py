@@ -26,17 +26,21 @@ from ibwidget.widget._base import SATURATION_RANGE
 NOTEBOOKS_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 NOTEBOOKS = sorted(p.name for p in NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb"))
 TIMEOUT = 300  # seconds per cell; each notebook takes 10-25 s on 2 CPU cores
-PARAMETERS = {"01_hsic_training_dynamics.ipynb": {"DOWNLOAD_MNIST": False}}
+PARAMETERS = {
+    "01_hsic_training_dynamics.ipynb": {"DOWNLOAD_MNIST": False},
+    "06_your_training_loop.ipynb": {"EPOCHS": 3, "PROBE": 128},
+}
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
 
 
-def test_the_five_notebooks_are_there():
+def test_the_six_notebooks_are_there():
     assert NOTEBOOKS == [
         "01_hsic_training_dynamics.ipynb",
         "02_dropout_and_regularization.ipynb",
         "03_estimators_and_sigma.ipynb",
         "04_custom_estimator.ipynb",
         "05_any_pytorch_model.ipynb",
+        "06_your_training_loop.ipynb",
     ]
 
 
@@ -188,3 +192,12 @@ def test_notebook_runs_without_error(name, tmp_path, data_root, monkeypatch):
             assert match and SATURATION_RANGE[0] < float(match.group(1)) < SATURATION_RANGE[1], gauges
     if name.startswith("05_"):
         assert (work / "runs" / "05_small_cnn.ibrun").is_file()
+    if name.startswith("06_"):
+        from ibwidget import load_run
+
+        text = stdout(nb)
+        assert "torchrun exit status: 0" in text and "followed 3 epochs of 'torchrun' (ddp, 2 processes)" in text
+        files = sorted(p.name for p in (work / "runs" / "06").glob("*.ibrun"))
+        assert files == ["lightning.ibrun", "loop.ibrun", "torchrun.ibrun"]
+        for file in files:
+            assert load_run(work / "runs" / "06" / file).epochs == [0, 1, 2, 3]

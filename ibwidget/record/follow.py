@@ -26,14 +26,18 @@ ChangeListener = Callable[[list[Run], bool], None]
 
 
 class Follower:
-    """The runs in ``source`` (a run file, or a folder of them), kept up to date by :meth:`scan`, or every
+    """The runs in ``source`` (a run file, perhaps not yet created, or a folder of them), kept up to date by
+    :meth:`scan`, or every
     ``interval`` seconds in a thread once :meth:`start` ed. A file that is not a readable run yet (being created, or
     not a run file at all) is skipped and tried again at the next scan."""
 
     def __init__(self, source: PathLike, interval: float = 0.5):
         self.source = Path(source)
-        if not self.source.exists():
-            raise FileNotFoundError(f"nothing to follow at {self.source}: pass a run file or a folder of them.")
+        if not self.source.exists() and not self.source.parent.is_dir():
+            raise FileNotFoundError(
+                f"nothing to follow at {self.source}: pass a run file (one a job is about to write will do) or a "
+                "folder of them."
+            )
         self.interval = float(interval)
         self.runs: list[Run] = []
         self.problems: dict[Path, str] = {}  #: files skipped at the last scan, and why
@@ -44,7 +48,7 @@ class Follower:
     def _files(self) -> list[Path]:
         if self.source.is_dir():
             return sorted(p for p in self.source.iterdir() if p.suffix == SUFFIX and p.is_file())
-        return [self.source]
+        return [self.source] if self.source.exists() else []  # a run file a job has not created yet
 
     def scan(self) -> tuple[list[Run], bool]:
         """One pass: read what every followed file gained; returns (the runs that appeared, whether any grew)."""
