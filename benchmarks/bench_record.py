@@ -6,6 +6,9 @@
 2. The cost of one append at epoch 1 and at epoch 100 of the same file (it must not grow with the run).
 3. Follow latency: a writer process appends an epoch; the time from its ``snapshot()`` returning to the comm message
    of a ``RunView.follow`` in this process that carries the new point (polling every 0.5 s: half of that on average).
+4. torchrun, DDP on 2 CPU processes (``benchmarks/ddp_record_job.py``): rank 0's time in ``snapshot()`` per epoch
+   and the other rank's wait for it at the epoch's end, beside the epoch without recording.
+5. Lightning: an epoch of ``Trainer.fit`` with and without the ``InformationPlane`` callback.
 
 Prints a table and a last line of key=value pairs.
 Usage: python benchmarks/bench_record.py [--epochs 10] [--probe 256] [--rounds 3] [--appends 100] [--follow 8]
@@ -16,10 +19,12 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import comm
@@ -172,6 +177,72 @@ def bench_follow(epochs: int, probe: int, folder: Path) -> list[float]:
     return latencies
 
 
+def bench_ddp(epochs: int, probe: int, folder: Path) -> dict[int, dict[str, float]]:
+    """Per rank: plain_ms, record_ms, snapshot_ms, wait_ms (medians) from the torchrun job."""
+    job = ROOT / "benchmarks" / "ddp_record_job.py"
+    args = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [*args, str(job), str(folder), str(epochs), str(probe)], capture_output=True, text=True, env=env, timeout=600
+    )
+    ranks = {}
+    for line in done.stdout.splitlines():
+        if line.startswith("rank "):
+            words = line.split()
+            ranks[int(words[1])] = {k: float(v) for k, v in (w.split("=") for w in words[2:])}
+    if len(ranks) != 2:
+        raise RuntimeError(f"the torchrun job failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
+    return ranks
+
+
+def bench_lightning(epochs: int, probe: int, rounds: int, folder: Path) -> tuple[float, float]:
+    """ms per epoch of Trainer.fit without and with the InformationPlane callback (best of ``rounds``)."""
+    import lightning.pytorch as L
+
+    from ibwidget.lightning import InformationPlane
+
+    x, y = _data()
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=64)
+
+    class Module(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = _model()
+
+        def forward(self, inputs):
+            return self.net(inputs)
+
+        def training_step(self, batch, index):
+            loss = nn.functional.cross_entropy(self(batch[0]), batch[1])
+            self.log("loss", loss, on_epoch=True, on_step=False)
+            return loss
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.05)
+
+    def fit(with_callback: bool) -> float:
+        callbacks = [InformationPlane((x[:probe], y[:probe]), path=folder / f"l-{time.perf_counter_ns()}.ibrun")]
+        trainer = L.Trainer(
+            max_epochs=epochs,
+            accelerator="cpu",
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            callbacks=callbacks if with_callback else [],
+        )
+        t0 = time.perf_counter()
+        trainer.fit(Module(), loader)
+        return 1e3 * (time.perf_counter() - t0) / epochs
+
+    fit(True)  # warm-up
+    without, with_callback = float("inf"), float("inf")
+    for _ in range(rounds):
+        without = min(without, fit(False))
+        with_callback = min(with_callback, fit(True))
+    return without, with_callback
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=10)
@@ -186,6 +257,10 @@ def main() -> None:
         per_epoch = bench_loops(args.epochs, args.probe, args.rounds, folder)
         first, last = bench_appends(args.appends, args.probe, folder)
         follow = bench_follow(args.follow, args.probe, folder)
+        ddp = bench_ddp(args.epochs, args.probe, folder)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Lightning's advice on loader workers
+            lightning_ms = bench_lightning(args.epochs, args.probe, args.rounds, folder)
     base = per_epoch["plain loop"]
     print(f"{args.epochs} epochs of 32 batches (MLP 64-256-128-10), probe {args.probe}, best of {args.rounds} rounds")
     print(f"{'way':<22}{'ms/epoch':>10}{'overhead ms':>13}{'overhead %':>12}")
@@ -199,12 +274,23 @@ def main() -> None:
         f"follow latency (poll every 0.5 s), {len(follow)} epochs: median {statistics.median(finite):.0f} ms, "
         f"max {max(finite):.0f} ms"
     )
+    print(
+        f"\ntorchrun DDP, 2 processes: epoch {ddp[0]['plain_ms']:.1f} ms without recording, "
+        f"{ddp[0]['record_ms']:.1f} ms with; rank 0 in snapshot() {ddp[0]['snapshot_ms']:.1f} ms, "
+        f"rank 1 waits {ddp[1]['wait_ms']:.1f} ms for it"
+    )
+    print(
+        f"Lightning: {lightning_ms[0]:.1f} ms/epoch without the callback, {lightning_ms[1]:.1f} ms with "
+        f"(+{lightning_ms[1] - lightning_ms[0]:.1f} ms)"
+    )
     record_ms, engine_ms = per_epoch["ib.record loop"], per_epoch["Engine + Recording"]
     print(
         f"plain_ms_per_epoch={base:.1f} record_overhead_pct={100 * (record_ms - base) / base:.1f} "
         f"engine_overhead_pct={100 * (engine_ms - base) / base:.1f} append_ms_epoch1={first:.2f} "
         f"append_ms_epoch{args.appends}={last:.2f} append_ratio={last / first:.2f} "
-        f"follow_latency_ms_median={statistics.median(finite):.0f} follow_latency_ms_max={max(finite):.0f}"
+        f"follow_latency_ms_median={statistics.median(finite):.0f} follow_latency_ms_max={max(finite):.0f} "
+        f"ddp_rank0_snapshot_ms={ddp[0]['snapshot_ms']:.1f} ddp_rank1_wait_ms={ddp[1]['wait_ms']:.1f} "
+        f"lightning_overhead_ms={lightning_ms[1] - lightning_ms[0]:.1f}"
     )
 
 
