@@ -370,3 +370,17 @@ def test_a_trainer_appends_to_its_path(tmp_path):
     trainer.wait(timeout=60)
     assert ib.load_run(tmp_path / "t.ibrun").epochs == [0, 1, 2]
     trainer.close()
+
+
+def test_a_loop_over_the_memory_budget_stops_with_advice_and_keeps_its_file(tmp_path):
+    x, y = _data()
+    path = tmp_path / "budget.ibrun"
+    with ib.record(_model(), probe=(x[:32], y[:32]), path=path) as rec:
+        per_epoch = rec.recorder.bytes_per_epoch()
+    budget = rec.recorder._bytes_once() + 3 * per_epoch  # room for 3 snapshots
+    with ib.record(_model(), probe=(x[:32], y[:32]), path=tmp_path / "b2.ibrun", memory_budget=budget) as rec:
+        rec.snapshot(logs={"loss": 1.0})
+        rec.snapshot(logs={"loss": 0.9})
+        with pytest.raises(MemoryError, match="every_n_epochs=..., snapshot_epochs"):
+            rec.snapshot(logs={"loss": 0.8})
+    assert ib.load_run(tmp_path / "b2.ibrun").epochs == [0, 1, 2]

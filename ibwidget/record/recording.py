@@ -121,7 +121,6 @@ class Recording:
         self._writer: runfile.RunWriter | None = None
         self._placement = Placement(nn.Identity(), lambda x: x, 0, 1, "local")  # set by bind()
         self._names: dict[str, str] = {}  # tapped module name -> the run's layer name
-        self._bound: dict | None = None  # what record() binds: model, layers, device, forward, seed
 
     def add_listener(self, listener: SnapshotListener) -> None:
         """Call ``listener(epoch, output, activations)`` after every snapshot, in the training thread."""
@@ -279,8 +278,11 @@ class Recording:
         _, run = self._set_up()
         if self._writer is not None and not self._writer.held:
             raise RuntimeError("this recording is closed; record epochs inside its with-block.")
+        scheduled = self._scheduled(self.epoch + 1)
+        if scheduled and self._placement.records:  # a loop of unknown length: the budget is checked as it grows
+            self._set_up()[0].check_budget(run.num_snapshots + 1)
         self.epoch += 1
-        if self._scheduled(self.epoch):
+        if scheduled:
             self._snapshot(self.epoch)
         if self._placement.records:  # other ranks return at once (DDP), or after the probe forward (FSDP)
             run.log_epoch(dict(logs or {}))
