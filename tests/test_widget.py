@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import math
+import os
 import threading
 import time
 import weakref
@@ -731,3 +732,23 @@ def test_a_runview_opens_before_its_grid_is_computed(trained, monkeypatch):
     finally:
         release.set()
         view.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "setpriority"), reason="per-thread nice values are a Linux feature")
+def test_view_threads_yield_the_cores_to_training(digits):
+    """The UI thread and the on-demand worker run at a lower priority than the training thread (a higher nice
+    value), so that view work never takes a core from training; the training thread keeps the process's."""
+    train, val = digits
+    trainer = Trainer(small_model(), train, val, epochs=1, probe=PROBE)
+    training_nice = []
+    trainer.engine.on("epoch_end", lambda ev: training_nice.append(os.getpriority(os.PRIO_PROCESS, 0)))
+    trainer.start()
+    trainer.wait(timeout=60)
+    trainer._on_demand.get(("renyi_mi", 5.0, "fixed", "labels"), trainer.runs)  # starts its worker
+    trainer.sync()
+    base = os.getpriority(os.PRIO_PROCESS, os.getpid())
+    ui = os.getpriority(os.PRIO_PROCESS, trainer._applier._thread.native_id)
+    worker = os.getpriority(os.PRIO_PROCESS, trainer._on_demand._thread.native_id)
+    assert ui == worker == min(19, base + 10)
+    assert training_nice == [base]
+    trainer.close()

@@ -8,6 +8,7 @@ calls the owner's ``apply`` with one :class:`_Batch`. Errors never kill the thre
 from __future__ import annotations
 
 import contextlib
+import os
 import queue
 import threading
 import traceback
@@ -17,6 +18,20 @@ from dataclasses import dataclass, field
 from ibwidget.train.engine import BatchEvent, EpochEvent
 
 THREAD_NAME = "ibwidget-ui"
+VIEW_NICENESS = 10  #: how much lower than the training the view threads run (a nice increment; Linux)
+
+
+def yield_to_training(increment: int = VIEW_NICENESS) -> None:
+    """Lower the calling thread's scheduling priority, so that view work never takes a core from training.
+
+    On Linux a thread has its own nice value (and the worker threads its torch operations start inherit it); call
+    this first thing in a view thread. Elsewhere, or when not permitted, nothing changes.
+    """
+    if not hasattr(os, "setpriority"):
+        return
+    tid = threading.get_native_id()
+    with contextlib.suppress(OSError):
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + increment))
 
 
 @dataclass
@@ -135,6 +150,7 @@ class _Applier:
         return batch, syncs, close
 
     def _loop(self) -> None:
+        yield_to_training()
         while True:
             batch, syncs, close = self._drain(self._queue.get())
             try:

@@ -21,6 +21,7 @@ from ibwidget.measure import estimators as _estimators
 from ibwidget.measure import trajectories as _trajectories
 from ibwidget.measure.trajectories import is_packed
 from ibwidget.plane._grid import DEFAULT_RULES, DEFAULT_SIGMAS, Grid, GridBuilder, builder_grid
+from ibwidget.widget._applier import yield_to_training
 
 _KEPT_RESULTS = 8  # exact off-grid views kept (the latest ones)
 
@@ -69,6 +70,8 @@ class PlaneModel:
             threading.Thread(target=self._build, args=(on_ready,), name="ibwidget-grid", daemon=True).start()
 
     def _build(self, on_ready: Callable[[], None] | None = None) -> None:
+        if on_ready is not None:  # its own thread
+            yield_to_training()
         with self.lock:
             self._recorded = recorded(self.runs)
             self.grid = builder_grid(self.builder, self._recorded, self.default)
@@ -232,6 +235,7 @@ class OnDemand:
             self._thread.join(timeout)
 
     def _loop(self) -> None:
+        yield_to_training()
         while True:
             with self._cond:
                 self._cond.wait_for(lambda: self._pending is not None or self._closed)
