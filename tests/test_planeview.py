@@ -368,10 +368,12 @@ def test_trainer_shows_a_live_planeview_tab(trained):
     assert view.meta["n_epochs"] == run.num_snapshots == 4
     assert view.meta["runs"][0]["epochs"] == [0, 1, 2, 3]
     assert len(view.meta["runs"][0]["history"]["loss"]) == 3
-    np.testing.assert_allclose(_decode(view), _grid.plane_grid(run, estimators=["hsic", "cka"]).values, rtol=1e-6)
+    assert len(view.meta["sigmas"]) == 13 and 5.0 in view.meta["sigmas"]  # a live grid: every other default width
+    same = _grid.plane_grid(run, estimators=["hsic", "cka"], sigmas=view.meta["sigmas"])
+    np.testing.assert_allclose(_decode(view), same.values, rtol=1e-6)
     traj = run.trajectories("cka", sigma=5.0, target="output")
     grid = _grid.Grid(view.meta, _decode(view), None)
-    np.testing.assert_allclose(grid.block("cka", 12, "output")[0], traj.astype(np.float32), rtol=2e-6)
+    np.testing.assert_allclose(grid.block("cka", grid.slot_index("fixed", 5.0), "output")[0], traj, rtol=2e-6)
     assert threads and set(threads) == {"ibwidget-ui"}, threads  # the training thread never touched it
 
 
@@ -430,7 +432,8 @@ def test_live_player_holds_every_recorded_epoch_while_training(monkeypatch):
     assert trainer.status == "finished", trainer.engine.traceback
     assert trainer.last_error == "" and not trainer.notice.value.startswith("display error"), trainer.last_error
     assert after_epoch == {1: 2, 2: 3, 3: 4}  # after each epoch, every recorded epoch (and epoch 0)
-    full = _grid.plane_grid(run, estimators=["hsic", GATE], sigma_rules=view.meta["rules"]).values
+    full = _grid.plane_grid(run, estimators=["hsic", GATE], sigmas=view.meta["sigmas"], sigma_rules=view.meta["rules"])
+    full = full.values
     counts = [meta["n_epochs"] for meta, _, _ in synced if meta["n_epochs"]]
     assert counts[0] == 1 and counts[-1] == 4 and counts == sorted(counts), counts
     for meta, values, saturation in synced:
