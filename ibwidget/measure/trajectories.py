@@ -168,15 +168,29 @@ def target_kernel(
     """Kernel of Y: (m, m) for ``labels`` (one-hot, linear), (E, m, m) float64 for the network's softmax ``output``."""
     if target == "labels":
         return _kernels.label_kernel(snap.labels, snap.num_classes).to(snap.device)
-    outputs = snap.outputs.double()  # a saturated output kernel (values near 1) needs float64 to keep its structure
-    probs = outputs if snap.output_is_probabilities else torch.softmax(outputs, -1)
-    G = probs @ probs.transpose(-1, -2)
+    E, m = snap.outputs.shape[0], snap.m
+    if E * m * m * 8 * 5 // 2 <= _MEMO_BYTES:  # a few epochs (a live slice): kept for every width's kernel
+        G, D, packed = snap.memoised(("output_distances",), lambda: _output_distances(snap))
+    else:  # a whole long run: not held in memory
+        G, D, packed = _output_distances(snap)
     if kernel == "linear":
         return G
-    D = _kernels.sq_distances(G, check=False)
-    s = _kernels.sigma_from_distances(_packed.pack(D), rule, sigma, probs.shape[-1])  # sqrt_d: d = the outputs
+    s = _kernels.sigma_from_distances(packed, rule, sigma, snap.outputs.shape[-1])  # sqrt_d: d = the outputs
     s = s[..., None, None] if isinstance(s, torch.Tensor) else s
-    return D.mul_(_kernels.exponent_factor(s)).exp_()
+    return (D * _kernels.exponent_factor(s)).exp_()
+
+
+_MEMO_BYTES = 64 * 1024**2  #: derived arrays larger than this are computed when needed, not kept
+
+
+def _output_distances(snap: Snapshots) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The softmax outputs' Gram, squared distances and their packed form, float64 (E, m, m): every width's output
+    kernel starts from them (a saturated output kernel, values near 1, needs float64 to keep its structure)."""
+    outputs = snap.outputs.double()
+    probs = outputs if snap.output_is_probabilities else torch.softmax(outputs, -1)
+    G = probs @ probs.transpose(-1, -2)
+    D = _kernels.sq_distances(G, check=False)
+    return G, D, _packed.pack(D)
 
 
 def is_packed(spec) -> bool:
