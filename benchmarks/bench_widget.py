@@ -47,9 +47,12 @@ from ibwidget.widget import RunView, Trainer  # noqa: E402
 
 
 def _first_message(comm_id: str, after: float, key: str = "x", length: int | None = None) -> float | None:
+    """The first message on ``comm_id`` after ``after`` setting ``key``, holding at least ``length`` points (an
+    update that lags behind may bring several epochs at once)."""
     with _LOCK:
         for t, cid, summary in MESSAGES:
-            if cid == comm_id and t >= after and key in summary and (length is None or summary[key] == (length,)):
+            shape = summary.get(key)
+            if cid == comm_id and t >= after and key in summary and (length is None or (shape and shape[0] >= length)):
                 return t
     return None
 
