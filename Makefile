@@ -73,6 +73,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_widget.py
 	$(BIN)/python benchmarks/bench_planeview.py
 	$(BIN)/python benchmarks/bench_record.py
+	$(BIN)/python benchmarks/bench_storage.py
 
 clean:
 	rm -rf $(VENV) build dist .pytest_cache .ruff_cache .hypothesis
