@@ -438,6 +438,7 @@ def test_memory_budget_is_refused_with_advice():
         make_engine(epochs=50, probe=64, memory_budget=100_000)
     msg = str(info.value)
     assert "smaller probe" in msg and "fewer layers" in msg and "memory_budget" in msg
+    assert "MiB a snapshot" in msg and "half the probe keeps about a quarter" in msg  # what the sweep measured
     # within budget it starts; asking for too many more epochs later is refused the same way, state unchanged
     engine = make_engine(epochs=1, probe=32, memory_budget=200_000)
     engine.start().wait(timeout=WAIT)

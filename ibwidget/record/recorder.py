@@ -176,7 +176,8 @@ class Recorder:
             raise MemoryError(
                 f"recording {len(self.layers)} layers and the model's {self.output_dim}-wide output on a probe of "
                 f"{self.m} for {total_snapshots} snapshots needs {need / 2**20:.0f} MiB, over the memory budget of "
-                f"{self.memory_budget / 2**20:.0f} MiB. Use a smaller probe (probe=256), track fewer layers "
-                "(layers=[...]), fewer epochs or snapshots (every_n_epochs=..., snapshot_epochs=[...]), or raise "
-                "memory_budget=..."
+                f"{self.memory_budget / 2**20:.0f} MiB ({self.bytes_per_epoch() / 2**20:.1f} MiB a snapshot; the "
+                "distances grow as the probe squared, so half the probe keeps about a quarter). Use a smaller probe "
+                "(probe=256), track fewer layers (layers=[...]), fewer epochs or snapshots (every_n_epochs=..., "
+                "snapshot_epochs=[...]), or raise memory_budget=..."
             )
