@@ -22,32 +22,17 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import warnings
 from pathlib import Path
 
-import comm
 import torch
+from _messages import first_message  # first: it replaces the comm before ibwidget is imported
 from torch import nn
 
-MESSAGES: list[tuple[float, str, dict]] = []
-_LOCK = threading.Lock()
-
-
-class _RecordingComm(comm.DummyComm):
-    def publish_msg(self, msg_type, data=None, metadata=None, buffers=None, **keys):
-        state = (data or {}).get("state", {})
-        summary = {k: (tuple(v["shape"]) if isinstance(v, dict) and "shape" in v else None) for k, v in state.items()}
-        with _LOCK:
-            MESSAGES.append((time.perf_counter(), self.comm_id, summary))
-
-
-comm.create_comm = lambda *args, **kwargs: _RecordingComm(*args, **kwargs)
-
-import ibwidget as ib  # noqa: E402 - after the comm is replaced
-from ibwidget.measure import kernels  # noqa: E402
-from ibwidget.record.runfile import RunWriter  # noqa: E402
+import ibwidget as ib
+from ibwidget.measure import kernels
+from ibwidget.record.runfile import RunWriter
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
@@ -164,11 +149,7 @@ def bench_follow(epochs: int, probe: int, folder: Path) -> list[float]:
         deadline = t_returned + 10.0
         t_msg = None
         while t_msg is None and time.perf_counter() < deadline:
-            with _LOCK:
-                t_msg = next(
-                    (t for t, cid, s in MESSAGES if cid == scatter and t >= t_returned and s.get("x") == (epoch + 1,)),
-                    None,
-                )
+            t_msg = first_message(scatter, t_returned, "x", epoch + 1)
             time.sleep(0.002)
         latencies.append(float("nan") if t_msg is None else 1e3 * (t_msg - t_returned))
     proc.stdin.close()

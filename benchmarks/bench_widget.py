@@ -17,44 +17,18 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import threading
 import time
 
-import comm
 import numpy as np
 import torch
+from _messages import first_message  # first: it replaces the comm before ibwidget is imported
 
-MESSAGES: list[tuple[float, str, dict]] = []  # (time, comm id, state keys -> shape or value)
-_LOCK = threading.Lock()
-
-
-class _RecordingComm(comm.DummyComm):
-    def publish_msg(self, msg_type, data=None, metadata=None, buffers=None, **keys):
-        state = (data or {}).get("state", {})
-        summary = {k: (tuple(v["shape"]) if isinstance(v, dict) and "shape" in v else None) for k, v in state.items()}
-        with _LOCK:
-            MESSAGES.append((time.perf_counter(), self.comm_id, summary))
-
-
-comm.create_comm = lambda *args, **kwargs: _RecordingComm(*args, **kwargs)
-
-import ibwidget as ib  # noqa: E402 - after the comm is replaced
-from ibwidget import kernels  # noqa: E402
-from ibwidget.models import seed_model  # noqa: E402
-from ibwidget.plane._grid import DEFAULT_SIGMAS  # noqa: E402
-from ibwidget.train.engine import Engine  # noqa: E402
-from ibwidget.widget import RunView, Trainer  # noqa: E402
-
-
-def _first_message(comm_id: str, after: float, key: str = "x", length: int | None = None) -> float | None:
-    """The first message on ``comm_id`` after ``after`` setting ``key``, holding at least ``length`` points (an
-    update that lags behind may bring several epochs at once)."""
-    with _LOCK:
-        for t, cid, summary in MESSAGES:
-            shape = summary.get(key)
-            if cid == comm_id and t >= after and key in summary and (length is None or (shape and shape[0] >= length)):
-                return t
-    return None
+import ibwidget as ib
+from ibwidget import kernels
+from ibwidget.models import seed_model
+from ibwidget.plane._grid import DEFAULT_SIGMAS
+from ibwidget.train.engine import Engine
+from ibwidget.widget import RunView, Trainer
 
 
 def _model():
@@ -84,7 +58,7 @@ def _train_trainer(train, val, epochs: int, probe: int) -> tuple[float, list[flo
     trainer.wait()
     latencies = []
     for epoch, t_end in ends:
-        t_msg = _first_message(scatter, t_end, "x", epoch + 1)
+        t_msg = first_message(scatter, t_end, "x", epoch + 1)
         latencies.append((t_msg - t_end) * 1e3 if t_msg is not None else float("nan"))
     trainer.close()
     return seconds, latencies
@@ -126,7 +100,7 @@ def _toggle(view, name: str, value, scatter: str) -> tuple[float, float]:
     getattr(view.controls, name).value = value
     view.sync(timeout=300)
     t_sync = time.perf_counter()
-    t_msg = _first_message(scatter, t0, key="y" if name == "target" else "x")  # a target moves only y
+    t_msg = first_message(scatter, t0, key="y" if name == "target" else "x")  # a target moves only y
     return (float("nan") if t_msg is None else (t_msg - t0) * 1e3), (t_sync - t0) * 1e3
 
 
