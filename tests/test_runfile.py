@@ -384,3 +384,35 @@ def test_a_loop_over_the_memory_budget_stops_with_advice_and_keeps_its_file(tmp_
         with pytest.raises(MemoryError, match="every_n_epochs=..., snapshot_epochs"):
             rec.snapshot(logs={"loss": 0.8})
     assert ib.load_run(tmp_path / "b2.ibrun").epochs == [0, 1, 2]
+
+
+def test_resuming_a_schema1_file_is_refused_with_how_to_convert_it(tmp_path):
+    x, y = _data()
+    with ib.record(_model(), probe=(x[:16], y[:16]), name="old") as rec:
+        rec.snapshot(logs={"loss": 1.0})
+    path = write_schema1(rec.run, tmp_path / "old.ibrun")
+    before = path.read_bytes()
+    with pytest.raises(ValueError, match="schema-1 run file.*ib.load_run\\(path\\).save\\(path\\)"):
+        ib.record(_model(), probe=(x[:16], y[:16]), path=path, name="old", resume=True)
+    assert path.read_bytes() == before and not (tmp_path / "old.ibrun.lock").exists()
+    ib.load_run(path).save(path)  # converted, it resumes
+    with ib.record(_model(), probe=(x[:16], y[:16]), path=path, name="old", resume=True) as rec:
+        rec.snapshot(logs={"loss": 0.5})
+    assert ib.load_run(path).history["loss"] == [1.0, 0.5]
+
+
+def test_a_file_changed_behind_a_writer_is_not_overwritten(tmp_path):
+    """Between two trainings of one engine the lock is released; if the file changed meanwhile, the next training's
+    append is refused instead of cutting the other writer's records off."""
+    x, y = _data()
+    train = DataLoader(TensorDataset(x, y), batch_size=32)
+    path = tmp_path / "shared.ibrun"
+    engine = ib.Engine(_model(), train, epochs=1, recording=ib.Recording(16, path=path))
+    engine.start().wait(timeout=60)
+    with open(path, "ab") as fh:
+        fh.write(_runlog.encode(_runlog.EPOCH, {"snapshot": None, "logs": {"loss": 9.0}}))
+    changed = path.read_bytes()
+    engine.start(epochs=1)
+    engine.wait(timeout=60, raise_error=False)
+    assert engine.status == "failed" and "changed since this recording last wrote it" in engine.reason
+    assert path.read_bytes() == changed

@@ -205,19 +205,6 @@ class LogReader:
         return 8 * floats + MAX_JSON_BYTES + 1024 * (L + 16) + 64 * 1024**2  # extra per-epoch fields, bounded
 
 
-def truncate_torn_tail(path: Path) -> int:
-    """Cut a torn last record (a crash mid-append) off ``path``; returns the bytes removed."""
-    reader = LogReader(path)
-    reader.read()
-    size = path.stat().st_size
-    if reader.offset < size:
-        with open(path, "r+b") as fh:
-            fh.truncate(reader.offset)
-            fh.flush()
-            os.fsync(fh.fileno())
-    return size - reader.offset
-
-
 # ------------------------------------------------------------------------------------------ writing
 
 

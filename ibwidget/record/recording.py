@@ -50,6 +50,7 @@ class EngineLike(Protocol):
     """What a :class:`Recording` reads of the engine that calls its hooks (an :class:`ibwidget.Engine`)."""
 
     epoch: int  #: completed epochs (a resumed run sets it)
+    error: BaseException | None  #: why the training failed, once it has
 
     @property
     def model(self) -> nn.Module: ...
@@ -253,9 +254,13 @@ class Recording:
         self._flush()
 
     def teardown(self, engine: EngineLike) -> None:
-        """The training thread ends (finished, stopped or failed): append what is left, release the file's lock."""
+        """The training thread ends (finished, stopped or failed): append what is left, release the file's lock. When
+        the training already failed (perhaps on this file), that failure is the one reported."""
         try:
             self._flush()
+        except Exception:
+            if engine.error is None:
+                raise
         finally:
             if self._writer is not None:
                 self._writer.release()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 import zipfile
+from itertools import zip_longest
 from pathlib import Path
 
 import numpy as np
@@ -48,10 +49,7 @@ def _epoch_records(run, snapshots: range, logs: range) -> list[bytes]:
     and its logs share one record, so one write holds both)."""
     snap = run.snapshots()
     records = []
-    snapshot_list, log_list = list(snapshots), list(logs)
-    for k in range(max(len(snapshot_list), len(log_list))):
-        s = snapshot_list[k] if k < len(snapshot_list) else None
-        row = log_list[k] if k < len(log_list) else None
+    for s, row in zip_longest(snapshots, logs):
         meta: dict = {"snapshot": None, "logs": None}
         arrays: dict[str, np.ndarray] = {}
         if s is not None:
@@ -116,6 +114,11 @@ class RunTail:
         self.device = torch.device(device)
         self.run = None  #: the Run, once the file's header has been read
         self._reader = _runlog.LogReader(self.path)
+
+    @property
+    def offset(self) -> int:
+        """Where the complete records read so far end (a torn or unfinished tail starts there)."""
+        return self._reader.offset
 
     def poll(self) -> int:
         """Read what was appended since the last call into :attr:`run`; returns the number of new snapshots."""
@@ -231,6 +234,11 @@ def load(path: PathLike, device: str | torch.device = "cpu"):
         from ibwidget.record.run import Run
 
         return Run.from_schema1(*_runfile.read(path), device=device)
+    return _read_log(path, device).run
+
+
+def _read_log(path: Path, device: str | torch.device) -> RunTail:
+    """A schema-2 file read to the end of its complete records (``.run`` the run, ``.offset`` where they end)."""
     tail = RunTail(path, device)
     try:
         tail.poll()
@@ -241,7 +249,7 @@ def load(path: PathLike, device: str | torch.device = "cpu"):
             f"{path} is not a readable ibwidget run file: it holds no complete header (truncated or corrupted, or its "
             "writer has only just created it)."
         )
-    return tail.run
+    return tail
 
 
 def same_configuration(run, other) -> list[str]:
@@ -286,6 +294,8 @@ class RunWriter:
         self._fd: int | None = None
         self._snapshots = 0  # snapshots of the run already in the file
         self._rows = 0  # per-epoch rows (logs, per-batch dynamics) already in the file
+        self._end: int | None = None  # where the records this writer knows of end (None: no file yet)
+        self._torn_tail_allowed = False  # after a resume: bytes past _end are a crashed writer's torn record
 
     @property
     def held(self) -> bool:
@@ -305,8 +315,17 @@ class RunWriter:
         self._lock.release()
 
     def existing(self, device: str | torch.device = "cpu"):
-        """The run already in the file when resuming, else None."""
-        return load(self.path, device) if self.resume else None
+        """The run already in the file when resuming, else None (a schema-1 file cannot be appended to: refused)."""
+        if not self.resume:
+            return None
+        if zipfile.is_zipfile(self.path):
+            raise ValueError(
+                f"{self.path} is a schema-1 run file (a zip), which cannot be appended to: convert it with "
+                "ib.load_run(path).save(path), then resume."
+            )
+        tail = _read_log(self.path, device)
+        self._end, self._torn_tail_allowed = tail.offset, True
+        return tail.run
 
     def adopt(self, run) -> None:
         """Go on with ``run``, which holds what the file holds: only its later epochs are appended."""
@@ -324,16 +343,31 @@ class RunWriter:
         records = _epoch_records(run, range(self._snapshots, snap.num_snapshots), range(self._rows, rows))
         if records:
             assert self._fd is not None
-            _runlog.append(self._fd, b"".join(records))
+            data = b"".join(records)
+            _runlog.append(self._fd, data)
             self._snapshots, self._rows = snap.num_snapshots, rows
+            self._end = (self._end or 0) + len(data)
 
     def _open(self, run) -> None:
-        if self.path.exists() and (self._snapshots or self._rows):  # resumed, or written before a release
-            _runlog.truncate_torn_tail(self.path)
+        """Open the file for appending: create it with the header, or go on where its known records end."""
+        if self._end is not None and self.path.exists():  # resumed, or written before a release
+            size = self.path.stat().st_size
+            if size > self._end and self._torn_tail_allowed:  # a crash mid-append: cut its torn record off
+                with open(self.path, "r+b") as fh:
+                    fh.truncate(self._end)
+                    os.fsync(fh.fileno())
+            elif size != self._end:
+                raise RuntimeError(
+                    f"{self.path} changed since this recording last wrote it (another writer?); nothing was "
+                    "overwritten. Record on with a new recording (resume=True) or to another path."
+                )
         else:
+            head = _runlog.MAGIC + _header(run)
             with atomic_write(self.path) as fh:  # the header appears whole or not at all
-                fh.write(_runlog.MAGIC + _header(run))
+                fh.write(head)
             fsync_directory(self.path.parent)
+            self._end = len(head)
+        self._torn_tail_allowed = False
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
 
     def __del__(self):
