@@ -118,7 +118,8 @@ class HSICBottleneck:
     def _classes(self, y: torch.Tensor) -> int:
         if self.num_classes is None:
             raise RuntimeError("the class count is unknown: add this callback to an engine, or pass num_classes=C.")
-        if y.numel() and int(y.max()) >= self.num_classes:
+        # read on the CPU only: on a device it would be a host sync every batch (one_hot refuses the label there)
+        if y.device.type == "cpu" and y.numel() and int(y.max()) >= self.num_classes:
             raise ValueError(
                 f"label {int(y.max())} is out of range for {self.num_classes} classes; pass num_classes=C covering "
                 "every label of the dataset."
