@@ -101,6 +101,20 @@ def test_grid_equals_run_trajectories(grid, run, slot):
             assert np.isnan(grid.block(est["name"], slot, target)[0][:, missing]).all()
 
 
+def test_the_grid_does_not_depend_on_how_its_pass_is_cut(run, grid, monkeypatch):
+    """Windows of one epoch, one layer at a time, and the widths' X statistics one width at a time (what a large
+    probe gets) give the grid of one window holding everything."""
+    from ibwidget.measure import _packed
+    from ibwidget.measure import trajectories as measure_trajectories
+
+    m = run.m
+    monkeypatch.setattr(_packed, "CHUNK_ELEMS", m * m)  # one (m, m) matrix per window
+    monkeypatch.setattr(measure_trajectories, "_SLOT_TARGET_BYTES", 1)  # one width per group
+    cut = _grid.plane_grid(run)
+    np.testing.assert_allclose(cut.values, grid.values, rtol=1e-6, atol=1e-30)
+    np.testing.assert_allclose(cut.saturation, grid.saturation, atol=1e-7)
+
+
 def test_saturation_equals_run_saturation(grid, run):
     for slot in (3, 12, 25, 26):
         s = grid.meta["slots"][slot]

@@ -1,11 +1,13 @@
-"""Estimators evaluated straight from packed upper triangles of kernel matrices, many matrices at once.
+"""Estimators evaluated from a few shared statistics of many kernel matrices at once.
 
-A symmetric kernel K over m samples is held as its off-diagonal upper triangle ``k`` (P = m(m-1)/2 values) and its
-diagonal ``d``. HSIC (all normalisers), CKA (plain and debiased) and the KDE bounds need only a few statistics of K:
-its row sums, sum and sum of squares, and inner products with the (pre-centred) target kernels. Computing those in
-chunks from ``k`` costs one pass over half the matrix, with no (m, m) matrix ever built; the results equal
-:mod:`ibwidget.measure.estimators` on the full matrices (tested). This module computes the shared statistics
-(:class:`Target`, :class:`Stats`); each estimator's packed form, registered with it, combines them.
+Runs store each symmetric squared-distance matrix as its packed strict upper triangle (P = m(m-1)/2 values); a pass
+unpacks a window of them to full (m, m) matrices once (:func:`unpack_window`), then evaluates every width (sigma
+slot) from that window: one kernel evaluation per matrix and width, shared by every estimator and target. HSIC (all
+normalisers), CKA (plain and debiased) and the KDE bounds need only a few statistics of a kernel K: its row sums,
+sum of squares, inner products with the (pre-centred) target kernels and per-class row sums. :class:`Stats` computes
+each once per window and width, as contiguous reductions and small matrix products; :class:`Target` holds a target's
+statistics; each estimator's packed form, registered with it, combines them. The results equal
+:mod:`ibwidget.measure.estimators` on the full matrices (tested).
 
 Precision at every sigma: a wide Gaussian kernel has values near 1, where float32 keeps only ~6e-8 of ``1 - K``,
 and a narrow one values near 0, whose structure ``K - 1`` would lose. So each matrix is held in the form that keeps
@@ -26,6 +28,12 @@ import torch
 
 F64 = torch.float64
 
+#: kernel values evaluated at once (one window's matrices, or a part of them): large enough that each torch call
+#: amortises its overhead over many matrices, small enough for a few such buffers to stay in memory
+CHUNK_ELEMS = 2**22
+_SAMPLE = 1024  # distances per matrix that decide its form (wide or narrow)
+_EXP_FLOOR = -87.0  # exp(-87) = 1.6e-38, about float32's smallest normal number
+
 
 @lru_cache(maxsize=8)
 def _triu_cached(m: int, device: str):
@@ -38,6 +46,16 @@ def triu(m: int, device) -> tuple[torch.Tensor, torch.Tensor]:
     return _triu_cached(m, str(torch.device(device)))
 
 
+@lru_cache(maxsize=8)
+def _square_index_cached(m: int, device: str) -> torch.Tensor:
+    i, j = triu(m, device)
+    index = torch.zeros(m * m, dtype=torch.long, device=device)
+    positions = torch.arange(i.shape[0], device=device)
+    index[i * m + j] = positions
+    index[j * m + i] = positions
+    return index  # the diagonal points at entry 0: unpack_window zeroes it
+
+
 def pack(full: torch.Tensor) -> torch.Tensor:
     """(..., m, m) -> (..., P): the strict upper triangle."""
     i, j = triu(full.shape[-1], full.device)
@@ -46,11 +64,7 @@ def pack(full: torch.Tensor) -> torch.Tensor:
 
 def unpack(k: torch.Tensor, m: int, diagonal: torch.Tensor | float = 0.0) -> torch.Tensor:
     """(..., P) -> symmetric (..., m, m) with the given diagonal (a number or (..., m))."""
-    i, j = triu(m, k.device)
-    full = k.new_zeros(k.shape[:-1] + (m * m,))
-    full.index_copy_(-1, i * m + j, k)
-    full = full.reshape(k.shape[:-1] + (m, m))
-    full = full + full.transpose(-1, -2)
+    full = unpack_window(k.reshape(-1, k.shape[-1]), m).reshape(k.shape[:-1] + (m, m))
     if isinstance(diagonal, torch.Tensor):
         full.diagonal(dim1=-2, dim2=-1).copy_(diagonal)
     elif diagonal:
@@ -58,48 +72,67 @@ def unpack(k: torch.Tensor, m: int, diagonal: torch.Tensor | float = 0.0) -> tor
     return full
 
 
+def unpack_window(packed: torch.Tensor, m: int) -> torch.Tensor:
+    """(n, P) packed triangles -> (n, m, m) symmetric matrices with a zero diagonal, in one gather."""
+    n = packed.shape[0]
+    full = torch.index_select(packed, 1, _square_index_cached(m, str(packed.device))).view(n, m, m)
+    full.diagonal(dim1=-2, dim2=-1).zero_()
+    return full
+
+
+def _dot(k: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+    """Frobenius inner products of k (e, l, m, m) with (m, m) or, per epoch, (e, 1, m, m): (e, l)."""
+    e, l_, m, _ = k.shape
+    flat = k.reshape(e, l_, m * m)
+    if other.ndim == 2:
+        return flat @ other.reshape(m * m)
+    per_epoch = other.reshape(e, m * m)
+    return torch.stack([flat[i] @ per_epoch[i] for i in range(e)])  # matrix-vector products: 2x a batched matmul
+
+
+def _one_hot(codes: torch.Tensor) -> torch.Tensor:
+    """float64 one-hot rows (..., m, C) of integer codes (..., m)."""
+    return torch.nn.functional.one_hot(codes.long(), int(codes.max()) + 1).to(F64)
+
+
 @dataclass
 class Target:
     """Precomputed statistics of a target kernel L (m, m), or one per epoch (E, m, m), in float64."""
 
-    lc: torch.Tensor  # packed centred kernel (..., P)
-    lc_trace: torch.Tensor  # trace of the centred kernel (...)
+    lc: torch.Tensor  # the centred kernel H L H (..., m, m)
+    lc_trace: torch.Tensor  # its trace (...)
     norm2: torch.Tensor  # ||H L H||_F^2 (...)
-    l_off: torch.Tensor  # packed L shifted to off-diagonal mean 0 (..., P)
-    l_rows: torch.Tensor  # row sums of that shifted L with zeroed diagonal (..., m)
+    l_off: torch.Tensor  # L with a zero diagonal, its off-diagonal values shifted to mean 0 (..., m, m)
+    l_rows: torch.Tensor  # row sums of l_off (..., m)
     hsic_u_self: torch.Tensor  # unbiased HSIC(L, L) (...)
     labels: torch.Tensor | None = None  # (m,) or (E, m) integer codes, for KDE
 
     @classmethod
     def of(cls, L: torch.Tensor, unbiased: bool = False) -> Target:
-        """Statistics of L (symmetric); those of the unbiased estimators only when ``unbiased``.
-
-        ``H L H`` is never formed: its packed triangle is ``l_ij - mu_i - mu_j + mu`` from L's row means.
-        """
+        """Statistics of L (symmetric); those of the unbiased estimators only when ``unbiased``."""
         L = L.to(F64)
         m = L.shape[-1]
-        i, j = triu(m, L.device)
-        l_packed = L[..., i, j]
-        diag = torch.diagonal(L, dim1=-2, dim2=-1)
         mu = L.mean(-1)
-        mu_all = mu.mean(-1, keepdim=True)
-        lc = l_packed - mu[..., i] - mu[..., j] + mu_all
-        lc_diag = diag - 2.0 * mu + mu_all
-        l_rows = hsic_u = None
+        mu_all = mu.mean(-1)
+        lc = L - mu[..., :, None] - mu[..., None, :] + mu_all[..., None, None]
+        l_off = l_rows = hsic_u = None
         if unbiased:  # unbiased HSIC reads off-diagonal values up to a constant: shift them to mean 0 (a wide
             # Gaussian L, all near 1, would otherwise cancel away its structure in the sums below)
-            l_packed = l_packed - l_packed.mean(-1, keepdim=True)
-            l_rows = _row_sums(l_packed, m)
+            diag = torch.diagonal(L, dim1=-2, dim2=-1)
+            off_mean = (L.sum((-1, -2)) - diag.sum(-1)) / (m * (m - 1))
+            l_off = L - off_mean[..., None, None]
+            l_off.diagonal(dim1=-2, dim2=-1).zero_()
+            l_rows = l_off.sum(-1)
             total = l_rows.sum(-1)
-            sum_sq = 2.0 * (l_packed * l_packed).sum(-1)
+            sum_sq = torch.linalg.vector_norm(l_off.flatten(-2), dim=-1).square()
             hsic_u = (sum_sq + total * total / ((m - 1) * (m - 2)) - 2.0 / (m - 2) * (l_rows * l_rows).sum(-1)) / (
                 m * (m - 3)
             )
         return cls(
             lc=lc,
-            lc_trace=lc_diag.sum(-1),
-            norm2=2.0 * (lc * lc).sum(-1) + (lc_diag * lc_diag).sum(-1),
-            l_off=l_packed if unbiased else None,
+            lc_trace=torch.diagonal(lc, dim1=-2, dim2=-1).sum(-1),
+            norm2=torch.linalg.vector_norm(lc.flatten(-2), dim=-1).square(),
+            l_off=l_off,
             l_rows=l_rows,
             hsic_u_self=hsic_u,
         )
@@ -111,8 +144,9 @@ class Target:
 
     @property
     def per_epoch(self) -> bool:
-        reference = self.lc if self.lc is not None else self.labels
-        return reference is not None and reference.ndim > 1
+        if self.lc is not None:
+            return self.lc.ndim > 2
+        return self.labels is not None and self.labels.ndim > 1
 
     def epochs(self, start: int, stop: int) -> Target:
         """The statistics for epochs [start, stop), with a layer axis to broadcast against (epochs, layers, ...)."""
@@ -124,88 +158,73 @@ class Target:
         )
 
 
-CHUNK_ELEMS = 2**19  # kernel values evaluated at once: cache-sized (measured best on 2 CPU cores)
-_SAMPLE = 1024  # distances per matrix that decide its form (wide or narrow)
+def wide_kernels(dist: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    """Which Gaussian kernels of packed distances (E, L, P) at ``factor`` (E, L) are wide (mean value > 1/2, decided
+    on a strided sample of each matrix's distances): bool (E, L)."""
+    sample = dist[..., :: max(1, dist.shape[-1] // _SAMPLE)]
+    return torch.exp(sample * factor.to(dist.dtype)[..., None]).mean(-1) > 0.5
 
 
-def kernel_chunks(dist: torch.Tensor, factor: torch.Tensor, gaussian: bool = True):
-    """Yield ``(start, stop, k32, k, shift)``: kernel values of epochs [start, stop) from packed distances (E, L, P).
-
-    Each matrix's off-diagonal values are ``K - shift`` (see the module docstring): Gaussian ``expm1(factor * D2)``
-    where the kernel is wide (shift 1, zero diagonal) and ``exp(factor * D2)`` where it is narrow (shift 0, unit
-    diagonal); linear ``factor * D2`` (shift 1 in the sense of a zero diagonal). ``factor`` (E, L) as from
-    :func:`ibwidget.measure.kernels.exponent_factor`; ``shift`` (e, L) float64, so the diagonal of what ``k`` holds is
-    ``1 - shift`` and a row's mean Gaussian kernel value is ``k32.mean(-1) + shift``. Computed in float32 into reused
-    buffers (``k32``) and copied to float64 (``k``); the buffers are overwritten at the next step.
-    """
-    E, L, P = dist.shape
-    chunk = min(E, max(1, CHUNK_ELEMS // max(L * P, 1)))
-    work32 = torch.empty(chunk, L, P, device=dist.device)
-    work64 = torch.empty(chunk, L, P, dtype=F64, device=dist.device)
-    factor32 = factor.to(torch.float32)
-    if gaussian:  # wide where the mean kernel value of a strided sample of each matrix's distances exceeds 1/2
-        sample = dist[..., :: max(1, P // _SAMPLE)]
-        wide = torch.exp(sample * factor32[..., None]).mean(-1) > 0.5
-    else:
-        wide = torch.ones(E, L, dtype=torch.bool, device=dist.device)
-    for start in range(0, E, chunk):
-        stop = min(E, start + chunk)
-        k32, k = work32[: stop - start], work64[: stop - start]
-        torch.mul(dist[start:stop], factor32[start:stop, :, None], out=k32)
-        rows = wide[start:stop]
-        if gaussian:
-            for e, layer in rows.nonzero().tolist():
-                k32[e, layer].expm1_()
-            for e, layer in (~rows).nonzero().tolist():
-                k32[e, layer].exp_()
-        k.copy_(k32)
-        yield start, stop, k32, k, rows.to(F64)
-
-
-def _dot(k: torch.Tensor, packed: torch.Tensor) -> torch.Tensor:
-    """Inner products over the last axis of k (..., P) with (P,), per epoch (e, 1, P), or per row (B, P)."""
-    if packed.ndim == 1:
-        return k @ packed
-    if k.ndim == 3 and packed.shape[-2] == 1:
-        return torch.matmul(k, packed.transpose(-1, -2)).squeeze(-1)
-    return torch.einsum("...p,...p->...", k, packed)
-
-
-def _row_sums(k: torch.Tensor, m: int) -> torch.Tensor:
-    """Row sums (B, m) of the symmetric matrices whose strict upper triangles are k (B, P), zero diagonal."""
-    i, j = triu(m, k.device)
-    r = k.new_zeros(k.shape[:-1] + (m,))
-    r.index_add_(-1, i, k)
-    r.index_add_(-1, j, k)
-    return r
+def kernel_window(D: torch.Tensor, factor: torch.Tensor, wide: torch.Tensor | None, out32, out64) -> torch.Tensor:
+    """Off-diagonal kernel values of the squared distances D (e, l, m, m) into ``out64``, returned with D's shape and
+    a zero diagonal: Gaussian ``expm1(factor * D)`` where ``wide`` (shift 1) and ``exp(factor * D)`` where not
+    (shift 0); ``wide=None``: linear, ``factor * D`` (shift 1). The diagonal they stand for is ``1 - shift``, kept
+    out of the matrix so that no sum adds it to values many orders smaller. Evaluated in float32 (``out32``),
+    accumulated in float64 (``out64``); both are buffers of at least D's size, overwritten at the next call."""
+    e, l_ = D.shape[:2]
+    k32 = out32[: D.numel()].view(D.shape)
+    torch.mul(D, factor.to(torch.float32)[..., None, None], out=k32)
+    if wide is not None:
+        k32.clamp_(min=_EXP_FLOOR)  # exp of lower values is 0 or subnormal, and 30x slower to compute
+        forms = wide.reshape(-1).tolist()
+        if all(forms):
+            k32.expm1_()
+        elif not any(forms):
+            k32.exp_()
+        else:
+            flat = k32.view(e * l_, -1)
+            for index, is_wide in enumerate(forms):
+                flat[index].expm1_() if is_wide else flat[index].exp_()
+    k = out64[: D.numel()].view(D.shape)
+    k.copy_(k32)
+    k.diagonal(dim1=-2, dim2=-1).zero_()
+    return k
 
 
 class Stats:
-    """Statistics of one chunk of packed kernels, each computed on first use and shared by every packed form.
+    """Statistics of one window of kernels, each computed on first use and shared by every packed form.
 
-    ``k`` (epochs, layers, P) float64 holds the off-diagonal values of ``K - shift`` (``shift`` (epochs, layers): 1
-    or 0), whose diagonal is ``1 - shift``, as :func:`kernel_chunks` yields them; ``m`` is the number of samples. A
-    registered estimator's packed form reads what it needs from here (see
+    ``k`` (epochs, layers, m, m) float64 holds the off-diagonal values of ``K - shift`` (``shift`` (epochs, layers): 1
+    or 0, see the module docstring) and a zero diagonal, as :func:`kernel_window` returns it; ``m`` is the number of
+    samples. A registered estimator's packed form reads what it needs from here (see
     :func:`ibwidget.measure.estimators.register`), so a pass computes each statistic once for all its estimators.
     """
 
     def __init__(self, k: torch.Tensor, m: int, shift: torch.Tensor):
         self.k, self.m, self.shift = k, m, shift
-        self.diagonal = 1.0 - shift  # the diagonal of what k holds
+        self.diagonal = 1.0 - shift  # the diagonal of K - shift, which k leaves out
+        self._dots: dict = {}
+
+    def _dot(self, other: torch.Tensor) -> torch.Tensor:
+        """``<K - shift, other>`` off the diagonal, once per matrix ``other`` (every estimator asks for the same)."""
+        key = id(other)
+        if key not in self._dots:
+            self._dots[key] = (other, _dot(self.k, other))  # holding other keeps its id from being reused
+        return self._dots[key][1]
 
     def trace_with(self, target: Target) -> torch.Tensor:
         """``tr(K H L H)`` with the target's centred kernel (unchanged by the shift): (epochs, layers)."""
-        return 2.0 * _dot(self.k, target.lc) + self.diagonal * target.lc_trace
+        return self._dot(target.lc) + self.diagonal * target.lc_trace
 
     @cached_property
     def row_sums(self) -> torch.Tensor:
-        """Off-diagonal row sums of what ``k`` holds: (epochs, layers, m)."""
-        return _row_sums(self.k, self.m)
+        """Off-diagonal row sums of ``K - shift``: (epochs, layers, m)."""
+        return self.k.sum(-1)
 
     @cached_property
     def sum_sq(self) -> torch.Tensor:
-        """Sum of squares of the packed values (half the off-diagonal sum of squares): (epochs, layers)."""
-        return torch.einsum("...p,...p->...", self.k, self.k)
+        """Half the off-diagonal sum of squares of ``K - shift``: (epochs, layers)."""
+        return 0.5 * torch.linalg.vector_norm(self.k.flatten(-2), dim=-1).square()
 
     @cached_property
     def centred_norm2(self) -> torch.Tensor:
@@ -218,13 +237,13 @@ class Stats:
     @cached_property
     def total(self) -> torch.Tensor:
         """Sum of the off-diagonal values of what ``k`` holds: (epochs, layers)."""
-        return 2.0 * self.k.sum(-1)
+        return self.row_sums.sum(-1)
 
     def hsic_unbiased_with(self, target: Target) -> torch.Tensor:
         """Unbiased HSIC (Song et al. 2012) with a target built by ``Target.of(L, unbiased=True)``."""
         m = self.m
         return (1.0 / (m * (m - 3))) * (
-            2.0 * _dot(self.k, target.l_off)
+            self._dot(target.l_off)
             + self.total * target.l_rows.sum(-1) / ((m - 1) * (m - 2))
             - 2.0 / (m - 2) * (self.row_sums * target.l_rows).sum(-1)
         )
@@ -244,8 +263,16 @@ class Stats:
 
     def class_row_sums(self, codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Off-diagonal row sums over same-class samples (epochs, layers, m), and each row's class size (self
-        included), for integer codes (m,) or per epoch (epochs, 1, m)."""
-        i, j = triu(self.m, self.k.device)
-        r_same = _row_sums(self.k * (codes[..., i] == codes[..., j]).to(self.k.dtype), self.m)
-        counts = (codes[..., :, None] == codes[..., None, :]).sum(-1).to(self.k.dtype)
+        included), for integer codes (m,) or per epoch (epochs, 1, m); once per ``codes``."""
+        key = ("classes", id(codes))
+        if key not in self._dots:
+            self._dots[key] = (codes, self._class_row_sums(codes))
+        return self._dots[key][1]
+
+    def _class_row_sums(self, codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        onehot = _one_hot(codes)  # (m, C) or (e, 1, m, C)
+        per_class = torch.matmul(self.k, onehot)  # (e, l, m, C)
+        own = codes.long()[..., None].expand(per_class.shape[:-1] + (1,))
+        r_same = per_class.gather(-1, own).squeeze(-1)
+        counts = onehot.sum(-2).gather(-1, codes.long())  # each row's class size
         return r_same, counts

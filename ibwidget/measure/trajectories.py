@@ -96,15 +96,19 @@ class Snapshots:
 
     def since(self, start: int) -> Snapshots:
         """The snapshots from index ``start`` on (``start=E``: none); the history stays whole."""
-        if start == 0:
+        return self.window(start, self.num_snapshots)
+
+    def window(self, start: int, stop: int) -> Snapshots:
+        """The snapshots of indices [start, stop); the history stays whole."""
+        if start == 0 and stop >= self.num_snapshots:
             return self
         return replace(
             self,
-            epochs=self.epochs[start:],
-            dist=self.dist[start:],
-            norms=self.norms[start:],
-            outputs=self.outputs[start:],
-            activations={k: a[start:] for k, a in self.activations.items()},
+            epochs=self.epochs[start:stop],
+            dist=self.dist[start:stop],
+            norms=self.norms[start:stop],
+            outputs=self.outputs[start:stop],
+            activations={k: a[start:stop] for k, a in self.activations.items()},
         )
 
     def memoised(self, key: Hashable, compute: Callable[[], Any]) -> Any:
@@ -236,36 +240,121 @@ def packed_estimates(
     cache: dict | None = None,
     saturation: bool = True,
 ) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
-    """Every packed estimator of ``specs`` (see :func:`is_packed`) in one pass over each kernel value of ``snap``.
+    """Every packed estimator of ``specs`` (see :func:`is_packed`) at one width, in one pass over ``snap``.
 
     ``rule``/``sigma`` give each layer's width (``sigma_x``, ``sigma_y``: X's and the output's base sigma, default
     ``sigma``; for the KDE bounds sigma² is the noise variance, 4x for the lower bound); ``layers``: layer indices
     (default all); ``cache``: a dict keeping X's and the labels' kernel statistics between calls. Returns name ->
     (E, L', 1 + targets) float64 (column 0 vs X, then one per target), and the mean off-diagonal Gaussian kernel
-    value (E, L') when a pass computed it and ``saturation`` asks for it (else None).
+    value (E, L') when ``saturation`` asks for it (else None). :func:`packed_slots` does the same for many widths.
+    """
+    values, sats = packed_slots(
+        snap, specs, [(rule, sigma)], kernel, targets, sigma_x, sigma_y, layers, cache, saturation
+    )
+    return values[0], sats[0]
+
+
+_SLOT_TARGET_BYTES = 256 * 1024**2  #: X's kernel statistics held at once across the widths of one pass
+
+
+def packed_slots(
+    snap: Snapshots,
+    specs: Sequence,
+    slots: Sequence[tuple[str, float]],
+    kernel: str = "gaussian",
+    targets: Sequence[str] = ("labels",),
+    sigma_x: float | None = None,
+    sigma_y: float | None = None,
+    layers: Sequence[int] | None = None,
+    cache: dict | None = None,
+    saturation: bool = True,
+) -> tuple[list[dict[str, torch.Tensor]], list[torch.Tensor | None]]:
+    """:func:`packed_estimates` at each (rule, sigma) of ``slots``: per slot, name -> (E, L', 1 + targets) float64,
+    and the saturation (E, L') or None.
+
+    Each window of stored distances is unpacked once for every slot (a few epochs' (m, m) matrices at a time, see
+    :data:`_packed.CHUNK_ELEMS`); each slot evaluates one kernel per matrix, shared by every estimator and target.
     """
     dist = _pick(snap.dist, layers)
-    E, L, _ = dist.shape
-    sigmas = _pick(layer_sigmas(snap, rule, sigma), layers)
+    E, L, P = dist.shape
+    m = snap.m
     unpackable = [s.name for s in specs if not is_packed(s)]
     if unpackable:
         raise ValueError(f"{unpackable} have no packed form; register one with register(..., packed=...).")
+    keep = cache is not None  # the caller keeps X's statistics at every width between calls (a live grid)
+    plans = [_slot_plan(snap, specs, rule, sigma, kernel, layers, saturation) for rule, sigma in slots]
+    out = [
+        {s.name: torch.empty(E, L, 1 + len(targets), dtype=torch.float64, device=snap.device) for s in specs}
+        for _ in slots
+    ]
+    sats = [torch.empty(E, L, dtype=torch.float64, device=snap.device) if saturation else None for _ in slots]
+    if E == 0 or not slots:
+        return out, sats
+    per_slot = 2 * m * m * 8 if specs else 0  # X's centred kernel, and its shifted one for unbiased estimators
+    group = len(slots) if keep else max(1, _SLOT_TARGET_BYTES // max(per_slot, 1))
+    window = max(1, _packed.CHUNK_ELEMS // (L * m * m))
+    layer_chunk = L if L * m * m <= _packed.CHUNK_ELEMS else max(1, _packed.CHUNK_ELEMS // (m * m))
+    size = min(window, E) * layer_chunk * m * m
+    work32 = torch.empty(size, device=snap.device)
+    work64 = torch.empty(size, dtype=torch.float64, device=snap.device)
+    for g0 in range(0, len(slots), group):  # a group's X statistics stay cached while its windows pass
+        group_cache = cache if keep else {}
+        for e0 in range(0, E, window):
+            e1 = min(E, e0 + window)
+            D = _packed.unpack_window(dist[e0:e1].reshape(-1, P), m).view(e1 - e0, L, m, m)
+            part = snap.window(e0, e1)
+            for s in range(g0, min(len(slots), g0 + group)):
+                rule, sigma = slots[s]
+                plan = plans[s]
+                stats_of = {}
+                if plan.kernel_specs:
+                    x_sigma, y_sigma = (sigma if v is None else v for v in (sigma_x, sigma_y))
+                    stats_of["kernel"] = _kernel_targets(
+                        part, kernel, rule, x_sigma, y_sigma, targets, plan.unbiased, group_cache
+                    )
+                if plan.scales:
+                    stats_of.update(dict.fromkeys(plan.scales, _kde_targets(part, targets)))
+                rows = {g: [t.epochs(0, e1 - e0) for t in ts] for g, ts in stats_of.items()}
+                for factor, gaussian, groups, with_sat in plan.passes:
+                    todo = [(spec, g) for g in groups for spec in plan.jobs[g]]
+                    f = factor[e0:e1]
+                    wide = _packed.wide_kernels(dist[e0:e1], f) if gaussian else None
+                    for l0 in range(0, L, layer_chunk):
+                        l1 = min(L, l0 + layer_chunk)
+                        w = None if wide is None else wide[:, l0:l1]
+                        k = _packed.kernel_window(D[:, l0:l1], f[:, l0:l1], w, work32, work64)
+                        shift = torch.ones_like(f[:, l0:l1]) if w is None else w.to(torch.float64)
+                        shared = _packed.Stats(k, m, shift)
+                        if with_sat and sats[s] is not None:
+                            sats[s][e0:e1, l0:l1] = shared.total / (m * (m - 1)) + shift
+                        for spec, g in todo:
+                            res = spec.packed(shared, rows[g], **spec.options)
+                            out[s][spec.name][e0:e1, l0:l1] = res.reshape(e1 - e0, l1 - l0, -1)
+    return out, sats
+
+
+@dataclass
+class _SlotPlan:
+    """The kernel passes of one width: (exponent factor (E, L), Gaussian?, estimator groups, saturation?)."""
+
+    passes: list
+    jobs: dict
+    kernel_specs: list
+    scales: list
+    unbiased: bool
+
+
+def _slot_plan(snap, specs, rule, sigma, kernel, layers, saturation) -> _SlotPlan:
+    """Which passes over the kernel values one width needs: the kernel estimators' (with the KDE bound of variance
+    sigma² when the kernel is Gaussian), one per other KDE variance, and the saturation's when no pass gives it."""
+    sigmas = _pick(layer_sigmas(snap, rule, sigma), layers)
     kernel_specs = [s for s in specs if s.needs == "kernels"]
     scales = sorted({s.variance_scale for s in specs if s.needs == "distances"}, key=lambda v: v != 1.0)
     jobs: dict[object, list] = {"kernel": kernel_specs}  # group -> its estimators: "kernel", or a distance scale
     jobs.update({v: [s for s in specs if s.needs == "distances" and s.variance_scale == v] for v in scales})
-    stats: dict[object, list] = {}
-    if kernel_specs:
-        unbiased = any(s.packed_unbiased for s in kernel_specs)
-        x_sigma, y_sigma = (sigma if v is None else v for v in (sigma_x, sigma_y))
-        stats["kernel"] = _kernel_targets(
-            snap, kernel, rule, x_sigma, y_sigma, targets, unbiased, {} if cache is None else cache
-        )
-    if scales:
-        stats.update(dict.fromkeys(scales, _kde_targets(snap, targets)))
     gaussian = kernel == "gaussian"
     factor = _kernels.exponent_factor(sigmas)
-    passes = []  # (factor, exp, groups, saturation from this pass)
+    passes = []
     if kernel_specs and gaussian:  # a distance estimator's kernel exp(-D2 / (2 sigma^2)) is the Gaussian kernel
         passes.append((factor, True, ["kernel"] + [v for v in scales if v == 1.0], True))
     elif kernel_specs:
@@ -274,21 +363,10 @@ def packed_estimates(
         if v != 1.0 or not (kernel_specs and gaussian):
             scaled = factor if v == 1.0 else _kernels.exponent_factor(sigmas, v)
             passes.append((scaled, True, [v], v == 1.0))
-    out = {s.name: torch.empty(E, L, 1 + len(targets), dtype=torch.float64, device=snap.device) for s in specs}
-    sat = None
-    for pass_factor, exp, groups, with_sat in passes:
-        todo = [(s, g) for g in groups for s in jobs[g]]
-        pass_sat = torch.empty(E, L, dtype=torch.float64, device=snap.device) if with_sat and saturation else None
-        sat = pass_sat if pass_sat is not None else sat
-        for start, stop, k32, k, shift in _packed.kernel_chunks(dist, pass_factor, exp):
-            if pass_sat is not None:
-                pass_sat[start:stop] = k32.mean(-1, dtype=torch.float64) + shift
-            rows = {g: [t.epochs(start, stop) for t in stats[g]] for _, g in todo}
-            shared = _packed.Stats(k, snap.m, shift)
-            for spec, group in todo:
-                res = spec.packed(shared, rows[group], **spec.options)
-                out[spec.name][start:stop] = res.reshape(stop - start, L, -1)
-    return out, sat
+    if saturation and not any(p[3] for p in passes):
+        passes.append((factor, True, [], True))
+    unbiased = any(s.packed_unbiased for s in kernel_specs)
+    return _SlotPlan(passes, jobs, kernel_specs, scales, unbiased)
 
 
 def trajectories(
@@ -388,8 +466,5 @@ def _activation_trajectories(snap: Snapshots, spec, index, target: str) -> np.nd
 def saturation(snap: Snapshots, sigma: float = 5.0, sigma_rule: str = "fixed") -> np.ndarray:
     """Mean off-diagonal Gaussian kernel value per (epoch, layer): ~1 sigma too large, ~0 too small."""
     _require_snapshot(snap)
-    factor = _kernels.exponent_factor(layer_sigmas(snap, sigma_rule, sigma))
-    out = torch.empty(snap.dist.shape[:-1], dtype=torch.float64, device=snap.device)
-    for start, stop, k32, _, shift in _packed.kernel_chunks(snap.dist, factor):
-        out[start:stop] = k32.mean(-1, dtype=torch.float64) + shift
-    return out.cpu().numpy()
+    _, sats = packed_slots(snap, [], [(sigma_rule, sigma)])
+    return sats[0].cpu().numpy()

@@ -12,12 +12,12 @@ epoch-major so that a live run appends an epoch's slice at the end. Runs with fe
 with NaN; so are layers an estimator cannot read (binning needs stored activations). ``saturation`` holds the mean
 off-diagonal Gaussian kernel value per (run, epoch, slot, layer), for the gauge.
 
-Cost: the default estimators (:func:`default_estimators`: HSIC, CKA and KDE variants, binning) share one pass over
-each slot's kernel values (:meth:`GridBuilder._packed_slot`), 2.5x less than one ``Run.trajectories`` call per
-block: about 25 s for 21 snapshots x 5 layers on a probe of 512 on two CPU cores, 1 s on a probe of 64 (the cost
-grows with probe^2 x epochs x layers x slots). ``nhsic`` and ``renyi_mi`` (a solve or an eigendecomposition per
-matrix) are computed only when listed in ``estimators=``. Live runs append only their new epochs
-(``GridBuilder.compute(run, start)``).
+Cost: the default estimators (:func:`default_estimators`: HSIC, CKA and KDE variants, binning) share one pass
+(:func:`ibwidget.measure.trajectories.packed_slots`): each window of stored distances is unpacked once for every
+slot, and each slot evaluates one kernel per matrix for all its estimators and targets; about 6 s for 21 snapshots x
+5 layers on a probe of 512 on two CPU cores (the cost grows with probe^2 x epochs x layers x slots). ``nhsic`` and
+``renyi_mi`` (a solve or an eigendecomposition per matrix) are computed only when listed in ``estimators=``. Live
+runs append only their new epochs (``GridBuilder.compute(run, start)``).
 """
 
 from __future__ import annotations
@@ -141,7 +141,7 @@ class GridBuilder:
         kernel: str = "gaussian",
         keep_targets: bool = False,
     ):
-        self.keep_targets = keep_targets  # keep X's kernel statistics per slot (live runs: ~1 MB a slot at m=512)
+        self.keep_targets = keep_targets  # keep X's kernel statistics per slot (live runs: 2 MB a slot at m=512)
         self._targets: dict = {}
         names = default_estimators() if estimators is None else list(estimators)
         if isinstance(estimators, str):
@@ -272,14 +272,19 @@ class GridBuilder:
         packed = [(i, s) for i, s in enumerate(self.specs) if is_packed(s)]
         others = [(i, s) for i, s in enumerate(self.specs) if not is_packed(s)]
         T = len(self.targets)
-        cache = self._targets if self.keep_targets else {}
-        for k, (rule, sigma) in enumerate(self.slots):
-            sig = 1.0 if sigma is None else sigma  # median rules ignore it
-            results, sat_k = self._packed_slot(sub, [s for _, s in packed], rule, sig, cache)
-            if sat_k is None:
-                sat_k = _trajectories.saturation(sub, sig, rule)
-            sat[:, k, :] = sat_k
-            for (i, _), res in zip(packed, results, strict=True):
+        slots = [(rule, 1.0 if sigma is None else sigma) for rule, sigma in self.slots]  # median rules ignore it
+        results, sats = _trajectories.packed_slots(
+            sub,
+            [s for _, s in packed],
+            slots,
+            self.kernel,
+            self.targets,
+            cache=self._targets if self.keep_targets else None,
+        )
+        for k, (result, sat_k) in enumerate(zip(results, sats, strict=True)):
+            sat[:, k, :] = sat_k.cpu().numpy()
+            for i, spec in packed:
+                res = result[spec.name].cpu().numpy()
                 for t in range(T):
                     b = self.base[i] + k * T + t
                     values[:, b, :, 0] = res[..., 0]
@@ -310,18 +315,6 @@ class GridBuilder:
                         continue
                     values[:, b, index, :] = traj
         return values, sat, notes
-
-    def _packed_slot(self, snap, specs, rule: str, sigma: float, cache: dict):
-        """Every packed estimator for one slot, in one pass over the kernel values (as ``Run.trajectories``).
-
-        Returns a list of (E, L, 1 + targets) float64 arrays (column 0 vs X, then one per target) and the
-        saturation (E, L) when it came for free (Gaussian kernel), else None.
-        """
-        if not specs:
-            return [], None
-        out, sat = _trajectories.packed_estimates(snap, specs, rule, sigma, self.kernel, self.targets, cache=cache)
-        results = [out[s.name].cpu().numpy() for s in specs]
-        return results, (None if sat is None else sat.cpu().numpy())
 
 
 def plane_grid(
