@@ -727,6 +727,18 @@ function buildItems(view) {
   }
 }
 
+/** Whether every epoch of a slot is in the grid (a live or freshly opened view computes the viewed σ first). */
+export function slotReady(meta, slot) {
+  return !meta.slot_filled || meta.slot_filled[slot] !== false;
+}
+
+/** Tell the kernel which slot this view shows, once per change: it computes that slot first, and every epoch. */
+function askForSlot(view, slot) {
+  if (view.sentSlot === slot || !view.model.send) return;
+  view.sentSlot = slot;
+  view.model.send({ type: "view", slot });
+}
+
 /** The selected estimator, its slot and block, and the slot of the saturation gauge. */
 function currentBlock(state) {
   const { meta } = state;
@@ -846,7 +858,8 @@ function fullRedraw(view, kind) {
   if (!state.meta) return;
   const t0 = now();
   const { meta, dims } = state;
-  const { est, block } = currentBlock(state);
+  const { est, block, satSlot } = currentBlock(state);
+  askForSlot(view, satSlot);
   const xsAll = [];
   const ysAll = [];
   for (const it of state.items) {
@@ -868,7 +881,15 @@ function fullRedraw(view, kind) {
   const target = meta.targets[state.target];
   ui.xLabel.textContent = est.label_x;
   ui.yLabel.textContent = est.label_targets[target];
-  ui.emptyText.textContent = anyValue ? "" : dims.E ? "no values for this selection" : "waiting for the first epoch";
+  const computing = est.uses_sigma && !slotReady(meta, satSlot);
+  ui.emptyText.textContent = anyValue
+    ? ""
+    : computing
+      ? "computing this σ…"
+      : dims.E
+        ? "no values for this selection"
+        : "waiting for the first epoch";
+  ui.root.dataset.computing = computing ? "1" : "";
   drawColorbar(view);
   const sigma = describeSelection(view, est);
   Object.assign(ui.root.dataset, { estimator: est.name, rule: state.rule, sigma: String(sigma), target, block: String(block) });
@@ -1143,6 +1164,7 @@ function appendLive(view, msg, buffers) {
   meta.runs[0].epochs = meta.runs[0].epochs.concat(msg.epochs || []);
   if (msg.history) meta.runs[0].history = msg.history;
   if (msg.estimators) msg.estimators.forEach((patch, i) => Object.assign(meta.estimators[i], patch));
+  if (msg.slot_filled) meta.slot_filled = msg.slot_filled;
   state.dims = dimsOf(meta);
   ui.scrub.max = String(Math.max(0, state.dims.E - 1));
   if (state.follow && !state.playing) state.epoch = state.dims.E - 1;

@@ -327,18 +327,26 @@ def test_planeview_refresh_appends_new_epochs(monkeypatch):
     partial.epochs = partial.epochs[:3]  # looks like a run with 3 snapshots so far
     view = ib.PlaneView(partial, estimators=["hsic", "cka"])
     assert view.values.shape[1] == 3
+    assert view.wait_filled(30)
     partial.epochs = run.epochs  # the run grows
     messages = []
     monkeypatch.setattr(type(view), "send", lambda self, content, buffers=None: messages.append((content, buffers)))
     monkeypatch.setattr("ibwidget.widget.planeview._FULL_SYNC_BYTES", 0)  # force the append path
     before = len(view.grid)
-    view.refresh()
-    assert view.values.shape[1] == 6 and len(view.grid) == before  # traits untouched: the slice went as a message
-    ((content, buffers),) = messages
+    with view._model.lock:  # the filler waits: the new epochs hold only the viewed slot
+        view.refresh()
+        assert view.values.shape[1] == 6 and len(view.grid) == before  # traits untouched: the slice went as a message
+        ((content, buffers),) = messages
+        appended = np.frombuffer(buffers[0], "<f4").reshape(view.values[0, 3:].shape)
+        np.testing.assert_array_equal(appended, view.values[0, 3:])
     assert content["type"] == "append" and content["start"] == 3 and content["count"] == 3
     assert content["epochs"] == [3, 4, 5]
-    np.testing.assert_array_equal(np.frombuffer(buffers[0], "<f4").reshape(3, -1), view.values[0, 3:].reshape(3, -1))
+    viewed = view._model.builder.nearest_slot("fixed", 5.0)
+    assert [k for k, ok in enumerate(content["slot_filled"]) if ok] == [viewed]  # the viewed σ came first
     full = _grid.plane_grid(run, estimators=["hsic", "cka"])
+    block = full.block_index("cka", viewed, "labels")
+    np.testing.assert_allclose(appended[:, block], full.values[0, 3:, block], rtol=1e-6, atol=1e-30)
+    assert view.wait_filled(30)  # then every other slot
     np.testing.assert_allclose(view.values, full.values, rtol=1e-6, atol=1e-30)
     view._catch_up(full=True)  # the run ends: the whole state is set
     np.testing.assert_array_equal(_decode(view), full.values.astype(np.float32))
@@ -368,6 +376,7 @@ def trained():
     view.observe(lambda _: threads.append(threading.current_thread().name), names=["meta", "grid", "saturation"])
     trainer.start()
     trainer.wait(timeout=120)
+    trainer.sync(60)  # training has ended: the widths not viewed are filled in and sent
     yield trainer, threads
     trainer.close()
 
@@ -450,10 +459,81 @@ def test_live_player_holds_every_recorded_epoch_while_training(monkeypatch):
     full = full.values
     counts = [meta["n_epochs"] for meta, _, _ in synced if meta["n_epochs"]]
     assert counts[0] == 1 and counts[-1] == 4 and counts == sorted(counts), counts
+    viewed = _grid.Grid(view.meta, full, None).slot_index("fixed", 5.0)
     for meta, values, saturation in synced:
         n = meta["n_epochs"]
         assert meta["runs"][0]["epochs"] == list(range(n)) and values.shape[1] == n
         assert len(saturation) == n * len(meta["slots"]) * meta["n_layers"] * 4
-        assert np.isfinite(values).all() and np.isfinite(np.frombuffer(saturation, "<f4")).all()
-        np.testing.assert_allclose(values, full[:, :n], rtol=1e-6, atol=1e-30)
+        filled = [k for k, ok in enumerate(meta["slot_filled"]) if ok]
+        assert viewed in filled  # the viewed σ is there for every epoch; the others may still be coming
+        grid = _grid.Grid(meta, values, None)
+        blocks = [grid.block_index(name, k, t) for name in ("hsic", GATE) for k in filled for t in meta["targets"]]
+        assert np.isfinite(values[:, :, blocks]).all()
+        sat = np.frombuffer(saturation, "<f4").reshape(n, len(meta["slots"]), meta["n_layers"])
+        assert np.isfinite(sat[:, filled]).all()
+        np.testing.assert_allclose(values[:, :, blocks], full[:, :n, blocks], rtol=1e-6, atol=1e-30)
+    trainer.sync(60)  # training has ended: every width is filled in
+    assert all(view.meta["slot_filled"])
+    np.testing.assert_allclose(_decode(view), full, rtol=1e-6, atol=1e-30)
     trainer.close()
+
+
+# ------------------------------------------------------------------------------------------------ filled in behind
+
+
+GATED = "ibwp_gated_hsic"
+
+
+@pytest.fixture
+def gated(monkeypatch):
+    """A fast estimator whose packed form lets the first pass through (the view's first σ) and holds every later
+    one until released; yields (release event, the slots passed, in order)."""
+    monkeypatch.setattr(measure_estimators, "_REGISTRY", dict(measure_estimators._REGISTRY))
+    release, calls = threading.Event(), []
+
+    def packed(stats, targets):
+        calls.append(threading.current_thread().name)
+        if len(calls) > 1:
+            assert release.wait(60), "the test never released the grid"
+        return torch.stack([stats.trace_with(t) for t in targets], -1)
+
+    ib.estimators.register(GATED, lambda K, L: (K * L).mean(), packed=packed, overwrite=True)
+    yield release, calls
+    release.set()
+
+
+def test_a_planeview_returns_with_its_first_sigma_and_fills_in_the_rest(run, gated, monkeypatch):
+    release, calls = gated
+    order: list[int] = []
+    compute = _grid.GridBuilder.compute
+
+    def observed(self, snap, start=0, stop=None, slots=None, slotless=True):  # the order the widths come in
+        order.extend(range(len(self.slots)) if slots is None else slots)
+        return compute(self, snap, start, stop, slots, slotless)
+
+    monkeypatch.setattr(_grid.GridBuilder, "compute", observed)
+    view = ib.PlaneView(run, estimators=["hsic", GATED], sigma=0.5)
+    try:
+        builder = view._model.builder
+        first = builder.nearest_slot("fixed", 0.5)
+        assert view.meta["slot_filled"] == [k == first for k in range(len(builder.slots))]
+        shown = _decode(view)
+        for _ in range(600):  # the filler has taken the next width and waits at the gate
+            if len(calls) > 1:
+                break
+            threading.Event().wait(0.05)
+        far = builder.nearest_slot("fixed", 400.0)
+        view._on_msg(view, {"type": "view", "slot": far}, [])  # the player moved to σ = 400
+        release.set()
+        assert view.wait_filled(60)
+        assert order[0] == first and order[2] == far, order  # after the one in flight, the viewed σ next
+        assert all(view.meta["slot_filled"])
+        full = _grid.plane_grid(run, estimators=["hsic", GATED])
+        for name in ("hsic", GATED):  # what the constructor sent: the first σ, and nothing else yet
+            block = full.block_index(name, first, "labels")
+            np.testing.assert_allclose(shown[:, :, block], full.values[:, :, block], rtol=1e-6, atol=1e-30)
+        assert np.isnan(shown[:, :, full.block_index("hsic", far, "labels")]).all()
+        np.testing.assert_allclose(_decode(view), full.values, rtol=1e-6, atol=1e-30)
+        assert "ibwidget-grid-fill" in calls
+    finally:
+        view.close()

@@ -637,9 +637,9 @@ def test_toggles_are_lookups_into_the_one_grid_both_planes_read(trained):
             full["estimator"], sigma=full["sigma"], target=full["target"], sigma_rule=full["sigma_rule"]
         )
         assert_marks_match(trainer, traj)
-        values, exact = model.lookup(*params)
-        assert exact
-        np.testing.assert_array_equal(trainer.marks["plane_points"][0][0].x, values[0][:, 0, 0])
+        found = model.lookup(*params)
+        assert found.exact and not found.pending
+        np.testing.assert_array_equal(trainer.marks["plane_points"][0][0].x, found.values[0][:, 0, 0])
         assert trainer.notice.value == ""
 
 
@@ -686,23 +686,36 @@ def test_off_grid_views_show_the_nearest_slot_then_arrive_from_a_worker(trained,
 
 
 def test_live_epochs_are_computed_once_for_both_planes(digits, monkeypatch):
-    """While training, each new epoch's grid slice is computed once (on the UI thread) and read by both planes."""
+    """While training, each new epoch's viewed width is computed once (on the UI thread) and read by both planes;
+    the other widths once training has ended, each (epoch, width) once."""
     train, val = digits
     trainer = Trainer(small_model(), train, val, epochs=2, probe=PROBE, name="once")
     builder = trainer._model.builder
-    starts: list[int] = []
+    computed: list[tuple[int, int, str, str]] = []
     compute = builder.compute
 
-    def counted(run, start=0):
-        starts.append(start)
-        return compute(run, start)
+    def counted(run, start=0, stop=None, slots=None, slotless=True):
+        stop_ = run.snapshots().num_snapshots if stop is None else stop
+        widths = range(len(builder.slots)) if slots is None else slots
+        status = trainer.engine.status
+        computed.extend((e, k, threading.current_thread().name, status) for e in range(start, stop_) for k in widths)
+        return compute(run, start, stop, slots, slotless)
 
     monkeypatch.setattr(builder, "compute", counted)
     trainer.start()
     run = trainer.wait(timeout=120)
+    trainer.sync(60)
     try:
         assert trainer.status == "finished"
-        assert starts == sorted(set(starts)) and starts[-1] < run.num_snapshots  # no epoch computed twice
+        pairs = [(e, k) for e, k, _, _ in computed]
+        assert len(pairs) == len(set(pairs))  # no (epoch, width) computed twice
+        viewed = builder.nearest_slot("fixed", 5.0)
+        assert {(e, k) for e, k in pairs if k == viewed} == {(e, viewed) for e in range(run.num_snapshots)}
+        assert {thread for e, k, thread, _ in computed if k == viewed} == {"ibwidget-ui"}  # each epoch as it came
+        others = {(thread, status) for e, k, thread, status in computed if k != viewed}
+        assert others and {status for _, status in others} <= {"finished"}, others  # never while training
+        everything = {(e, k) for e in range(run.num_snapshots) for k in range(len(builder.slots))}
+        assert set(pairs) == everything  # every width of every epoch, in the end
         assert trainer.plane_view.values is trainer._model.values
         assert trainer.plane_view.values.shape[1] == run.num_snapshots == 3
         assert_marks_match(trainer, run.trajectories("hsic", sigma=5.0))
@@ -728,7 +741,7 @@ def test_a_runview_opens_before_its_grid_is_computed(trained, monkeypatch):
         assert_marks_match(view, trainer.run.trajectories("hsic", sigma=5.0))
         release.set()
         view.sync()
-        assert view._model.ready.is_set() and view._model.lookup("hsic", 5.0, "fixed", "labels")[1]
+        assert view._model.ready.is_set() and view._model.lookup("hsic", 5.0, "fixed", "labels").exact
     finally:
         release.set()
         view.close()

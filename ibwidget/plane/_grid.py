@@ -180,6 +180,21 @@ class GridBuilder:
     def _n_slots(self, spec) -> int:
         return len(self.slots) if spec.uses_sigma else 1
 
+    def slot_sigma(self, k: int) -> float:
+        """The sigma of slot ``k`` as the kernels take it (a median rule's slot ignores it: 1.0)."""
+        sigma = self.slots[k][1]
+        return 1.0 if sigma is None else sigma
+
+    def nearest_slot(self, rule: str, sigma: float) -> int | None:
+        """The slot of a median rule, or the grid sigma nearest ``sigma`` (log scale) under a scaling rule; None if
+        the grid lacks the rule. :meth:`Grid.slot_index` (and ``slotIndex`` in ``js/planeview.js``) agree."""
+        slots = [k for k, (r, _) in enumerate(self.slots) if r == rule]
+        if not slots:
+            return None
+        if self.slots[slots[0]][1] is None or not (math.isfinite(float(sigma)) and float(sigma) > 0):
+            return slots[0]
+        return min(slots, key=lambda k: abs(math.log(self.slot_sigma(k) / float(sigma))))
+
     # ------------------------------------------------------------------------------------------ metadata
 
     def meta(self, runs: Sequence, notes: dict | None = None, default: dict | None = None) -> dict:
@@ -256,13 +271,18 @@ class GridBuilder:
 
     # ------------------------------------------------------------------------------------------ values
 
-    def compute(self, run, start: int = 0) -> tuple[np.ndarray, np.ndarray, dict]:
-        """Values (E', blocks, layers, 2) and saturation (E', slots, layers) of ``run``'s snapshots from ``start``.
+    def compute(
+        self, run, start: int = 0, stop: int | None = None, slots: Sequence[int] | None = None, slotless: bool = True
+    ) -> tuple[np.ndarray, np.ndarray, dict]:
+        """Values (E', blocks, layers, 2) and saturation (E', slots, layers) of ``run``'s snapshots [start, stop).
 
-        ``run``: a :class:`ibwidget.Run` or its :meth:`~ibwidget.Run.snapshots`. Also returns notes: estimator
-        name -> why some of its blocks are NaN.
+        ``run``: a :class:`ibwidget.Run` or its :meth:`~ibwidget.Run.snapshots`; ``slots``: the slot indices to
+        compute (default all; the others stay NaN); ``slotless``: also the estimators that use no sigma (binning).
+        Also returns notes: estimator name -> why some of its blocks are NaN.
         """
-        sub = run.snapshots().since(start)
+        snap = run.snapshots()
+        sub = snap.window(start, snap.num_snapshots if stop is None else stop)
+        wanted = list(range(len(self.slots))) if slots is None else sorted(set(slots))
         E, L = sub.num_snapshots, len(sub.layer_names)
         values = np.full((E, self.n_blocks, L, 2), np.nan, dtype=np.float32)
         sat = np.full((E, len(self.slots), L), np.nan, dtype=np.float32)
@@ -272,16 +292,16 @@ class GridBuilder:
         packed = [(i, s) for i, s in enumerate(self.specs) if is_packed(s)]
         others = [(i, s) for i, s in enumerate(self.specs) if not is_packed(s)]
         T = len(self.targets)
-        slots = [(rule, 1.0 if sigma is None else sigma) for rule, sigma in self.slots]  # median rules ignore it
+        widths = [(self.slots[k][0], self.slot_sigma(k)) for k in wanted]
         results, sats = _trajectories.packed_slots(
             sub,
             [s for _, s in packed],
-            slots,
+            widths,
             self.kernel,
             self.targets,
             cache=self._targets if self.keep_targets else None,
         )
-        for k, (result, sat_k) in enumerate(zip(results, sats, strict=True)):
+        for k, result, sat_k in zip(wanted, results, sats, strict=True):
             sat[:, k, :] = sat_k.cpu().numpy()
             for i, spec in packed:
                 res = result[spec.name].cpu().numpy()
@@ -297,7 +317,9 @@ class GridBuilder:
             index = [sub.layer_names.index(n) for n in layers]
             if len(layers) < L:
                 notes[spec.name] = f"{spec.name} reads activations, kept only for layers narrower than the probe."
-            for k, (rule, sigma) in enumerate(self.slots[: self._n_slots(spec)]):
+            todo = [k for k in wanted if spec.uses_sigma] if spec.uses_sigma else ([0] if slotless else [])
+            for k in todo:
+                rule, sigma = self.slots[k]
                 for t, target in enumerate(self.targets):
                     b = self.base[i] + k * T + t
                     try:
@@ -336,8 +358,11 @@ def plane_grid(
     return builder_grid(builder, runs)
 
 
-def builder_grid(builder: GridBuilder, runs: list, default: dict | None = None) -> Grid:
-    """Compute ``builder``'s grid for ``runs`` (one after the other, padded with NaN), as recorded now."""
+def builder_grid(
+    builder: GridBuilder, runs: list, default: dict | None = None, slots: Sequence[int] | None = None
+) -> Grid:
+    """Compute ``builder``'s grid for ``runs`` (one after the other, padded with NaN), as recorded now; only the
+    slot indices ``slots`` when given (the others NaN)."""
     runs = [r.snapshots() for r in runs]  # runs still training keep growing: compute on what they hold now
     E = max(r.num_snapshots for r in runs)
     L = max(len(r.layer_names) for r in runs)
@@ -345,7 +370,7 @@ def builder_grid(builder: GridBuilder, runs: list, default: dict | None = None) 
     sat = np.full((len(runs), E, len(builder.slots), L), np.nan, dtype=np.float32)
     notes: dict[str, str] = {}
     for r, run in enumerate(runs):
-        v, s, n = builder.compute(run)
+        v, s, n = builder.compute(run, slots=slots)
         values[r, : v.shape[0], :, : v.shape[2]] = v
         sat[r, : s.shape[0], :, : s.shape[2]] = s
         for k, text in n.items():

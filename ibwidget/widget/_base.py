@@ -98,6 +98,7 @@ class _RunsBox(widgets.VBox):
         epoch_max: int,
         compare: bool,
         live: bool = False,
+        busy: Callable[[], bool] | None = None,
     ) -> None:
         """Build every widget (main thread). The UI thread is started by the subclass with ``_applier.start()``."""
         self._runs = list(runs)
@@ -116,7 +117,9 @@ class _RunsBox(widgets.VBox):
             fast_builder(estimators, sigma, sigma_rule, live=live),
             {"estimator": None, "sigma": sigma, "rule": sigma_rule, "target": target},
             on_ready=None if live else self._request_redraw,  # saved runs: the grid fills in behind the first view
+            busy=busy,
         )
+        self._model.listen(self._request_redraw)  # slots filled in: the view may be one of them
         self._on_demand = OnDemand(self._request_redraw)
         self._grid_listeners: list[Callable[[bool], None]] = []  # called from this UI thread after each catch-up
         labels, tips = _layer_labels(self._runs)
@@ -157,9 +160,9 @@ class _RunsBox(widgets.VBox):
         return list(self._runs)
 
     def sync(self, timeout: float | None = 10.0) -> None:
-        """Block until every pending update (the grid of saved runs, training events, control changes, values
-        computed on demand) is applied to the widgets."""
-        if not self._model.ready.wait(timeout):
+        """Block until every pending update (the grid's widths, except those not viewed while training runs;
+        training events, control changes, values computed on demand) is applied to the widgets."""
+        if not self._model.wait_idle(timeout):
             raise TimeoutError(f"the view's grid was not computed within {timeout} s.")
         self._applier.sync(timeout)
         if not self._on_demand.wait_idle(timeout):
@@ -186,6 +189,7 @@ class _RunsBox(widgets.VBox):
             self._on_demand.close()
         if hasattr(self, "_model"):  # a grid still filling in holds the runs until it ends
             self._model.ready.wait(10.0)
+            self._model.close()
         for w in _walk(self):
             if w is not self:
                 w.close()
@@ -257,9 +261,15 @@ class _RunsBox(widgets.VBox):
     def _compute(self, params: tuple) -> tuple[list[RunData], str]:
         """Every run's data for ``params``: a grid lookup, or exact values computed on demand (meanwhile the nearest
         grid slot, with a note). Raises the on-demand computation's error, or :class:`_Pending` with nothing to show."""
+        estimator, sigma, rule, _ = params
+        slot = self._model.slot(rule, sigma)
+        if slot is not None:
+            self._model.view("figures", [slot[0]])  # computed first, and for every new epoch
         found = self._model.lookup(*params)
-        if found is not None and found[1]:
-            values, note = found[0], ""
+        if found is not None and found.exact:
+            values, note = found.values, ""
+        elif found is not None and found.pending and slot is not None and slot[1]:  # on the grid, being computed
+            values, note = found.values, f"σ = {sigma:.4g}: showing σ = {found.sigma:.4g} until this σ is computed."
         else:
             exact = self._on_demand.get(params, self._runs)
             if isinstance(exact, BaseException):
@@ -267,13 +277,12 @@ class _RunsBox(widgets.VBox):
             if exact is not None:
                 values, note = exact, ""
             elif found is not None:
-                width = self._model.builder.slots[self._model.slot(params[2], params[1])[0]][1]
                 values, note = (
-                    found[0],
-                    f"σ = {params[1]:.4g}: showing the nearest grid σ = {width:.4g} until the exact values arrive.",
+                    found.values,
+                    f"σ = {sigma:.4g}: showing the nearest grid σ = {found.sigma:.4g} until the exact values arrive.",
                 )
             else:
-                raise _Pending(f"computing {params[0]}…")
+                raise _Pending(f"computing {estimator}…")
         data = []
         for run, traj in zip(self._runs, values, strict=True):
             history = _history(run)
@@ -342,9 +351,11 @@ class _RunsBox(widgets.VBox):
             if n == 0:
                 continue
             key = (id(run), view.sigma, view.sigma_rule, n)
+            row = None
             if slot is not None and slot[1] and self._model.counts[r] == n:  # on the grid: a lookup
                 row = self._model.saturation[r, n - 1, slot[0], : len(run.layer_names)]
-            else:
+                row = row if np.isfinite(row).all() else None  # that slot is still to be computed
+            if row is None:
                 if key not in self._sat_cache:
                     self._sat_cache = {k: v for k, v in self._sat_cache.items() if k[0] != id(run)}
                     self._sat_cache[key] = np.asarray(run.saturation(view.sigma, view.sigma_rule))[n - 1]
@@ -364,6 +375,8 @@ class _RunsBox(widgets.VBox):
         """UI thread: apply one coalesced batch of requests."""
         view = self._controls.view()
         final = batch.finish is not None or batch.full
+        if batch.status or final:
+            self._model.poke()  # training paused or ended: the filler may compute the slots not viewed
         if final or not batch.more_pending:
             self._model.catch_up()  # new epochs' grid slices, computed once for every plane
         counts = tuple(self._model.counts)

@@ -14,6 +14,7 @@ import math
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -58,35 +59,105 @@ def _padded(array: np.ndarray, axis: int, size: int) -> np.ndarray:
 
 
 class PlaneModel:
-    """The grid of ``runs`` on ``builder``'s axes, grown by :meth:`catch_up`; ``lock`` guards reading it whole."""
+    """The grid of ``runs`` on ``builder``'s axes, computed slot by slot, the viewed slots first.
 
-    def __init__(self, runs: Sequence, builder: GridBuilder, default: dict, on_ready: Callable[[], None] | None = None):
-        """Computes the grid now, or, given ``on_ready``, in a background thread that calls it when the grid is
-        there (a view of long saved runs opens at once; until then :meth:`lookup` finds nothing)."""
+    The viewed slots (:meth:`view`, one list per viewer: a figure's controls, a PlaneView's player) are computed for
+    every recorded epoch before anything else, and for each new epoch as it arrives (:meth:`catch_up`); a filler
+    thread computes the other slots behind them, nearest the viewed sigma first, and calls each listener
+    (:meth:`listen`) as slots land. While ``busy()`` (a live training on these cores), only viewed slots are
+    computed. ``lock`` guards reading the arrays whole.
+    """
+
+    def __init__(
+        self,
+        runs: Sequence,
+        builder: GridBuilder,
+        default: dict,
+        on_ready: Callable[[], None] | None = None,
+        busy: Callable[[], bool] | None = None,
+    ):
+        """Computes the viewed slot (the ``default`` view's) now, or, given ``on_ready``, in a background thread
+        that calls it when that slot is there (until then :meth:`lookup` finds nothing); the filler does the rest."""
         self.runs = list(runs)
         self.builder = builder
         self.default = dict(default)
         self.lock = threading.RLock()
         self.ready = threading.Event()
-        self.version = 0  # grows when the whole grid is recomputed (not on appends)
+        self.version = 0  # grows when the runs change (runs joined): the grid is new
+        self.fills = 0  # grows when slots are filled in: values of epochs already sent change
         self.counts = [0] * len(self.runs)
         self.notes: dict[str, str] = {}
+        self._busy = busy or (lambda: False)
+        self._listeners: list[Callable[[], None]] = []
+        self._views: dict[str, list[int]] = {}
+        first = builder.nearest_slot(self.default.get("rule", "fixed"), float(self.default.get("sigma", 5.0)))
+        self._views["default"] = [0 if first is None else first]
+        self._cond = threading.Condition(self.lock)
+        self._closed = False
+        self._working = False  # the filler is computing a slot
+        self._filler = threading.Thread(target=self._fill_loop, name="ibwidget-grid-fill", daemon=True)
+        self._builder_thread: threading.Thread | None = None
         if on_ready is None:
             self._build()
         else:
-            threading.Thread(target=self._build, args=(on_ready,), name="ibwidget-grid", daemon=True).start()
+            self._builder_thread = threading.Thread(
+                target=self._build, args=(on_ready,), name="ibwidget-grid", daemon=True
+            )
+            self._builder_thread.start()
+
+    # ------------------------------------------------------------------------------------------ building
 
     def _build(self, on_ready: Callable[[], None] | None = None) -> None:
         if on_ready is not None:  # its own thread
             yield_to_training()
         with self.lock:
             self._recorded = recorded(self.runs)
-            self.grid = builder_grid(self.builder, self._recorded, self.default)
+            focus = self.focus()
+            self.grid = builder_grid(self.builder, self._recorded, self.default, slots=focus)
             self.notes = {e["name"]: e["note"] for e in self.grid.meta["estimators"] if e["note"]}
             self.counts = [r.num_snapshots for r in self._recorded]
+            self.filled = np.zeros(self.grid.saturation.shape[:3], dtype=bool)  # (runs, epochs, slots)
+            self.filled[:, :, focus] = True
+            self._filler.start()
             self.ready.set()
         if on_ready is not None:
             on_ready()
+
+    def close(self, timeout: float | None = 10.0) -> None:
+        """Stop the filler thread after the slot it is computing; wait for it (it holds the runs until it ends)."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        for thread in (self._builder_thread, self._filler):
+            if thread is not None and thread.is_alive() and threading.current_thread() is not thread:
+                thread.join(timeout)
+
+    def listen(self, listener: Callable[[], None]) -> None:
+        """Call ``listener()`` (from the filler thread) after slots are filled in."""
+        self._listeners.append(listener)
+
+    def poke(self) -> None:
+        """Wake the filler (e.g. training paused or ended: the slots not viewed can be computed now)."""
+        with self._cond:
+            self._cond.notify_all()
+
+    def view(self, viewer: str, slots: Sequence[int]) -> None:
+        """What ``viewer`` shows now: its slots are computed first, and for every new epoch."""
+        slots = [int(k) for k in slots if 0 <= int(k) < len(self.builder.slots)]
+        with self._cond:
+            if self._views.get(viewer) != slots:
+                self._views[viewer] = slots
+                self._cond.notify_all()
+
+    def focus(self) -> list[int]:
+        """Every viewed slot, the latest viewer's first."""
+        with self.lock:
+            out: list[int] = []
+            for slots in reversed(list(self._views.values())):
+                out += [k for k in slots if k not in out]
+            return out
+
+    # ------------------------------------------------------------------------------------------ arrays
 
     @property
     def values(self) -> np.ndarray:
@@ -103,13 +174,46 @@ class PlaneModel:
         return int(self.grid.values.shape[1])
 
     def meta(self) -> dict:
-        """The grid's metadata for the snapshots its values hold."""
+        """The grid's metadata for the snapshots its values hold, with ``slot_filled``: per slot, whether every
+        recorded epoch of every run has its values (a view of a slot still to come says so)."""
         with self.lock:
-            return self.builder.meta(self._recorded, self.notes, self.default)
+            meta = self.builder.meta(self._recorded, self.notes, self.default)
+            meta["slot_filled"] = self.slot_filled()
+            return meta
+
+    def slot_filled(self) -> list[bool]:
+        """Per slot: every recorded epoch of every run computed."""
+        with self.lock:
+            done = np.ones(len(self.builder.slots), dtype=bool)
+            for r, n in enumerate(self.counts):
+                done &= self.filled[r, :n].all(axis=0)
+            return [bool(v) for v in done]
+
+    def _grow(self, counts: list[int]) -> None:
+        """Pad the arrays (and the filled mask) to the longest run's epochs."""
+        E = max(counts)
+        self.grid = Grid(self.grid.meta, _padded(self.values, 1, E), _padded(self.saturation, 1, E))
+        self.filled = _padded_bool(self.filled, E)
+
+    def _write(self, r: int, start: int, values: np.ndarray, sat: np.ndarray, slots: Sequence[int], slotless: bool):
+        """Store computed values of run ``r`` from epoch ``start``: the blocks of ``slots``, and those of the
+        estimators that use no sigma when ``slotless``."""
+        stop, L = start + values.shape[0], values.shape[2]
+        b, T = self.builder, len(self.builder.targets)
+        blocks = []
+        for i, spec in enumerate(b.specs):
+            if spec.uses_sigma:
+                blocks += [b.base[i] + k * T + t for k in slots for t in range(T)]
+            elif slotless:
+                blocks += list(range(b.base[i], b.base[i] + T))
+        dest = self.values[r, start:stop]  # a view: one advanced index below keeps the axes in place
+        dest[:, blocks, :L] = values[:, blocks]
+        self.saturation[r, start:stop][:, list(slots), :L] = sat[:, list(slots)]
+        self.filled[r, start:stop, list(slots)] = True
 
     def catch_up(self) -> bool:
-        """Compute the snapshots recorded since the last call, run by run (once, whichever plane asks first);
-        True if any. Earlier epochs are never recomputed."""
+        """Compute the viewed slots (and the slot-less estimators) of the snapshots recorded since the last call,
+        run by run (once, whichever plane asks first); True if any. The filler does the other slots."""
         if not self.ready.is_set():
             return False
         with self.lock:
@@ -117,33 +221,35 @@ class PlaneModel:
             counts = [r.num_snapshots for r in runs]
             if counts == self.counts:
                 return False
-            values, sat = self.values, self.saturation
-            E = max(counts)  # more epochs than any run had: the epoch axis grows (padded with NaN)
-            values, sat = _padded(values, 1, E), _padded(sat, 1, E)
+            self._grow(counts)
+            focus = self.focus()
             for r, (snap, have) in enumerate(zip(runs, self.counts, strict=True)):
                 if snap.num_snapshots == have:
                     continue
-                v, s, notes = self.builder.compute(snap, start=have)
+                v, s, notes = self.builder.compute(snap, start=have, slots=focus)
                 for k, text in notes.items():
                     self.notes.setdefault(k, text)
-                values[r, have : snap.num_snapshots, :, : v.shape[2]] = v
-                sat[r, have : snap.num_snapshots, :, : s.shape[2]] = s
-            self.grid = Grid(self.grid.meta, values, sat)
+                self._write(r, have, v, s, focus, slotless=True)
             self._recorded, self.counts = runs, counts
+            self._cond.notify_all()
             return True
 
     def add_runs(self, runs: Sequence) -> None:
-        """Add ``runs`` to the grid (computed for them alone; the others' values stay as they are)."""
+        """Add ``runs`` to the grid (their viewed slots now, the rest by the filler; the others' values stay)."""
         if not runs:
             return
         self.ready.wait()
         with self.lock:
-            new = builder_grid(self.builder, list(runs), self.default)
+            focus = self.focus()
+            new = builder_grid(self.builder, list(runs), self.default, slots=focus)
             values, sat = self.values, self.saturation
             E = max(values.shape[1], new.values.shape[1])
             L = max(values.shape[3], new.values.shape[3])
             values = np.concatenate([_padded(_padded(values, 1, E), 3, L), _padded(_padded(new.values, 1, E), 3, L)])
             sat = np.concatenate([_padded(_padded(sat, 1, E), 3, L), _padded(_padded(new.saturation, 1, E), 3, L)])
+            filled = np.zeros((len(runs), E, len(self.builder.slots)), dtype=bool)
+            filled[:, :, focus] = True
+            self.filled = np.concatenate([_padded_bool(self.filled, E), filled])
             for entry in new.meta["estimators"]:
                 if entry["note"]:
                     self.notes.setdefault(entry["name"], entry["note"])
@@ -152,34 +258,131 @@ class PlaneModel:
             self.counts = [*self.counts, *(r.num_snapshots for r in self._recorded[-len(runs) :])]
             self.grid = Grid(self.builder.meta(self._recorded, self.notes, self.default), values, sat)
             self.version += 1
+            self._cond.notify_all()
+
+    # ------------------------------------------------------------------------------------------ the filler
+
+    def _next_job(self) -> tuple[int, list[tuple[int, int, int]]] | None:
+        """The slot to fill next and, per run, the epochs [start, stop) it lacks; None if nothing may be done now.
+        Viewed slots first, then the slots nearest the first viewed one (log sigma); only viewed ones while busy."""
+        focus = self.focus()
+        order = list(focus)
+        if not self._busy():
+            anchor = focus[0] if focus else 0
+            rest = [k for k in range(len(self.builder.slots)) if k not in order]
+            order += sorted(rest, key=lambda k: self._distance(anchor, k))
+        for k in order:
+            todo = []
+            for r, n in enumerate(self.counts):
+                missing = np.flatnonzero(~self.filled[r, :n, k])
+                if missing.size:
+                    todo.append((r, int(missing[0]), int(missing[-1]) + 1))
+            if todo:
+                return k, todo
+        return None
+
+    def filling(self) -> bool:
+        """Whether the filler is computing a slot or has one it may compute now."""
+        with self.lock:
+            return self.ready.is_set() and not self._closed and (self._working or self._next_job() is not None)
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Block until the filler has nothing it may compute now (everything, unless ``busy``); False on timeout."""
+        if not self.ready.wait(timeout):
+            return False
+        with self._cond:
+            return self._cond.wait_for(lambda: not self.filling(), timeout)
+
+    def _distance(self, a: int, b: int) -> float:
+        (rule_a, _), (rule_b, _) = self.builder.slots[a], self.builder.slots[b]
+        far = 0.0 if rule_a == rule_b else 100.0
+        return far + abs(math.log(self.builder.slot_sigma(a) / self.builder.slot_sigma(b)))
+
+    def _fill_loop(self) -> None:
+        yield_to_training()
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._closed or self._next_job() is not None)
+                if self._closed:
+                    return
+                k, todo = self._next_job()  # type: ignore[misc]
+                snaps = list(self._recorded)
+                self._working = True
+            computed = [
+                (r, start, self.builder.compute(snaps[r], start, stop, slots=[k], slotless=False))
+                for r, start, stop in todo
+            ]
+            with self.lock:
+                for r, start, (v, s, notes) in computed:
+                    for key, text in notes.items():
+                        self.notes.setdefault(key, text)
+                    self._write(r, start, v, s, [k], slotless=False)
+                self.fills += 1
+                self._working = False
+                self._cond.notify_all()
+            for listener in list(self._listeners):
+                listener()
+
+    # ------------------------------------------------------------------------------------------ views
 
     def slot(self, rule: str, sigma: float) -> tuple[int, bool] | None:
         """The grid slot nearest (``rule``, ``sigma``) and whether it is that view exactly; None if the grid lacks
         the rule."""
         if rule not in self.builder.rules or not self.ready.is_set():
             return None
-        k = self.grid.slot_index(rule, sigma)
+        k = self.builder.nearest_slot(rule, sigma)
+        if k is None:
+            return None
         width = self.builder.slots[k][1]
         return k, width is None or math.isclose(width, sigma, rel_tol=1e-9)
 
-    def lookup(self, estimator: str, sigma: float, rule: str, target: str) -> tuple[list[np.ndarray], bool] | None:
-        """Per run, the grid's (epochs, layers, 2) values nearest this view, and whether they are exact; None if
-        the grid holds neither the estimator, the target nor the rule."""
+    def lookup(self, estimator: str, sigma: float, rule: str, target: str) -> Lookup | None:
+        """Per run, the grid's (epochs, layers, 2) values nearest this view; None if the grid holds neither the
+        estimator, the target nor the rule, or nothing of it is computed yet."""
         names = [s.name for s in self.builder.specs]
         if estimator not in names or target not in self.builder.targets or not self.ready.is_set():
             return None
-        if self.builder.specs[names.index(estimator)].uses_sigma:
+        uses_sigma = self.builder.specs[names.index(estimator)].uses_sigma
+        if uses_sigma:
             found = self.slot(rule, sigma)
             if found is None:
                 return None
-            k, exact = found
+            k, on_grid = found
         else:
-            k, exact = 0, True
+            k, on_grid = 0, True
         with self.lock:
-            block = self.grid.values[:, :, self.grid.block_index(estimator, k, target)]
+            filled = self.slot_filled()
+            pending = uses_sigma and not filled[k]
+            if pending:  # still to be computed: the nearest computed slot of the rule meanwhile
+                done = [j for j, ok in enumerate(filled) if ok and self.builder.slots[j][0] == rule]
+                if not done:
+                    return None
+                shown = min(done, key=lambda j: self._distance(k, j))
+            else:
+                shown = k
+            block = self.grid.values[:, :, self.grid.block_index(estimator, shown, target)]
             counts = list(self.counts)
         out = [block[r, : counts[r], : len(run.layer_names)] for r, run in enumerate(self.runs)]
-        return out, exact
+        return Lookup(out, on_grid and not pending, pending, self.builder.slot_sigma(shown))
+
+
+@dataclass
+class Lookup:
+    """A view looked up in the grid: per run (epochs, layers, 2) values; ``exact``: they are that view's;
+    ``pending``: the view's slot is still being computed (these are the nearest computed slot's, of width
+    ``sigma``)."""
+
+    values: list
+    exact: bool
+    pending: bool
+    sigma: float
+
+
+def _padded_bool(mask: np.ndarray, epochs: int) -> np.ndarray:
+    if mask.shape[1] >= epochs:
+        return mask
+    grow = np.zeros((mask.shape[0], epochs - mask.shape[1], mask.shape[2]), dtype=bool)
+    return np.concatenate([mask, grow], axis=1)
 
 
 class OnDemand:

@@ -13,6 +13,7 @@ that missed an epoch asks for it).
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from ibwidget.widget._viewmodel import PlaneModel
 __all__ = ["PlaneView"]
 
 _FULL_SYNC_BYTES = 1 << 16  # live grids up to this size are simply re-sent whole; larger ones get appends
+_FILL_PUSH_S = 0.5  # while slots are filled in, the grid is sent at most this often
 
 
 class PlaneView(anywidget.AnyWidget):
@@ -73,15 +75,18 @@ class PlaneView(anywidget.AnyWidget):
         self._model = model
         self._runs = model.runs
         self._builder = model.builder
-        self._sent = (model.version, tuple(model.counts))  # what the front-end holds: grid version, epochs per run
+        self._sent = (model.version, model.fills, tuple(model.counts))  # what the front-end holds
         self._follower: Follower | None = None
         self._update_lock = threading.RLock()  # one writer of the traits at a time
         self._flag_lock = threading.Lock()
         self._want_full = False
+        self._last_push = 0.0
         super().__init__(**kwargs)
         self._push_full(model.meta(), model.values, model.saturation)
         self.add_class("ibwp-widget")
         self.on_msg(self._on_msg)
+        if self._computes:
+            model.listen(self._on_fill)
 
     # ------------------------------------------------------------------------------------------ public
 
@@ -144,7 +149,18 @@ class PlaneView(anywidget.AnyWidget):
         follower = getattr(self, "_follower", None)
         if follower is not None:
             follower.stop()
+        model = getattr(self, "_model", None)  # absent if __init__ failed
+        if model is not None and self._computes:
+            model.close()
         super().close()
+
+    def wait_filled(self, timeout: float | None = 60.0) -> bool:
+        """Block until every slot of the grid is computed and sent (the view fills in behind its first σ); False on
+        timeout. Computing a view's own runs, not a Trainer's while it trains (its widths not viewed wait)."""
+        if not self._model.wait_idle(timeout):
+            return False
+        self._catch_up()
+        return all(self._model.slot_filled())
 
     def to_html(self, path: PathLike, title: str | None = None, notes: str | None = None) -> Path:
         """Write this view's runs as a one-file HTML report (see :meth:`ibwidget.Run.to_html`)."""
@@ -188,16 +204,17 @@ class PlaneView(anywidget.AnyWidget):
             if self._computes:  # else the owner (a Trainer's UI thread) computes new epochs, then calls refresh
                 model.catch_up()
             with model.lock:
-                version, counts = model.version, tuple(model.counts)
+                version, fills, counts = model.version, model.fills, tuple(model.counts)
                 meta, values, saturation = model.meta(), model.values, model.saturation
                 appended = None
-                if version != self._sent[0] or (len(counts) > 1 and counts != self._sent[1]):
-                    full = True  # runs joined, or several runs grew: the whole state
-                elif counts != self._sent[1]:
-                    start, count = self._sent[1][0], counts[0]
+                sent_version, sent_fills, sent_counts = self._sent
+                if (version, fills) != (sent_version, sent_fills) or (len(counts) > 1 and counts != sent_counts):
+                    full = True  # runs joined, slots filled in, or several runs grew: the whole state
+                elif counts != sent_counts:
+                    start, count = sent_counts[0], counts[0]
                     v, s = values[0, start:count], saturation[0, start:count]
                     appended = (start, v, s, meta["runs"][0]["epochs"][start:count])
-                self._sent = (version, counts)
+                self._sent = (version, fills, counts)
             if full or values.nbytes <= _FULL_SYNC_BYTES:
                 if (
                     not self._push_full(meta, values, saturation) and resync
@@ -210,14 +227,28 @@ class PlaneView(anywidget.AnyWidget):
                     "start": start,
                     "count": int(v.shape[0]),
                     "epochs": epochs,
+                    "slot_filled": meta["slot_filled"],
                     "history": meta["runs"][0]["history"],
                     "estimators": [{"available": e["available"], "note": e["note"]} for e in meta["estimators"]],
                 }
                 buffers = [np.ascontiguousarray(v, "<f4").tobytes(), np.ascontiguousarray(s, "<f4").tobytes()]
                 self.send(content, buffers)
 
+    def _on_fill(self) -> None:
+        """The filler thread computed a slot: send the grid, at most every :data:`_FILL_PUSH_S` seconds while more
+        are coming, and always once the last has landed."""
+        now = time.monotonic()
+        if self._model.filling() and now - self._last_push < _FILL_PUSH_S:
+            return
+        self._last_push = now
+        self._catch_up()
+
     def _on_msg(self, _widget, content, _buffers) -> None:
-        """A front-end that missed an epoch asks for the whole state (a kernel thread: only flag it here)."""
+        """A front-end shows another slot (computed first), or missed an epoch and asks for the whole state (a
+        kernel thread: only flag it here)."""
+        if isinstance(content, dict) and content.get("type") == "view" and isinstance(content.get("slot"), int):
+            self._model.view(f"player-{id(self)}", [content["slot"]])
+            return
         if not isinstance(content, dict) or content.get("type") != "resync":
             return
         with self._flag_lock:

@@ -23,6 +23,7 @@ __all__ = ["Trainer"]
 
 _ACTIVE = ("running", "pausing", "paused", "stopping")
 _HELD = ("pausing", "paused")  # the pause button offers Resume
+_TRAINING = ("running", "pausing", "stopping")  # the training thread has the cores
 _DEFAULT_EPOCHS = 7
 _BAR_STYLE = {
     "finished": "success",
@@ -138,7 +139,16 @@ class Trainer(_RunsBox):
         self._target = int(engine.num_epochs)
         self._batch_event: BatchEvent | None = None
         self._setup(
-            [engine.run], [engine.run.name], estimators, sigma, sigma_rule, target, self._target, False, live=True
+            [engine.run],
+            [engine.run.name],
+            estimators,
+            sigma,
+            sigma_rule,
+            target,
+            self._target,
+            False,
+            live=True,
+            busy=lambda: engine.status in _TRAINING,  # the widths not viewed wait while training has the cores
         )
         self.start_button = widgets.Button(description="Start", icon="play", tooltip="start training")
         self.pause_button = widgets.Button(description="Pause", icon="pause", tooltip="pause / resume", disabled=True)

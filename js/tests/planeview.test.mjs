@@ -19,6 +19,7 @@ import {
   saturationAt,
   series,
   slotIndex,
+  slotReady,
   valueIndex,
   viridis,
 } from "../planeview.js";
@@ -186,4 +187,12 @@ test("historyAt: history lists start at epoch 1", () => {
   assert.equal(historyAt(h, "loss", 2), 0.5);
   assert.ok(Number.isNaN(historyAt(h, "loss", 3)));
   assert.ok(Number.isNaN(historyAt(h, "accuracy", 1)));
+});
+
+test("slotReady: a slot still being computed says so; grids without the flag (reports) are whole", () => {
+  assert.equal(slotReady(meta(), 2), true);
+  const filling = meta({ slot_filled: [false, true, false, false] });
+  assert.equal(slotReady(filling, 1), true);
+  assert.equal(slotReady(filling, 0), false);
+  assert.equal(slotReady(filling, 3), false);
 });
