@@ -504,11 +504,11 @@ def gated(monkeypatch):
 
 def test_a_planeview_returns_with_its_first_sigma_and_fills_in_the_rest(run, gated, monkeypatch):
     release, calls = gated
-    order: list[int] = []
+    order: list[list[int]] = []
     compute = _grid.GridBuilder.compute
 
     def observed(self, snap, start=0, stop=None, slots=None, slotless=True):  # the order the widths come in
-        order.extend(range(len(self.slots)) if slots is None else slots)
+        order.append(list(range(len(self.slots)) if slots is None else slots))
         return compute(self, snap, start, stop, slots, slotless)
 
     monkeypatch.setattr(_grid.GridBuilder, "compute", observed)
@@ -526,7 +526,9 @@ def test_a_planeview_returns_with_its_first_sigma_and_fills_in_the_rest(run, gat
         view._on_msg(view, {"type": "view", "slot": far}, [])  # the player moved to σ = 400
         release.set()
         assert view.wait_filled(60)
-        assert order[0] == first and order[2] == far, order  # after the one in flight, the viewed σ next
+        assert order[0] == [first] and order[2] == [far], order  # after the pass in flight, the viewed σ alone
+        done = [k for batch in order for k in batch]
+        assert sorted(done) == list(range(len(builder.slots))), order  # then every other width, each once
         assert all(view.meta["slot_filled"])
         full = _grid.plane_grid(run, estimators=["hsic", GATED])
         for name in ("hsic", GATED):  # what the constructor sent: the first σ, and nothing else yet

@@ -21,6 +21,7 @@ accumulated in float64; results match float64 kernels on the same distances to ~
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 
@@ -97,55 +98,65 @@ def _one_hot(codes: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class Target:
-    """Precomputed statistics of a target kernel L (m, m), or one per epoch (E, m, m), in float64."""
+    """Precomputed statistics of a target kernel L (m, m), or one per epoch (E, m, m), in float64.
 
-    lc: torch.Tensor  # the centred kernel H L H (..., m, m)
-    lc_trace: torch.Tensor  # its trace (...)
-    norm2: torch.Tensor  # ||H L H||_F^2 (...)
-    l_off: torch.Tensor  # L with a zero diagonal, its off-diagonal values shifted to mean 0 (..., m, m)
+    L is held as ``l_off`` = its off-diagonal values shifted to mean 0 (``shift``, that mean), with a zero diagonal,
+    and ``delta`` = its diagonal minus ``shift``: the form that keeps a wide Gaussian L's structure (values near 1),
+    and from which ``H L H`` (the shift removed by centring) enters every trace through one inner product
+    (:meth:`Stats.trace_with`). A kernel of class labels (the one-hot Gram) also keeps its ``classes``: its inner
+    products are then per-class row sums. A target of labels alone (:meth:`of_labels`, for KDE) has None for
+    every kernel statistic.
+    """
+
+    l_off: torch.Tensor  # L - shift off the diagonal, 0 on it (..., m, m)
     l_rows: torch.Tensor  # row sums of l_off (..., m)
+    delta: torch.Tensor  # diag(L) - shift (..., m)
+    shift: torch.Tensor  # the off-diagonal mean of L (...)
+    lc_trace: torch.Tensor  # tr(H L H) (...)
+    norm2: torch.Tensor  # ||H L H||_F^2 (...)
     hsic_u_self: torch.Tensor  # unbiased HSIC(L, L) (...)
     labels: torch.Tensor | None = None  # (m,) or (E, m) integer codes, for KDE
+    classes: torch.Tensor | None = None  # (m,) codes whose one-hot Gram is L
 
     @classmethod
-    def of(cls, L: torch.Tensor, unbiased: bool = False) -> Target:
-        """Statistics of L (symmetric); those of the unbiased estimators only when ``unbiased``."""
+    def of(cls, L: torch.Tensor, unbiased: bool = False, classes: torch.Tensor | None = None) -> Target:
+        """Statistics of L (symmetric); ``classes``: integer codes whose one-hot Gram L is (a label kernel).
+        ``unbiased`` is accepted for compatibility: the unbiased statistics cost nothing more."""
         L = L.to(F64)
         m = L.shape[-1]
-        mu = L.mean(-1)
-        mu_all = mu.mean(-1)
-        lc = L - mu[..., :, None] - mu[..., None, :] + mu_all[..., None, None]
-        l_off = l_rows = hsic_u = None
-        if unbiased:  # unbiased HSIC reads off-diagonal values up to a constant: shift them to mean 0 (a wide
-            # Gaussian L, all near 1, would otherwise cancel away its structure in the sums below)
-            diag = torch.diagonal(L, dim1=-2, dim2=-1)
-            off_mean = (L.sum((-1, -2)) - diag.sum(-1)) / (m * (m - 1))
-            l_off = L - off_mean[..., None, None]
-            l_off.diagonal(dim1=-2, dim2=-1).zero_()
-            l_rows = l_off.sum(-1)
-            total = l_rows.sum(-1)
-            sum_sq = torch.linalg.vector_norm(l_off.flatten(-2), dim=-1).square()
-            hsic_u = (sum_sq + total * total / ((m - 1) * (m - 2)) - 2.0 / (m - 2) * (l_rows * l_rows).sum(-1)) / (
-                m * (m - 3)
-            )
+        diag = torch.diagonal(L, dim1=-2, dim2=-1)
+        shift = (L.sum((-1, -2)) - diag.sum(-1)) / (m * (m - 1))
+        l_off = L - shift[..., None, None]
+        l_off.diagonal(dim1=-2, dim2=-1).zero_()
+        rows = l_off.sum(-1)
+        delta = diag - shift[..., None]
+        total = rows.sum(-1)
+        sum_sq = torch.linalg.vector_norm(l_off.flatten(-2), dim=-1).square()
+        ones = rows + delta  # (l_off + diag(delta)) 1
+        full = ones.sum(-1)
         return cls(
-            lc=lc,
-            lc_trace=torch.diagonal(lc, dim1=-2, dim2=-1).sum(-1),
-            norm2=torch.linalg.vector_norm(lc.flatten(-2), dim=-1).square(),
             l_off=l_off,
-            l_rows=l_rows,
-            hsic_u_self=hsic_u,
+            l_rows=rows,
+            delta=delta,
+            shift=shift,
+            lc_trace=delta.sum(-1) - full / m,
+            norm2=(
+                sum_sq + (delta * delta).sum(-1) - (2.0 / m) * (ones * ones).sum(-1) + full * full / (m * m)
+            ).clamp_min(0.0),
+            hsic_u_self=(sum_sq + total * total / ((m - 1) * (m - 2)) - 2.0 / (m - 2) * (rows * rows).sum(-1))
+            / (m * (m - 3)),
+            classes=classes,
         )
 
     @classmethod
     def of_labels(cls, labels: torch.Tensor | None) -> Target:
         """A target that is only class labels (m,) or (E, m), or none (the input X), for KDE."""
-        return cls(*(None,) * 6, labels=labels)
+        return cls(*(None,) * 7, labels=labels)
 
     @property
     def per_epoch(self) -> bool:
-        if self.lc is not None:
-            return self.lc.ndim > 2
+        if self.l_off is not None:
+            return self.l_off.ndim > 2
         return self.labels is not None and self.labels.ndim > 1
 
     def epochs(self, start: int, stop: int) -> Target:
@@ -153,9 +164,8 @@ class Target:
         if not self.per_epoch:
             return self
         pick = lambda t: None if t is None else t[start:stop].unsqueeze(1)  # noqa: E731
-        return Target(
-            *(pick(getattr(self, f)) for f in ("lc", "lc_trace", "norm2", "l_off", "l_rows", "hsic_u_self", "labels"))
-        )
+        fields = ("l_off", "l_rows", "delta", "shift", "lc_trace", "norm2", "hsic_u_self", "labels", "classes")
+        return Target(*(pick(getattr(self, f)) for f in fields))
 
 
 def wide_kernels(dist: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
@@ -175,7 +185,8 @@ def kernel_window(D: torch.Tensor, factor: torch.Tensor, wide: torch.Tensor | No
     k32 = out32[: D.numel()].view(D.shape)
     torch.mul(D, factor.to(torch.float32)[..., None, None], out=k32)
     if wide is not None:
-        k32.clamp_(min=_EXP_FLOOR)  # exp of lower values is 0 or subnormal, and 30x slower to compute
+        if bool((~wide).any()):
+            k32.clamp_(min=_EXP_FLOOR)  # exp of lower values is 0 or subnormal, and 30x slower to compute
         forms = wide.reshape(-1).tolist()
         if all(forms):
             k32.expm1_()
@@ -200,10 +211,13 @@ class Stats:
     :func:`ibwidget.measure.estimators.register`), so a pass computes each statistic once for all its estimators.
     """
 
-    def __init__(self, k: torch.Tensor, m: int, shift: torch.Tensor):
+    def __init__(self, k: torch.Tensor, m: int, shift: torch.Tensor, codes: Sequence[torch.Tensor] = ()):
+        """``codes``: the class codes (m,) or (epochs, 1, m) the pass's estimators will ask about
+        (:meth:`class_row_sums`), read together with the row sums in one product with ``k``."""
         self.k, self.m, self.shift = k, m, shift
         self.diagonal = 1.0 - shift  # the diagonal of K - shift, which k leaves out
         self._dots: dict = {}
+        self._codes = list({id(c): c for c in codes}.values())
 
     def _dot(self, other: torch.Tensor) -> torch.Tensor:
         """``<K - shift, other>`` off the diagonal, once per matrix ``other`` (every estimator asks for the same)."""
@@ -212,14 +226,56 @@ class Stats:
             self._dots[key] = (other, _dot(self.k, other))  # holding other keeps its id from being reused
         return self._dots[key][1]
 
+    def _dot_target(self, target: Target) -> torch.Tensor:
+        """``<K - shift, L - target.shift>`` off the diagonal: (epochs, layers). For a label kernel, the same-class
+        row sums (read with the row sums) less the shift times the total."""
+        if target.classes is not None:
+            same, _ = self.class_row_sums(target.classes)
+            return same.sum(-1) - target.shift * self.total
+        return self._dot(target.l_off)
+
     def trace_with(self, target: Target) -> torch.Tensor:
-        """``tr(K H L H)`` with the target's centred kernel (unchanged by the shift): (epochs, layers)."""
-        return self._dot(target.lc) + self.diagonal * target.lc_trace
+        """``tr(K H L H)`` (unchanged by either shift): (epochs, layers).
+
+        With ``A`` = the target's ``l_off``, ``D`` = diag(``delta``) and ``a`` the row means of K:
+        ``tr(K H (A + D) H) = <K, A> - 2 a.rows(A) + mean(a) sum(rows(A)) + sum_i delta_i (K_ii - 2 a_i + mean(a))``.
+        """
+        key = ("trace", id(target.l_off))
+        if key not in self._dots:
+            m = self.m
+            a = (self.row_sums + self.diagonal[..., None]) / m
+            a_bar = a.mean(-1)
+            rows = target.l_rows
+            trace = (
+                self._dot_target(target)
+                - 2.0 * (a * rows).sum(-1)
+                + a_bar * rows.sum(-1)
+                + (target.delta * (self.diagonal[..., None] - 2.0 * a + a_bar[..., None])).sum(-1)
+            )
+            self._dots[key] = (target.l_off, trace)
+        return self._dots[key][1]
 
     @cached_property
     def row_sums(self) -> torch.Tensor:
         """Off-diagonal row sums of ``K - shift``: (epochs, layers, m)."""
+        if self._codes:
+            return self._row_products[0][..., 0]
         return self.k.sum(-1)
+
+    @cached_property
+    def _row_products(self) -> tuple[torch.Tensor, dict[int, tuple[int, torch.Tensor]]]:
+        """``k`` times ``[1 | one-hot of each code set]``: row sums and per-class row sums in one read of ``k``;
+        and, per code set (by id), its first column and one-hot matrix."""
+        onehots = [_one_hot(c) for c in self._codes]
+        columns = [torch.ones(self.m, 1, dtype=F64, device=self.k.device), *onehots]
+        if any(c.ndim > 2 for c in columns):  # some codes per epoch: every block per epoch
+            e = self.k.shape[0]
+            columns = [c if c.ndim > 2 else c.expand(e, 1, *c.shape) for c in columns]
+        offsets, start = {}, 1
+        for codes, onehot in zip(self._codes, onehots, strict=True):
+            offsets[id(codes)] = (start, onehot)
+            start += onehot.shape[-1]
+        return torch.matmul(self.k, torch.cat(columns, -1)), offsets
 
     @cached_property
     def sum_sq(self) -> torch.Tensor:
@@ -243,7 +299,7 @@ class Stats:
         """Unbiased HSIC (Song et al. 2012) with a target built by ``Target.of(L, unbiased=True)``."""
         m = self.m
         return (1.0 / (m * (m - 3))) * (
-            self._dot(target.l_off)
+            self._dot_target(target)
             + self.total * target.l_rows.sum(-1) / ((m - 1) * (m - 2))
             - 2.0 / (m - 2) * (self.row_sums * target.l_rows).sum(-1)
         )
@@ -270,8 +326,13 @@ class Stats:
         return self._dots[key][1]
 
     def _class_row_sums(self, codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        onehot = _one_hot(codes)  # (m, C) or (e, 1, m, C)
-        per_class = torch.matmul(self.k, onehot)  # (e, l, m, C)
+        if id(codes) in {id(c) for c in self._codes}:  # read with the row sums
+            products, offsets = self._row_products
+            start, onehot = offsets[id(codes)]
+            per_class = products[..., start : start + onehot.shape[-1]]
+        else:
+            onehot = _one_hot(codes)  # (m, C) or (e, 1, m, C)
+            per_class = torch.matmul(self.k, onehot)  # (e, l, m, C)
         own = codes.long()[..., None].expand(per_class.shape[:-1] + (1,))
         r_same = per_class.gather(-1, own).squeeze(-1)
         counts = onehot.sum(-2).gather(-1, codes.long())  # each row's class size

@@ -215,7 +215,10 @@ def _kernel_targets(snap, kernel, rule, sigma_x, sigma_y, targets, unbiased, cac
     out = [fixed(("X", kernel, rule, sigma_x), lambda: x_kernel(snap, kernel, rule, sigma_x))]
     for t in targets:
         if t == "labels":
-            out.append(fixed(("labels",), lambda: target_kernel(snap, "labels")))
+            key = (id(snap.probe_x), unbiased, "labels")
+            if key not in cache:
+                cache[key] = Target.of(target_kernel(snap, "labels"), unbiased, classes=snap.labels)
+            out.append(cache[key])
         else:
             out.append(Target.of(target_kernel(snap, t, kernel, rule, sigma_y), unbiased))
     return out
@@ -324,7 +327,8 @@ def packed_slots(
                         w = None if wide is None else wide[:, l0:l1]
                         k = _packed.kernel_window(D[:, l0:l1], f[:, l0:l1], w, work32, work64)
                         shift = torch.ones_like(f[:, l0:l1]) if w is None else w.to(torch.float64)
-                        shared = _packed.Stats(k, m, shift)
+                        codes = [c for g in groups for t in rows[g] for c in (t.labels, t.classes) if c is not None]
+                        shared = _packed.Stats(k, m, shift, codes)
                         if with_sat and sats[s] is not None:
                             sats[s][e0:e1, l0:l1] = shared.total / (m * (m - 1)) + shift
                         for spec, g in todo:

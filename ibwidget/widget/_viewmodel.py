@@ -25,6 +25,7 @@ from ibwidget.plane._grid import DEFAULT_RULES, DEFAULT_SIGMAS, Grid, GridBuilde
 from ibwidget.widget._applier import yield_to_training
 
 _KEPT_RESULTS = 8  # exact off-grid views kept (the latest ones)
+_FILL_BATCH = 4  # slots the filler computes in one pass (as fast per slot as the whole grid at once, measured)
 
 
 def recorded(runs: Sequence) -> list:
@@ -262,24 +263,36 @@ class PlaneModel:
 
     # ------------------------------------------------------------------------------------------ the filler
 
-    def _next_job(self) -> tuple[int, list[tuple[int, int, int]]] | None:
-        """The slot to fill next and, per run, the epochs [start, stop) it lacks; None if nothing may be done now.
-        Viewed slots first, then the slots nearest the first viewed one (log sigma); only viewed ones while busy."""
+    def _next_job(self) -> tuple[list[int], list[tuple[int, int, int]]] | None:
+        """The slots to fill next and, per run, the epochs [start, stop) they lack; None if nothing may be done now.
+        Viewed slots first (alone: they are waited for), then the slots nearest the first viewed one (log sigma), up
+        to :data:`_FILL_BATCH` lacking the same epochs (one pass shares their unpacked distances); only viewed ones
+        while busy."""
         focus = self.focus()
-        order = list(focus)
+        rest: list[int] = []
         if not self._busy():
             anchor = focus[0] if focus else 0
-            rest = [k for k in range(len(self.builder.slots)) if k not in order]
-            order += sorted(rest, key=lambda k: self._distance(anchor, k))
-        for k in order:
+            rest = sorted(
+                (k for k in range(len(self.builder.slots)) if k not in focus), key=lambda k: self._distance(anchor, k)
+            )
+        job: tuple[list[int], list[tuple[int, int, int]]] | None = None
+        for k in focus + rest:
             todo = []
             for r, n in enumerate(self.counts):
                 missing = np.flatnonzero(~self.filled[r, :n, k])
                 if missing.size:
                     todo.append((r, int(missing[0]), int(missing[-1]) + 1))
-            if todo:
-                return k, todo
-        return None
+            if not todo:
+                continue
+            if job is None:
+                job = ([k], todo)
+                if k in focus:
+                    return job
+            elif todo == job[1] and len(job[0]) < _FILL_BATCH:
+                job[0].append(k)
+            if job is not None and len(job[0]) == _FILL_BATCH:
+                break
+        return job
 
     def filling(self) -> bool:
         """Whether the filler is computing a slot or has one it may compute now."""
@@ -305,18 +318,18 @@ class PlaneModel:
                 self._cond.wait_for(lambda: self._closed or self._next_job() is not None)
                 if self._closed:
                     return
-                k, todo = self._next_job()  # type: ignore[misc]
+                slots, todo = self._next_job()  # type: ignore[misc]
                 snaps = list(self._recorded)
                 self._working = True
             computed = [
-                (r, start, self.builder.compute(snaps[r], start, stop, slots=[k], slotless=False))
+                (r, start, self.builder.compute(snaps[r], start, stop, slots=slots, slotless=False))
                 for r, start, stop in todo
             ]
             with self.lock:
                 for r, start, (v, s, notes) in computed:
                     for key, text in notes.items():
                         self.notes.setdefault(key, text)
-                    self._write(r, start, v, s, [k], slotless=False)
+                    self._write(r, start, v, s, slots, slotless=False)
                 self.fills += 1
                 self._working = False
                 self._cond.notify_all()
