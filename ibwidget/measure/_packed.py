@@ -22,7 +22,7 @@ accumulated in float64; results match float64 kernels on the same distances to ~
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 
 import torch
@@ -117,6 +117,16 @@ class Target:
     hsic_u_self: torch.Tensor  # unbiased HSIC(L, L) (...)
     labels: torch.Tensor | None = None  # (m,) or (E, m) integer codes, for KDE
     classes: torch.Tensor | None = None  # (m,) codes whose one-hot Gram is L
+    _memo: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def centred_triangle(self) -> torch.Tensor:
+        """The packed strict upper triangle of ``H L H`` (..., P), once: what a triangle's trace reads."""
+        if "lc" not in self._memo:
+            m = self.l_off.shape[-1]
+            i, j = triu(m, self.l_off.device)
+            u = (self.l_rows + self.delta) / m
+            self._memo["lc"] = pack(self.l_off) - u[..., i] - u[..., j] + (u.sum(-1) / m)[..., None]
+        return self._memo["lc"]
 
     @classmethod
     def of(cls, L: torch.Tensor, unbiased: bool = False, classes: torch.Tensor | None = None) -> Target:
@@ -176,14 +186,17 @@ def wide_kernels(dist: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
 
 
 def kernel_window(D: torch.Tensor, factor: torch.Tensor, wide: torch.Tensor | None, out32, out64) -> torch.Tensor:
-    """Off-diagonal kernel values of the squared distances D (e, l, m, m) into ``out64``, returned with D's shape and
-    a zero diagonal: Gaussian ``expm1(factor * D)`` where ``wide`` (shift 1) and ``exp(factor * D)`` where not
-    (shift 0); ``wide=None``: linear, ``factor * D`` (shift 1). The diagonal they stand for is ``1 - shift``, kept
-    out of the matrix so that no sum adds it to values many orders smaller. Evaluated in float32 (``out32``),
-    accumulated in float64 (``out64``); both are buffers of at least D's size, overwritten at the next call."""
+    """Off-diagonal kernel values of the squared distances D, (e, l, m, m) with a zero diagonal or packed triangles
+    (e, l, P), into ``out64``, returned with D's shape: Gaussian ``expm1(factor * D)`` where ``wide`` (shift 1) and
+    ``exp(factor * D)`` where not (shift 0); ``wide=None``: linear, ``factor * D`` (shift 1). The diagonal they stand
+    for is ``1 - shift``, kept out of the matrix so that no sum adds it to values many orders smaller. Evaluated in
+    float32 (``out32``), accumulated in float64 (``out64``); both are buffers of at least D's size, overwritten at
+    the next call."""
     e, l_ = D.shape[:2]
+    square = D.ndim == 4
     k32 = out32[: D.numel()].view(D.shape)
-    torch.mul(D, factor.to(torch.float32)[..., None, None], out=k32)
+    f32 = factor.to(torch.float32)
+    torch.mul(D, f32[..., None, None] if square else f32[..., None], out=k32)
     if wide is not None:
         if bool((~wide).any()):
             k32.clamp_(min=_EXP_FLOOR)  # exp of lower values is 0 or subnormal, and 30x slower to compute
@@ -198,12 +211,13 @@ def kernel_window(D: torch.Tensor, factor: torch.Tensor, wide: torch.Tensor | No
                 flat[index].expm1_() if is_wide else flat[index].exp_()
     k = out64[: D.numel()].view(D.shape)
     k.copy_(k32)
-    k.diagonal(dim1=-2, dim2=-1).zero_()
+    if square:
+        k.diagonal(dim1=-2, dim2=-1).zero_()
     return k
 
 
 class Stats:
-    """Statistics of one window of kernels, each computed on first use and shared by every packed form.
+    """Statistics of one window of full (m, m) kernels, each computed on first use and shared by every packed form.
 
     ``k`` (epochs, layers, m, m) float64 holds the off-diagonal values of ``K - shift`` (``shift`` (epochs, layers): 1
     or 0, see the module docstring) and a zero diagonal, as :func:`kernel_window` returns it; ``m`` is the number of
@@ -336,4 +350,55 @@ class Stats:
         own = codes.long()[..., None].expand(per_class.shape[:-1] + (1,))
         r_same = per_class.gather(-1, own).squeeze(-1)
         counts = onehot.sum(-2).gather(-1, codes.long())  # each row's class size
+        return r_same, counts
+
+
+def _row_sums(k: torch.Tensor, m: int) -> torch.Tensor:
+    """Row sums (..., m) of the symmetric matrices whose strict upper triangles are k (..., P), zero diagonal."""
+    i, j = triu(m, k.device)
+    r = k.new_zeros(k.shape[:-1] + (m,))
+    r.index_add_(-1, i, k)
+    r.index_add_(-1, j, k)
+    return r
+
+
+class TriangleStats(Stats):
+    """:class:`Stats` of packed triangles ``k`` (epochs, layers, P): for one width, cheaper than unpacking.
+
+    Unpacking costs about as much as a width's whole pass; a grid's many widths share it, one width does not. The
+    statistics (and every estimator's packed form) are the same; only their primitives read the triangle.
+    """
+
+    def _dot(self, other: torch.Tensor) -> torch.Tensor:
+        key = id(other)
+        if key not in self._dots:
+            self._dots[key] = (other, self._triangle_dot(pack(other)))
+        return self._dots[key][1]
+
+    def _triangle_dot(self, packed: torch.Tensor) -> torch.Tensor:
+        """``2 <k, packed>``: both triangles, for (P,) or per epoch (e, 1, P)."""
+        if packed.ndim == 1:
+            return 2.0 * (self.k @ packed)
+        return 2.0 * torch.matmul(self.k, packed.transpose(-1, -2)).squeeze(-1)
+
+    def trace_with(self, target: Target) -> torch.Tensor:
+        """``tr(K H L H)`` from the target's centred triangle: no row sums of K needed."""
+        key = ("trace", id(target.l_off))
+        if key not in self._dots:
+            trace = self._triangle_dot(target.centred_triangle()) + self.diagonal * target.lc_trace
+            self._dots[key] = (target.l_off, trace)
+        return self._dots[key][1]
+
+    @cached_property
+    def row_sums(self) -> torch.Tensor:
+        return _row_sums(self.k, self.m)
+
+    @cached_property
+    def sum_sq(self) -> torch.Tensor:
+        return torch.linalg.vector_norm(self.k, dim=-1).square()
+
+    def _class_row_sums(self, codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        i, j = triu(self.m, self.k.device)
+        r_same = _row_sums(self.k * (codes[..., i] == codes[..., j]).to(self.k.dtype), self.m)
+        counts = (codes[..., :, None] == codes[..., None, :]).sum(-1).to(self.k.dtype)
         return r_same, counts

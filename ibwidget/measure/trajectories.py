@@ -293,18 +293,21 @@ def packed_slots(
     sats = [torch.empty(E, L, dtype=torch.float64, device=snap.device) if saturation else None for _ in slots]
     if E == 0 or not slots:
         return out, sats
-    per_slot = 2 * m * m * 8 if specs else 0  # X's centred kernel, and its shifted one for unbiased estimators
+    per_slot = m * m * 8 if specs else 0  # X's kernel statistics
     group = len(slots) if keep else max(1, _SLOT_TARGET_BYTES // max(per_slot, 1))
-    window = max(1, _packed.CHUNK_ELEMS // (L * m * m))
-    layer_chunk = L if L * m * m <= _packed.CHUNK_ELEMS else max(1, _packed.CHUNK_ELEMS // (m * m))
-    size = min(window, E) * layer_chunk * m * m
+    square = len(slots) > 1  # unpacking pays off when widths share it; one width reads the triangles
+    per_matrix = m * m if square else P
+    window = max(1, _packed.CHUNK_ELEMS // (L * per_matrix))
+    layer_chunk = L if L * per_matrix <= _packed.CHUNK_ELEMS else max(1, _packed.CHUNK_ELEMS // per_matrix)
+    size = min(window, E) * layer_chunk * per_matrix
+    form = _packed.Stats if square else _packed.TriangleStats
     work32 = torch.empty(size, device=snap.device)
     work64 = torch.empty(size, dtype=torch.float64, device=snap.device)
     for g0 in range(0, len(slots), group):  # a group's X statistics stay cached while its windows pass
         group_cache = cache if keep else {}
         for e0 in range(0, E, window):
             e1 = min(E, e0 + window)
-            D = _packed.unpack_window(dist[e0:e1].reshape(-1, P), m).view(e1 - e0, L, m, m)
+            D = _packed.unpack_window(dist[e0:e1].reshape(-1, P), m).view(e1 - e0, L, m, m) if square else dist[e0:e1]
             part = snap.window(e0, e1)
             for s in range(g0, min(len(slots), g0 + group)):
                 rule, sigma = slots[s]
@@ -328,7 +331,7 @@ def packed_slots(
                         k = _packed.kernel_window(D[:, l0:l1], f[:, l0:l1], w, work32, work64)
                         shift = torch.ones_like(f[:, l0:l1]) if w is None else w.to(torch.float64)
                         codes = [c for g in groups for t in rows[g] for c in (t.labels, t.classes) if c is not None]
-                        shared = _packed.Stats(k, m, shift, codes)
+                        shared = form(k, m, shift, codes)
                         if with_sat and sats[s] is not None:
                             sats[s][e0:e1, l0:l1] = shared.total / (m * (m - 1)) + shift
                         for spec, g in todo:
