@@ -138,8 +138,14 @@ def test_live_tail_equals_full_grid(run, grid):
     assert values.shape[0] == run.num_snapshots - 4
     np.testing.assert_allclose(values, grid.values[0, 4:], rtol=1e-6, atol=1e-30)
     np.testing.assert_allclose(sat, grid.saturation[0, 4:], atol=1e-7)
-    values_again, _, _ = builder.compute(run, start=4)  # cached X statistics give the same numbers
-    np.testing.assert_array_equal(values_again, values)
+    for k in (12, 3, 12):  # a live view's widths one at a time, X's statistics kept between calls: the same numbers
+        again, sat_again, _ = builder.compute(run, start=4, slots=[k])
+        blocks = [
+            builder.base[i] + k * 2 + t for i, spec in enumerate(builder.specs) if spec.uses_sigma for t in (0, 1)
+        ]
+        np.testing.assert_allclose(again[:, blocks], values[:, blocks], rtol=1e-6, atol=1e-30)
+        np.testing.assert_allclose(sat_again[:, k], sat[:, k], atol=1e-7)
+    assert len(builder._targets) == 3  # X at two widths, and the labels
 
 
 def test_several_runs_are_padded_with_nan():
@@ -391,7 +397,7 @@ def test_trainer_shows_a_live_planeview_tab(trained):
     assert view.meta["n_epochs"] == run.num_snapshots == 4
     assert view.meta["runs"][0]["epochs"] == [0, 1, 2, 3]
     assert len(view.meta["runs"][0]["history"]["loss"]) == 3
-    assert len(view.meta["sigmas"]) == 13 and 5.0 in view.meta["sigmas"]  # a live grid: every other default width
+    assert view.meta["sigmas"] == list(_grid.DEFAULT_SIGMAS)  # every default width, filled in once training ended
     same = _grid.plane_grid(run, estimators=["hsic", "cka"], sigmas=view.meta["sigmas"])
     np.testing.assert_allclose(_decode(view), same.values, rtol=1e-6)
     traj = run.trajectories("cka", sigma=5.0, target="output")

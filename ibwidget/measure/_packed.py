@@ -397,6 +397,10 @@ class TriangleStats(Stats):
     def sum_sq(self) -> torch.Tensor:
         return torch.linalg.vector_norm(self.k, dim=-1).square()
 
+    @cached_property
+    def total(self) -> torch.Tensor:
+        return 2.0 * self.k.sum(-1)  # no row sums needed (the saturation of one width asks only for this)
+
     def _class_row_sums(self, codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         i, j = triu(self.m, self.k.device)
         r_same = _row_sums(self.k * (codes[..., i] == codes[..., j]).to(self.k.dtype), self.m)

@@ -52,6 +52,7 @@ __all__ = ["Grid", "GridBuilder", "plane_grid", "default_estimators", "DEFAULT_S
 #: 25 log-spaced widths centred on PyGlow's sigma = 5: 5 x 10^(-2 ... 2), 6 steps per decade.
 DEFAULT_SIGMAS = tuple(float(f"{5.0 * 10.0**k:.6g}") for k in np.linspace(-2.0, 2.0, 25))
 DEFAULT_RULES = ("fixed", "median_d2", "median_d")
+_KEPT_WIDTHS = 8
 
 
 def default_estimators() -> list[str]:
@@ -141,7 +142,7 @@ class GridBuilder:
         kernel: str = "gaussian",
         keep_targets: bool = False,
     ):
-        self.keep_targets = keep_targets  # keep X's kernel statistics per slot (live runs: 2 MB a slot at m=512)
+        self.keep_targets = keep_targets  # keep X's kernel statistics of the widths viewed live (2 MB each at m=512)
         self._targets: dict = {}
         names = default_estimators() if estimators is None else list(estimators)
         if isinstance(estimators, str):
@@ -179,6 +180,16 @@ class GridBuilder:
 
     def _n_slots(self, spec) -> int:
         return len(self.slots) if spec.uses_sigma else 1
+
+    def _kept_targets(self, widths: int) -> dict | None:
+        """The statistics kept between calls (``keep_targets``): for the few widths a live view computes each
+        epoch, at most :data:`_KEPT_WIDTHS` of them (X's kernel statistics are m² floats a width); None for a pass
+        over many widths, which computes its own once."""
+        if not self.keep_targets or widths > 2:
+            return None
+        if len(self._targets) > _KEPT_WIDTHS:
+            self._targets.clear()
+        return self._targets
 
     def slot_sigma(self, k: int) -> float:
         """The sigma of slot ``k`` as the kernels take it (a median rule's slot ignores it: 1.0)."""
@@ -299,7 +310,7 @@ class GridBuilder:
             widths,
             self.kernel,
             self.targets,
-            cache=self._targets if self.keep_targets else None,
+            cache=self._kept_targets(len(wanted)),
         )
         for k, result, sat_k in zip(wanted, results, sats, strict=True):
             sat[:, k, :] = sat_k.cpu().numpy()

@@ -33,21 +33,15 @@ def recorded(runs: Sequence) -> list:
     return [run.snapshots() for run in runs]
 
 
-#: a live grid's widths: every other default width (3 a decade, 5 among them), so that each epoch's slice costs about
-#: half the full grid's; a σ between them is computed exactly on demand
-LIVE_SIGMAS = DEFAULT_SIGMAS[::2]
-
-
 def fast_builder(estimators, sigma: float, sigma_rule: str, live: bool) -> GridBuilder:
-    """The grid of a Trainer (``live``: :data:`LIVE_SIGMAS`) or RunView (the default widths): the fast ones of
-    ``estimators`` (slow ones would stall each epoch) and the default rules, plus the first view's ``sigma`` and
-    ``sigma_rule``."""
+    """The grid of a Trainer (``live``) or RunView: the default widths and rules, and the fast ones of
+    ``estimators`` (slow ones would stall each epoch), plus the first view's ``sigma`` and ``sigma_rule``. A live
+    grid keeps X's statistics of the widths computed each epoch."""
     names = [estimators] if isinstance(estimators, str) else list(estimators or ())
     specs = [_estimators.get(n) for n in names]
     fast = [s.name for s in specs if is_packed(s) or s.needs == "activations"] or ["hsic"]
     rules = DEFAULT_RULES + ((sigma_rule,) if sigma_rule not in DEFAULT_RULES else ())
-    widths = LIVE_SIGMAS if live else DEFAULT_SIGMAS
-    return GridBuilder(fast, (*widths, float(sigma)), sigma_rules=rules, keep_targets=live)
+    return GridBuilder(fast, (*DEFAULT_SIGMAS, float(sigma)), sigma_rules=rules, keep_targets=live)
 
 
 def _padded(array: np.ndarray, axis: int, size: int) -> np.ndarray:
