@@ -397,4 +397,17 @@ def test_planeview_in_jupyter(frontend, jupyter_server, browser_page):
     kinds = {kind for kind, _ in page.evaluate("window.__ibwp_redraws")}
     assert "append" in kinds, f"no epoch arrived as an append message: {kinds}"
     assert player.locator("circle.ibwp-point").count() == 5  # the seed model's tracked layers: conv + 4 dense
+
+    # Training has ended: the widths not viewed are filled in behind; the Player's σ slider reaches them.
+    sigma = player.locator("input.ibwp-sigma")
+    sigma.focus()
+    for _ in range(6):
+        page.keyboard.press("ArrowRight")
+    wait_until(
+        page,
+        lambda: player.get_attribute("data-computing") == "" and player.locator("circle.ibwp-point").count() == 5,
+        STEP_TIMEOUT,
+        "the Player to draw the σ it moved to",
+    )
+    assert player.locator("text.ibwp-empty").text_content() == ""
     assert_no_console_errors(browser_page)
