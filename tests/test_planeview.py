@@ -545,3 +545,28 @@ def test_a_planeview_returns_with_its_first_sigma_and_fills_in_the_rest(run, gat
         assert "ibwidget-grid-fill" in calls
     finally:
         view.close()
+
+
+def test_a_width_that_fails_to_compute_is_noted_and_the_others_still_fill_in(run, monkeypatch):
+    """An error in the filler's pass (here: a width whose kernel cannot be evaluated) leaves those slots NaN with a
+    note the view shows; the filler goes on, and waiting for it ends."""
+    monkeypatch.setattr(measure_estimators, "_REGISTRY", dict(measure_estimators._REGISTRY))
+    passes = []
+
+    def fragile(stats, targets):
+        passes.append(stats.m)
+        if len(passes) == 2:  # the filler's first pass
+            raise FloatingPointError("no kernel at this width")
+        return torch.stack([stats.trace_with(t) for t in targets], -1)
+
+    ib.estimators.register("ibwp_fragile", lambda K, L: (K * L).mean(), packed=fragile, overwrite=True)
+    view = ib.PlaneView(run, estimators=["ibwp_fragile"])
+    try:
+        assert view.wait_filled(60)
+        note = view.meta["estimators"][0]["note"]
+        assert "could not be computed" in note and "no kernel at this width" in note
+        values = _decode(view)
+        nan_slots = [k for k in range(27) if np.isnan(values[0, :, k * 2]).all()]
+        assert len(nan_slots) == 4 and len(passes) > 2  # one batch of four widths; the other widths computed
+    finally:
+        view.close()

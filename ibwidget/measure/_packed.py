@@ -129,9 +129,9 @@ class Target:
         return self._memo["lc"]
 
     @classmethod
-    def of(cls, L: torch.Tensor, unbiased: bool = False, classes: torch.Tensor | None = None) -> Target:
-        """Statistics of L (symmetric); ``classes``: integer codes whose one-hot Gram L is (a label kernel).
-        ``unbiased`` is accepted for compatibility: the unbiased statistics cost nothing more."""
+    def of(cls, L: torch.Tensor, classes: torch.Tensor | None = None) -> Target:
+        """Statistics of L (symmetric), the unbiased estimators' too; ``classes``: integer codes whose one-hot Gram
+        L is (a label kernel)."""
         L = L.to(F64)
         m = L.shape[-1]
         diag = torch.diagonal(L, dim1=-2, dim2=-1)
@@ -310,7 +310,8 @@ class Stats:
         return self.row_sums.sum(-1)
 
     def hsic_unbiased_with(self, target: Target) -> torch.Tensor:
-        """Unbiased HSIC (Song et al. 2012) with a target built by ``Target.of(L, unbiased=True)``."""
+        """Unbiased HSIC (Song et al. 2012, "Feature selection via dependence maximization", HSIC_1) from shared
+        sums."""
         m = self.m
         return (1.0 / (m * (m - 3))) * (
             self._dot_target(target)

@@ -462,7 +462,8 @@ def register(
     pass (row sums, sums of squares, traces with each target's centred kernel...), against each target (a
     ``_packed.Target``), and returns (epochs, layers, targets) float64. ``Run.trajectories`` and the grid then
     evaluate it in that shared pass, and the grid holds it by default. ``packed_unbiased``: it reads the targets'
-    unbiased statistics (``l_off``, ``l_rows``, ``hsic_u_self``); ``variance_scale``: for ``needs="distances"``, the
+    unbiased statistics (``l_off``, ``l_rows``, ``hsic_u_self``; every target now carries them, so this is only
+    informative); ``variance_scale``: for ``needs="distances"``, the
     Gaussian kernel it reads has variance ``variance_scale * sigma**2`` (the KDE lower bound: 4).
 
     >>> @register("mean_product", label="E[K∘L]({a}, {b})", overwrite=True)

@@ -203,24 +203,24 @@ def is_packed(spec) -> bool:
     return spec.packed is not None
 
 
-def _kernel_targets(snap, kernel, rule, sigma_x, sigma_y, targets, unbiased, cache) -> list[Target]:
+def _kernel_targets(snap, kernel, rule, sigma_x, sigma_y, targets, cache) -> list[Target]:
     """Statistics of X's kernel, then of each target's; X's and the labels' (the same every epoch) kept in ``cache``."""
 
     def fixed(key, make):
-        key = (id(snap.probe_x), unbiased, *key)
+        key = (id(snap.probe_x), *key)
         if key not in cache:
-            cache[key] = Target.of(make(), unbiased)
+            cache[key] = Target.of(make())
         return cache[key]
 
     out = [fixed(("X", kernel, rule, sigma_x), lambda: x_kernel(snap, kernel, rule, sigma_x))]
     for t in targets:
         if t == "labels":
-            key = (id(snap.probe_x), unbiased, "labels")
+            key = (id(snap.probe_x), "labels")
             if key not in cache:
-                cache[key] = Target.of(target_kernel(snap, "labels"), unbiased, classes=snap.labels)
+                cache[key] = Target.of(target_kernel(snap, "labels"), classes=snap.labels)
             out.append(cache[key])
         else:
-            out.append(Target.of(target_kernel(snap, t, kernel, rule, sigma_y), unbiased))
+            out.append(Target.of(target_kernel(snap, t, kernel, rule, sigma_y)))
     return out
 
 
@@ -315,9 +315,7 @@ def packed_slots(
                 stats_of = {}
                 if plan.kernel_specs:
                     x_sigma, y_sigma = (sigma if v is None else v for v in (sigma_x, sigma_y))
-                    stats_of["kernel"] = _kernel_targets(
-                        part, kernel, rule, x_sigma, y_sigma, targets, plan.unbiased, group_cache
-                    )
+                    stats_of["kernel"] = _kernel_targets(part, kernel, rule, x_sigma, y_sigma, targets, group_cache)
                 if plan.scales:
                     stats_of.update(dict.fromkeys(plan.scales, _kde_targets(part, targets)))
                 rows = {g: [t.epochs(0, e1 - e0) for t in ts] for g, ts in stats_of.items()}
@@ -348,7 +346,6 @@ class _SlotPlan:
     jobs: dict
     kernel_specs: list
     scales: list
-    unbiased: bool
 
 
 def _slot_plan(snap, specs, rule, sigma, kernel, layers, saturation) -> _SlotPlan:
@@ -372,8 +369,7 @@ def _slot_plan(snap, specs, rule, sigma, kernel, layers, saturation) -> _SlotPla
             passes.append((scaled, True, [v], v == 1.0))
     if saturation and not any(p[3] for p in passes):
         passes.append((factor, True, [], True))
-    unbiased = any(s.packed_unbiased for s in kernel_specs)
-    return _SlotPlan(passes, jobs, kernel_specs, scales, unbiased)
+    return _SlotPlan(passes, jobs, kernel_specs, scales)
 
 
 def trajectories(

@@ -141,6 +141,7 @@ class PlaneModel:
         slots = [int(k) for k in slots if 0 <= int(k) < len(self.builder.slots)]
         with self._cond:
             if self._views.get(viewer) != slots:
+                self._views.pop("default", None)  # the first view's slot, until a viewer says what it shows
                 self._views[viewer] = slots
                 self._cond.notify_all()
 
@@ -315,15 +316,27 @@ class PlaneModel:
                 slots, todo = self._next_job()  # type: ignore[misc]
                 snaps = list(self._recorded)
                 self._working = True
-            computed = [
-                (r, start, self.builder.compute(snaps[r], start, stop, slots=slots, slotless=False))
-                for r, start, stop in todo
-            ]
+            try:
+                computed = [
+                    (r, start, self.builder.compute(snaps[r], start, stop, slots=slots, slotless=False))
+                    for r, start, stop in todo
+                ]
+            except Exception as exc:  # noqa: BLE001 - those slots stay NaN, marked done and noted; the filler goes on
+                computed = []
+                failure = f"σ slots {slots} could not be computed: {type(exc).__name__}: {exc}"
+            else:
+                failure = ""
             with self.lock:
                 for r, start, (v, s, notes) in computed:
                     for key, text in notes.items():
                         self.notes.setdefault(key, text)
                     self._write(r, start, v, s, slots, slotless=False)
+                if failure:
+                    for spec in self.builder.specs:
+                        if spec.uses_sigma:
+                            self.notes.setdefault(spec.name, failure)
+                    for r, start, stop in todo:
+                        self.filled[r, start:stop, slots] = True
                 self.fills += 1
                 self._working = False
                 self._cond.notify_all()
