@@ -570,3 +570,36 @@ def test_a_width_that_fails_to_compute_is_noted_and_the_others_still_fill_in(run
         assert len(nan_slots) == 4 and len(passes) > 2  # one batch of four widths; the other widths computed
     finally:
         view.close()
+
+
+def test_a_planeviews_report_is_its_own_grid_once_filled_in(run, tmp_path, monkeypatch):
+    """``PlaneView.to_html`` writes the grid the view already computed (no second computation), equal to it to
+    the page's quantisation; the report's own grid is computed only while the view's is not whole."""
+    view = ib.PlaneView(run, estimators=["hsic", "cka", "binning"])
+    try:
+        computed = []
+        real = _report.plane_grid
+        monkeypatch.setattr(_report, "plane_grid", lambda *a, **k: computed.append(1) or real(*a, **k))
+        path = view.to_html(tmp_path / "view.html")
+        assert computed == []
+        scripts = _scripts(path.read_text(encoding="utf-8"))
+        values = view.values
+        codes = np.frombuffer(base64.b64decode(scripts["ibwp-grid"]), "<u2").reshape(values.shape)
+        scales = np.frombuffer(base64.b64decode(scripts["ibwp-scales"]), "<f8").reshape(-1, 2, 2)
+        decoded = np.where(
+            codes == 65535, np.nan, scales[None, None, :, None, :, 0] + codes * scales[None, None, :, None, :, 1]
+        )
+        np.testing.assert_array_equal(np.isnan(decoded), np.isnan(values))
+        span = np.nanmax(np.abs(values), axis=(0, 1, 3), keepdims=True)
+        assert np.nanmax(np.abs(decoded - values) / span) < 1.6e-5
+        assert "slot_filled" not in json.loads(scripts["ibwp-meta"])
+        partial = synthetic_run(epochs=4)
+        partial.epochs = partial.epochs[:3]  # the view holds 3 epochs; the run grows to 5 before the report
+        grown = ib.PlaneView(partial, estimators=["hsic"])
+        partial.epochs = synthetic_run(epochs=4).epochs
+        grown.to_html(tmp_path / "grown.html")  # caught up first: still its own grid, with every epoch
+        meta = json.loads(_scripts((tmp_path / "grown.html").read_text(encoding="utf-8"))["ibwp-meta"])
+        assert meta["n_epochs"] == 5 and computed == []
+        grown.close()
+    finally:
+        view.close()

@@ -145,7 +145,12 @@ def grid_html(grid: Grid, title: str | None = None, notes: str | None = None) ->
 
 def write_html(runs, path, title: str | None = None, notes: str | None = None, **grid_kwargs) -> Path:
     """Write the one-file HTML report of ``runs`` to ``path`` atomically; ``grid_kwargs`` go to ``plane_grid``."""
-    text = grid_html(plane_grid(runs, **grid_kwargs), title=title, notes=notes)
+    return write_grid_html(plane_grid(runs, **grid_kwargs), path, title, notes)
+
+
+def write_grid_html(grid: Grid, path, title: str | None = None, notes: str | None = None) -> Path:
+    """Write the one-file HTML report of a computed grid to ``path`` atomically."""
+    text = grid_html(grid, title=title, notes=notes)
     path = Path(path)
     with atomic_write(path, "w", encoding="utf-8", permissions=0o644) as fh:  # a page to share: world-readable
         fh.write(text)

@@ -177,6 +177,18 @@ class PlaneModel:
             meta["slot_filled"] = self.slot_filled()
             return meta
 
+    def whole_grid(self, timeout: float | None = None) -> Grid | None:
+        """The grid of every slot of the runs as recorded now (waiting up to ``timeout`` seconds for the filler), or
+        None if it is not whole: a slot the filler may not compute now (a training is busy), or runs that grew."""
+        self.catch_up()
+        self.wait_idle(timeout)
+        with self.lock:
+            grown = [r.num_snapshots for r in recorded(self.runs)] != self.counts
+            if grown or not all(self.slot_filled()):
+                return None
+            meta = self.builder.meta(self._recorded, self.notes, self.default)
+            return Grid(meta, self.values.copy(), self.saturation.copy())
+
     def slot_filled(self) -> list[bool]:
         """Per slot: every recorded epoch of every run computed."""
         with self.lock:

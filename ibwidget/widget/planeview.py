@@ -23,7 +23,7 @@ import traitlets
 
 from ibwidget.measure._typing import PathLike
 from ibwidget.plane._grid import DEFAULT_RULES, TARGETS, GridBuilder, _as_runs
-from ibwidget.plane._report import static_file, write_html
+from ibwidget.plane._report import static_file, write_grid_html, write_html
 from ibwidget.record.follow import Follower
 from ibwidget.record.run import Run
 from ibwidget.widget._viewmodel import PlaneModel
@@ -163,7 +163,11 @@ class PlaneView(anywidget.AnyWidget):
         return all(self._model.slot_filled())
 
     def to_html(self, path: PathLike, title: str | None = None, notes: str | None = None) -> Path:
-        """Write this view's runs as a one-file HTML report (see :meth:`ibwidget.Run.to_html`)."""
+        """Write this view's runs as a one-file HTML report (see :meth:`ibwidget.Run.to_html`): the view's own grid
+        once every width is in (it waits for the filler), else (a Trainer still training) computed anew."""
+        grid = self._model.whole_grid(timeout=600)
+        if grid is not None:
+            return write_grid_html(grid, path, title=title, notes=notes)
         b = self._builder
         return write_html(
             self._runs,
