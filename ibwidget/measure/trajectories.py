@@ -277,6 +277,8 @@ def packed_slots(
 
     Each window of stored distances is unpacked once for every slot (a few epochs' (m, m) matrices at a time, see
     :data:`_packed.CHUNK_ELEMS`); each slot evaluates one kernel per matrix, shared by every estimator and target.
+    A single slot reads the stored triangles instead (:class:`_packed.TriangleStats`: unpacking would cost as much as
+    the slot itself).
     """
     dist = _pick(snap.dist, layers)
     E, L, P = dist.shape

@@ -5,9 +5,13 @@ slot x target x layer x epoch, plus run names, layer names and history. Layer, e
 the epoch player, hover read-outs and the saturation gauge run in the browser with no kernel round trip; the same
 front-end is inlined into one-file HTML reports (:meth:`ibwidget.Run.to_html`).
 
+The grid fills in behind the first view: the σ the Player shows is computed first (the front-end says which with a
+``view`` message) and the other widths by the view model's filler thread, the whole state re-sent as they land
+(at most every half second).
+
 Live: a :class:`~ibwidget.Trainer` shows one in a tab and appends each new epoch's slice from its UI thread (a
-custom message carrying only the new epochs; the whole state is re-sent when the run ends, or when a front-end
-that missed an epoch asks for it).
+custom message carrying only the new epochs; the whole state is re-sent when the run ends, when widths are filled
+in, or when a front-end that missed an epoch asks for it).
 """
 
 from __future__ import annotations
