@@ -603,3 +603,22 @@ def test_a_planeviews_report_is_its_own_grid_once_filled_in(run, tmp_path, monke
         grown.close()
     finally:
         view.close()
+
+
+def test_the_widths_computed_each_epoch_are_those_still_viewed(run):
+    """Each viewer's width is computed first (the latest viewer's first); a viewer that leaves (a Player closed)
+    says so with no widths, and its width is no longer computed for each epoch."""
+    from ibwidget.widget._viewmodel import PlaneModel
+
+    builder = _grid.GridBuilder(["hsic"])
+    model = PlaneModel([run], builder, {"sigma": 5.0, "rule": "fixed"})
+    try:
+        first = builder.nearest_slot("fixed", 5.0)
+        assert model.focus() == [first]  # the first view's width, until a viewer says what it shows
+        model.view("figures", [3])
+        model.view("player-1", [20])
+        assert model.focus() == [20, 3]
+        model.view("player-1", [])
+        assert model.focus() == [3]
+    finally:
+        model.close()

@@ -137,12 +137,15 @@ class PlaneModel:
             self._cond.notify_all()
 
     def view(self, viewer: str, slots: Sequence[int]) -> None:
-        """What ``viewer`` shows now: its slots are computed first, and for every new epoch."""
+        """What ``viewer`` shows now: its slots are computed first, and for every new epoch (none: it is gone)."""
         slots = [int(k) for k in slots if 0 <= int(k) < len(self.builder.slots)]
         with self._cond:
             if self._views.get(viewer) != slots:
                 self._views.pop("default", None)  # the first view's slot, until a viewer says what it shows
-                self._views[viewer] = slots
+                if slots:
+                    self._views[viewer] = slots
+                else:  # the viewer is gone
+                    self._views.pop(viewer, None)
                 self._cond.notify_all()
 
     def focus(self) -> list[int]:

@@ -156,6 +156,8 @@ class PlaneView(anywidget.AnyWidget):
         model = getattr(self, "_model", None)  # absent if __init__ failed
         if model is not None and self._computes:
             model.close()
+        elif model is not None:  # a Trainer's grid: this player's σ no longer needs computing each epoch
+            model.view(f"player-{id(self)}", [])
         super().close()
 
     def wait_filled(self, timeout: float | None = 60.0) -> bool:
