@@ -382,7 +382,7 @@ def trained():
     view.observe(lambda _: threads.append(threading.current_thread().name), names=["meta", "grid", "saturation"])
     trainer.start()
     trainer.wait(timeout=120)
-    trainer.sync(60)  # training has ended: the widths not viewed are filled in and sent
+    assert trainer.wait_filled(60)  # training has ended: the widths not viewed are filled in and sent
     yield trainer, threads
     trainer.close()
 
@@ -478,7 +478,7 @@ def test_live_player_holds_every_recorded_epoch_while_training(monkeypatch):
         sat = np.frombuffer(saturation, "<f4").reshape(n, len(meta["slots"]), meta["n_layers"])
         assert np.isfinite(sat[:, filled]).all()
         np.testing.assert_allclose(values[:, :, blocks], full[:, :n, blocks], rtol=1e-6, atol=1e-30)
-    trainer.sync(60)  # training has ended: every width is filled in
+    assert trainer.wait_filled(60)  # training has ended: every width is filled in
     assert all(view.meta["slot_filled"])
     np.testing.assert_allclose(_decode(view), full, rtol=1e-6, atol=1e-30)
     trainer.close()

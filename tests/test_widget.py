@@ -658,7 +658,7 @@ def test_off_grid_views_show_the_nearest_slot_then_arrive_from_a_worker(trained,
 
     run = trainer.run
     view = RunView(run)
-    view.sync()  # the grid of a saved run fills in behind the first view
+    assert view.wait_filled(60)  # the grid of a saved run fills in behind the first view
     try:
         hsic = run.trajectories("hsic", sigma=5.0)
         view.controls.estimator.value = GATE
@@ -704,7 +704,7 @@ def test_live_epochs_are_computed_once_for_both_planes(digits, monkeypatch):
     monkeypatch.setattr(builder, "compute", counted)
     trainer.start()
     run = trainer.wait(timeout=120)
-    trainer.sync(60)
+    assert trainer.wait_filled(60)
     try:
         assert trainer.status == "finished"
         pairs = [(e, k) for e, k, _, _ in computed]
@@ -765,3 +765,33 @@ def test_view_threads_yield_the_cores_to_training(digits):
     assert ui == worker == min(19, base + 10)
     assert training_nice == [base]
     trainer.close()
+
+
+def test_sync_waits_for_the_widths_shown_and_wait_filled_for_the_rest(trained, monkeypatch):
+    """``sync()`` returns once the widths on show are drawn, while the other widths still fill in behind (held here
+    by a gated fast estimator in the filler's thread); a σ the controls move to is computed first and drawn exactly;
+    ``wait_filled()`` returns once every width is in."""
+    trainer, _ = trained
+    release = threading.Event()
+    monkeypatch.setattr(measure_estimators, "_REGISTRY", dict(measure_estimators._REGISTRY))
+
+    def gated_packed(stats, targets):
+        if threading.current_thread().name == "ibwidget-grid-fill":
+            assert release.wait(60), "the test never released the grid"
+        return torch.stack([stats.trace_with(t) for t in targets], -1)
+
+    ib.estimators.register("ibw_gated_rest", lambda K, L: (K * L).mean(), packed=gated_packed, overwrite=True)
+    view = RunView(trainer.run, estimators=["ibw_gated_rest", "hsic"])
+    try:
+        view.sync(30)  # the first view's width is drawn; the filler is held at the gate
+        assert_marks_match(view, trainer.run.trajectories("ibw_gated_rest", sigma=5.0))
+        assert not all(view._model.slot_filled())
+        release.set()
+        sigma = view._model.builder.sigmas[20]
+        view.controls.sigma.value = sigma
+        view.sync(30)  # that width is computed next and drawn exactly
+        assert_marks_match(view, trainer.run.trajectories("ibw_gated_rest", sigma=sigma))
+        assert view.wait_filled(60) and all(view._model.slot_filled())
+    finally:
+        release.set()
+        view.close()

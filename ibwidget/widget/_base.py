@@ -160,14 +160,25 @@ class _RunsBox(widgets.VBox):
         return list(self._runs)
 
     def sync(self, timeout: float | None = 10.0) -> None:
-        """Block until every pending update (the grid's widths, except those not viewed while training runs;
-        training events, control changes, values computed on demand) is applied to the widgets."""
-        if not self._model.wait_idle(timeout):
+        """Block until every pending update (the widths shown, training events, control changes, values computed
+        on demand) is applied to the widgets. The other widths of the grid fill in behind (for a Trainer, once
+        training pauses or ends); :meth:`wait_filled` waits for them too."""
+        self._applier.sync(timeout)  # control changes applied: the figures say which widths they show
+        if not self._model.wait_idle(timeout, viewed_only=True):
             raise TimeoutError(f"the view's grid was not computed within {timeout} s.")
-        self._applier.sync(timeout)
+        self._applier.sync(timeout)  # ... and are redrawn with them
         if not self._on_demand.wait_idle(timeout):
             raise TimeoutError(f"the view's values off the grid did not arrive within {timeout} s.")
         self._applier.sync(timeout)
+
+    def wait_filled(self, timeout: float | None = 60.0) -> bool:
+        """Block until every width of the grid is computed and applied (widths fill in behind the first view; a
+        Trainer's, once training pauses or ends); False on timeout, or while a training keeps them waiting."""
+        if not self._model.wait_idle(timeout):
+            return False
+        self._applier.put("redraw")  # the UI thread sends the filled grid (a Player tab) and redraws
+        self._applier.sync(timeout)
+        return all(self._model.slot_filled())
 
     def save_png(self, path=None) -> list[str]:
         """Ask the front-end (bqplot ``Figure.save_png``) to save each figure; returns the file names.

@@ -89,7 +89,7 @@ class PlaneModel:
         self._views["default"] = [0 if first is None else first]
         self._cond = threading.Condition(self.lock)
         self._closed = False
-        self._working = False  # the filler is computing a slot
+        self._working: list[int] = []  # the slots the filler is computing
         self._filler = threading.Thread(target=self._fill_loop, name="ibwidget-grid-fill", daemon=True)
         self._builder_thread: threading.Thread | None = None
         if on_ready is None:
@@ -304,17 +304,29 @@ class PlaneModel:
                 break
         return job
 
-    def filling(self) -> bool:
-        """Whether the filler is computing a slot or has one it may compute now."""
+    def filling(self, viewed_only: bool = False) -> bool:
+        """Whether the filler is computing slots or has some it may compute now (``viewed_only``: viewed ones)."""
         with self.lock:
-            return self.ready.is_set() and not self._closed and (self._working or self._next_job() is not None)
+            if not self.ready.is_set() or self._closed:
+                return False
+            job = self._next_job()
+            if not viewed_only:
+                return bool(self._working) or job is not None
+            focus = self.focus()
+            return any(k in focus for k in self._working) or (job is not None and job[0][0] in focus)
 
-    def wait_idle(self, timeout: float | None = None) -> bool:
-        """Block until the filler has nothing it may compute now (everything, unless ``busy``); False on timeout."""
+    def has_work(self) -> bool:
+        """Whether slots are left that the filler may compute now (the one it computes aside)."""
+        with self.lock:
+            return self.ready.is_set() and not self._closed and self._next_job() is not None
+
+    def wait_idle(self, timeout: float | None = None, viewed_only: bool = False) -> bool:
+        """Block until the filler has nothing it may compute now (``viewed_only``: no viewed slot left to compute;
+        else every slot, unless ``busy``); False on timeout."""
         if not self.ready.wait(timeout):
             return False
         with self._cond:
-            return self._cond.wait_for(lambda: not self.filling(), timeout)
+            return self._cond.wait_for(lambda: not self.filling(viewed_only), timeout)
 
     def _distance(self, a: int, b: int) -> float:
         (rule_a, _), (rule_b, _) = self.builder.slots[a], self.builder.slots[b]
@@ -330,7 +342,7 @@ class PlaneModel:
                     return
                 slots, todo = self._next_job()  # type: ignore[misc]
                 snaps = list(self._recorded)
-                self._working = True
+                self._working = list(slots)
             try:
                 computed = [
                     (r, start, self.builder.compute(snaps[r], start, stop, slots=slots, slotless=False))
@@ -353,10 +365,11 @@ class PlaneModel:
                     for r, start, stop in todo:
                         self.filled[r, start:stop, slots] = True
                 self.fills += 1
-                self._working = False
-                self._cond.notify_all()
-            for listener in list(self._listeners):
+            for listener in list(self._listeners):  # before the filler counts as idle: a waiter sees their work
                 listener()
+            with self._cond:
+                self._working = []
+                self._cond.notify_all()
 
     # ------------------------------------------------------------------------------------------ views
 

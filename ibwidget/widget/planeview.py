@@ -162,10 +162,13 @@ class PlaneView(anywidget.AnyWidget):
 
     def wait_filled(self, timeout: float | None = 60.0) -> bool:
         """Block until every slot of the grid is computed and sent (the view fills in behind its first σ); False on
-        timeout. Computing a view's own runs, not a Trainer's while it trains (its widths not viewed wait)."""
+        timeout, or while a Trainer's training keeps its widths not viewed waiting (use ``Trainer.wait_filled``)."""
         if not self._model.wait_idle(timeout):
             return False
-        self._catch_up()
+        if self._computes:
+            self._catch_up()
+        elif self._wake is not None:
+            self._wake()  # a Trainer's view: its UI thread sends the grid (see Trainer.wait_filled)
         return all(self._model.slot_filled())
 
     def to_html(self, path: PathLike, title: str | None = None, notes: str | None = None) -> Path:
@@ -248,7 +251,7 @@ class PlaneView(anywidget.AnyWidget):
         """The filler thread computed a slot: send the grid, at most every :data:`_FILL_PUSH_S` seconds while more
         are coming, and always once the last has landed."""
         now = time.monotonic()
-        if self._model.filling() and now - self._last_push < _FILL_PUSH_S:
+        if self._model.has_work() and now - self._last_push < _FILL_PUSH_S:
             return
         self._last_push = now
         self._catch_up()
