@@ -114,16 +114,16 @@ class Grid:
 
         The front-end's ``slotIndex(meta, rule, sigma)`` (``js/planeview.js``) is the same function.
         """
-        slots = [i for i, s in enumerate(self.meta["slots"]) if s["rule"] == rule]
-        if not slots:
+        pairs = [(s["rule"], s["sigma"]) for s in self.meta["slots"]]
+        if rule not in {r for r, _ in pairs}:
             raise unknown_name("sigma rule in this grid", rule, self.meta["rules"])
-        if _kernels.sigma_rule(rule).from_data:
-            return slots[0]
-        if sigma is None or not (math.isfinite(float(sigma)) and float(sigma) > 0):
+        if not _kernels.sigma_rule(rule).from_data and not _positive(sigma):
             raise ValueError(
                 f"the {rule!r} rule needs a positive sigma, got {sigma!r}; e.g. slot_index({rule!r}, 5.0)."
             )
-        return min(slots, key=lambda i: abs(math.log(self.meta["slots"][i]["sigma"] / float(sigma))))
+        found = _nearest_slot(pairs, rule, sigma)
+        assert found is not None  # the rule is in the grid
+        return found
 
     def block(self, estimator: str, slot: int, target: str) -> np.ndarray:
         """Values of one block: (runs, epochs, layers, 2)."""
@@ -199,12 +199,13 @@ class GridBuilder:
     def nearest_slot(self, rule: str, sigma: float) -> int | None:
         """The slot of a median rule, or the grid sigma nearest ``sigma`` (log scale) under a scaling rule; None if
         the grid lacks the rule. :meth:`Grid.slot_index` (and ``slotIndex`` in ``js/planeview.js``) agree."""
-        slots = [k for k, (r, _) in enumerate(self.slots) if r == rule]
-        if not slots:
-            return None
-        if self.slots[slots[0]][1] is None or not (math.isfinite(float(sigma)) and float(sigma) > 0):
-            return slots[0]
-        return min(slots, key=lambda k: abs(math.log(self.slot_sigma(k) / float(sigma))))
+        return _nearest_slot(self.slots, rule, sigma if _positive(sigma) else None)
+
+    def blocks(self, i: int, slots: Sequence[int]) -> list[int]:
+        """The blocks of estimator ``i`` (its index in ``specs``) at ``slots``, slot-major, one per target (an
+        estimator that uses no sigma has one slot: pass ``[0]``). :meth:`Grid.block_index` agrees."""
+        T = len(self.targets)
+        return [self.base[i] + k * T + t for k in slots for t in range(T)]
 
     # ------------------------------------------------------------------------------------------ metadata
 
@@ -302,7 +303,6 @@ class GridBuilder:
             return values, sat, notes
         packed = [(i, s) for i, s in enumerate(self.specs) if is_packed(s)]
         others = [(i, s) for i, s in enumerate(self.specs) if not is_packed(s)]
-        T = len(self.targets)
         widths = [(self.slots[k][0], self.slot_sigma(k)) for k in wanted]
         results, sats = _trajectories.packed_slots(
             sub,
@@ -316,8 +316,7 @@ class GridBuilder:
             sat[:, k, :] = sat_k.cpu().numpy()
             for i, spec in packed:
                 res = result[spec.name].cpu().numpy()
-                for t in range(T):
-                    b = self.base[i] + k * T + t
+                for t, b in enumerate(self.blocks(i, [k])):
                     values[:, b, :, 0] = res[..., 0]
                     values[:, b, :, 1] = res[..., 1 + t]
         for i, spec in others:
@@ -328,18 +327,16 @@ class GridBuilder:
             index = [sub.layer_names.index(n) for n in layers]
             if len(layers) < L:
                 notes[spec.name] = f"{spec.name} reads activations, kept only for layers narrower than the probe."
-            todo = [k for k in wanted if spec.uses_sigma] if spec.uses_sigma else ([0] if slotless else [])
+            todo = wanted if spec.uses_sigma else ([0] if slotless else [])
             for k in todo:
-                rule, sigma = self.slots[k]
-                for t, target in enumerate(self.targets):
-                    b = self.base[i] + k * T + t
+                for target, b in zip(self.targets, self.blocks(i, [k]), strict=True):
                     try:
                         traj = _trajectories.trajectories(
                             sub,
                             spec.name,
-                            sigma=1.0 if sigma is None else sigma,
+                            sigma=self.slot_sigma(k),
                             target=target,
-                            sigma_rule=rule if spec.uses_sigma else "fixed",
+                            sigma_rule=self.slots[k][0] if spec.uses_sigma else "fixed",
                             kernel=self.kernel,
                             layers=layers,
                         )
@@ -387,6 +384,21 @@ def builder_grid(
         for k, text in n.items():
             notes.setdefault(k, text)
     return Grid(builder.meta(runs, notes, default), values, sat)
+
+
+def _positive(sigma) -> bool:
+    return sigma is not None and math.isfinite(float(sigma)) and float(sigma) > 0
+
+
+def _nearest_slot(slots: Sequence[tuple[str, float | None]], rule: str, sigma: float | None) -> int | None:
+    """Index in ``slots`` ((rule, sigma) pairs; sigma None for a median rule) of ``rule``'s slot nearest ``sigma``
+    on a log scale, or its first slot (a median rule's only one, or ``sigma`` None); None if no slot has ``rule``."""
+    of_rule = [k for k, (r, _) in enumerate(slots) if r == rule]
+    if not of_rule:
+        return None
+    if slots[of_rule[0]][1] is None or sigma is None:
+        return of_rule[0]
+    return min(of_rule, key=lambda k: abs(math.log(float(slots[k][1]) / float(sigma))))  # type: ignore[arg-type]
 
 
 def _as_runs(runs) -> list:

@@ -44,13 +44,14 @@ def fast_builder(estimators, sigma: float, sigma_rule: str, live: bool) -> GridB
     return GridBuilder(fast, (*DEFAULT_SIGMAS, float(sigma)), sigma_rules=rules, keep_targets=live)
 
 
-def _padded(array: np.ndarray, axis: int, size: int) -> np.ndarray:
-    """``array`` grown along ``axis`` to ``size``, the new entries NaN (a view's missing epochs or layers)."""
+def _padded(array: np.ndarray, axis: int, size: int, fill: float | bool = np.nan) -> np.ndarray:
+    """``array`` grown along ``axis`` to ``size``, the new entries ``fill`` (a view's missing epochs or layers: NaN
+    values, or False in the filled mask)."""
     if array.shape[axis] >= size:
         return array
     shape = list(array.shape)
     shape[axis] = size - array.shape[axis]
-    return np.concatenate([array, np.full(shape, np.nan, dtype=array.dtype)], axis=axis)
+    return np.concatenate([array, np.full(shape, fill, dtype=array.dtype)], axis=axis)
 
 
 class PlaneModel:
@@ -204,19 +205,16 @@ class PlaneModel:
         """Pad the arrays (and the filled mask) to the longest run's epochs."""
         E = max(counts)
         self.grid = Grid(self.grid.meta, _padded(self.values, 1, E), _padded(self.saturation, 1, E))
-        self.filled = _padded_bool(self.filled, E)
+        self.filled = _padded(self.filled, 1, E, fill=False)
 
     def _write(self, r: int, start: int, values: np.ndarray, sat: np.ndarray, slots: Sequence[int], slotless: bool):
         """Store computed values of run ``r`` from epoch ``start``: the blocks of ``slots``, and those of the
         estimators that use no sigma when ``slotless``."""
         stop, L = start + values.shape[0], values.shape[2]
-        b, T = self.builder, len(self.builder.targets)
         blocks = []
-        for i, spec in enumerate(b.specs):
-            if spec.uses_sigma:
-                blocks += [b.base[i] + k * T + t for k in slots for t in range(T)]
-            elif slotless:
-                blocks += list(range(b.base[i], b.base[i] + T))
+        for i, spec in enumerate(self.builder.specs):
+            if spec.uses_sigma or slotless:
+                blocks += self.builder.blocks(i, slots if spec.uses_sigma else [0])
         dest = self.values[r, start:stop]  # a view: one advanced index below keeps the axes in place
         dest[:, blocks, :L] = values[:, blocks]
         self.saturation[r, start:stop][:, list(slots), :L] = sat[:, list(slots)]
@@ -260,7 +258,7 @@ class PlaneModel:
             sat = np.concatenate([_padded(_padded(sat, 1, E), 3, L), _padded(_padded(new.saturation, 1, E), 3, L)])
             filled = np.zeros((len(runs), E, len(self.builder.slots)), dtype=bool)
             filled[:, :, focus] = True
-            self.filled = np.concatenate([_padded_bool(self.filled, E), filled])
+            self.filled = np.concatenate([_padded(self.filled, 1, E, fill=False), filled])
             for entry in new.meta["estimators"]:
                 if entry["note"]:
                     self.notes.setdefault(entry["name"], entry["note"])
@@ -424,13 +422,6 @@ class Lookup:
     exact: bool
     pending: bool
     sigma: float
-
-
-def _padded_bool(mask: np.ndarray, epochs: int) -> np.ndarray:
-    if mask.shape[1] >= epochs:
-        return mask
-    grow = np.zeros((mask.shape[0], epochs - mask.shape[1], mask.shape[2]), dtype=bool)
-    return np.concatenate([mask, grow], axis=1)
 
 
 class OnDemand:
