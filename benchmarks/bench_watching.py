@@ -168,7 +168,6 @@ def main() -> None:
     args = parser.parse_args()
     if args.nice is not None:
         _applier.VIEW_NICENESS = args.nice
-        _applier.yield_to_training.__defaults__ = (args.nice,)
     pairs: dict[str, float] = {}
     rows: list[tuple[str, str, str]] = []
     if not args.skip_live:

@@ -119,13 +119,19 @@ class Target:
     classes: torch.Tensor | None = None  # (m,) codes whose one-hot Gram is L
     _memo: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
+    def off_triangle(self) -> torch.Tensor:
+        """The packed strict upper triangle of ``l_off`` (..., P), once: what a triangle's inner products read."""
+        if "off" not in self._memo:
+            self._memo["off"] = pack(self.l_off)
+        return self._memo["off"]
+
     def centred_triangle(self) -> torch.Tensor:
         """The packed strict upper triangle of ``H L H`` (..., P), once: what a triangle's trace reads."""
         if "lc" not in self._memo:
             m = self.l_off.shape[-1]
             i, j = triu(m, self.l_off.device)
             u = (self.l_rows + self.delta) / m
-            self._memo["lc"] = pack(self.l_off) - u[..., i] - u[..., j] + (u.sum(-1) / m)[..., None]
+            self._memo["lc"] = self.off_triangle() - u[..., i] - u[..., j] + (u.sum(-1) / m)[..., None]
         return self._memo["lc"]
 
     @classmethod
@@ -371,9 +377,18 @@ class TriangleStats(Stats):
     """
 
     def _dot(self, other: torch.Tensor) -> torch.Tensor:
+        """``<K - shift, other>`` off the diagonal for a full matrix ``other`` (a target's: see :meth:`_dot_target`)."""
         key = id(other)
         if key not in self._dots:
             self._dots[key] = (other, self._triangle_dot(pack(other)))
+        return self._dots[key][1]
+
+    def _dot_target(self, target: Target) -> torch.Tensor:
+        if target.classes is not None:
+            return super()._dot_target(target)
+        key = ("off", id(target.l_off))
+        if key not in self._dots:  # the target packs its triangle once for every window
+            self._dots[key] = (target.l_off, self._triangle_dot(target.off_triangle()))
         return self._dots[key][1]
 
     def _triangle_dot(self, packed: torch.Tensor) -> torch.Tensor:

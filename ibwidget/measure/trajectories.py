@@ -323,6 +323,7 @@ def packed_slots(
                 rows = {g: [t.epochs(0, e1 - e0) for t in ts] for g, ts in stats_of.items()}
                 for factor, gaussian, groups, with_sat in plan.passes:
                     todo = [(spec, g) for g in groups for spec in plan.jobs[g]]
+                    codes = [c for g in groups for t in rows[g] for c in (t.labels, t.classes) if c is not None]
                     f = factor[e0:e1]
                     wide = _packed.wide_kernels(dist[e0:e1], f) if gaussian else None
                     for l0 in range(0, L, layer_chunk):
@@ -330,7 +331,6 @@ def packed_slots(
                         w = None if wide is None else wide[:, l0:l1]
                         k = _packed.kernel_window(D[:, l0:l1], f[:, l0:l1], w, work32, work64)
                         shift = torch.ones_like(f[:, l0:l1]) if w is None else w.to(torch.float64)
-                        codes = [c for g in groups for t in rows[g] for c in (t.labels, t.classes) if c is not None]
                         shared = form(k, m, shift, codes)
                         if with_sat and sats[s] is not None:
                             sats[s][e0:e1, l0:l1] = shared.total / (m * (m - 1)) + shift

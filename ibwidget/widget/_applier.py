@@ -21,14 +21,16 @@ THREAD_NAME = "ibwidget-ui"
 VIEW_NICENESS = 10  #: how much lower than the training the view threads run (a nice increment; Linux)
 
 
-def yield_to_training(increment: int = VIEW_NICENESS) -> None:
-    """Lower the calling thread's scheduling priority, so that view work never takes a core from training.
+def yield_to_training(increment: int | None = None) -> None:
+    """Lower the calling thread's scheduling priority by ``increment`` (default :data:`VIEW_NICENESS`, read at
+    each call), so that view work never takes a core from training.
 
     On Linux a thread has its own nice value (and the worker threads its torch operations start inherit it); call
     this first thing in a view thread. Elsewhere, or when not permitted, nothing changes.
     """
     if not hasattr(os, "setpriority"):
         return
+    increment = VIEW_NICENESS if increment is None else increment
     tid = threading.get_native_id()
     with contextlib.suppress(OSError):
         os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + increment))

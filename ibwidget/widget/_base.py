@@ -199,7 +199,6 @@ class _RunsBox(widgets.VBox):
         if hasattr(self, "_on_demand"):
             self._on_demand.close()
         if hasattr(self, "_model"):  # a grid still filling in holds the runs until it ends
-            self._model.ready.wait(10.0)
             self._model.close()
         for w in _walk(self):
             if w is not self:
