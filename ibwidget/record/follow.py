@@ -27,9 +27,8 @@ ChangeListener = Callable[[list[Run], bool], None]
 
 class Follower:
     """The runs in ``source`` (a run file, perhaps not yet created, or a folder of them), kept up to date by
-    :meth:`scan`, or every
-    ``interval`` seconds in a thread once :meth:`start` ed. A file that is not a readable run yet (being created, or
-    not a run file at all) is skipped and tried again at the next scan."""
+    :meth:`scan`, or every ``interval`` seconds in a thread once started (:meth:`start`). A file that is not a
+    readable run yet (being created, or not a run file at all) is skipped and tried again at the next scan."""
 
     def __init__(self, source: PathLike, interval: float = 0.5):
         self.source = Path(source)
