@@ -6,12 +6,24 @@ STAMP  := $(VENV)/.ibwidget-installed
 
 .PHONY: venv demo test lint bench clean
 
-$(STAMP): pyproject.toml requirements/torch.txt requirements/dev-extra.txt
+# The torch set: `full` (requirements/torch-full.txt: torch + torchvision, about 6.5 GB in .venv) where the disk has
+# FULL_TORCH_MB free, else `cpu` (requirements/torch-cpu.txt: torch's CPU build, no torchvision, about 2.5 GB in
+# .venv; the MNIST/CIFAR-10 tests then skip, naming the set). `make TORCH_SET=cpu` or `TORCH_SET=full` chooses.
+FULL_TORCH_MB ?= 10000
+ifndef TORCH_SET
+TORCH_SET := $(shell avail=$$(df -Pm . | awk 'NR==2 {print $$4}'); \
+	[ "$${avail:-0}" -ge $(FULL_TORCH_MB) ] && echo full || echo cpu)
+endif
+PIP := $(BIN)/python -m pip install -q --no-cache-dir
+
+$(STAMP): pyproject.toml requirements/torch-full.txt requirements/torch-cpu.txt requirements/dev-extra.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -r requirements/torch.txt
-	$(BIN)/python -m pip install -q -c requirements/torch.txt -e '.[dev]'
-	$(BIN)/python -m pip install -q --no-deps -r requirements/dev-extra.txt
+	@echo "venv: torch set '$(TORCH_SET)' ($$(df -Pm . | awk 'NR==2 {print $$4}') MB free; full needs $(FULL_TORCH_MB))"
+	$(PIP) --upgrade pip
+	$(PIP) -r requirements/torch-$(TORCH_SET).txt
+	$(PIP) -c requirements/torch-$(TORCH_SET).txt -e '.[dev]'
+	$(PIP) --no-deps -r requirements/dev-extra.txt
+	echo $(TORCH_SET) > $(VENV)/.ibwidget-torch-set
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -15,6 +15,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from ibwidget.datasets import TorchvisionMissingError
 from ibwidget.measure import estimators as _estimators
 from ibwidget.measure._validate import check_sigma
 from ibwidget.plane.table import trajectory_table
@@ -218,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     except _Failed as exc:
         _error(args.command, exc)
         return 1
-    except (ValueError, OSError, MemoryError, RuntimeError, ArithmeticError) as exc:
+    except (ValueError, OSError, MemoryError, RuntimeError, ArithmeticError, TorchvisionMissingError) as exc:
         _error(args.command, exc)
         return 2
     except KeyboardInterrupt:

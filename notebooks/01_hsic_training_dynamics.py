@@ -103,7 +103,7 @@ print(f"ibwidget {ib.__version__}, torch {torch.__version__}, CUDA available: {t
 # ## 5. The data
 #
 # MNIST has 70,000 handwritten digits of 28×28 pixels. When its files are not on this machine and cannot be
-# downloaded, we fall back to scikit-learn's **digits**: 1,797 real handwritten digits of 8×8 pixels, the
+# downloaded (or torchvision, which reads them, is not installed), we fall back to scikit-learn's **digits**: 1,797 real handwritten digits of 8×8 pixels, the
 # same task at a smaller scale. 20% of the training images are held out for validation; the probe is drawn
 # from them.
 
@@ -117,6 +117,10 @@ def load(dataset):
                 BATCH_SIZE, validation_split=0.2, download=DOWNLOAD_MNIST, seed=SEED
             )
             return "MNIST", train, val
+        except ib.datasets.TorchvisionMissingError:
+            if dataset == "mnist":
+                raise
+            print("MNIST is not available here: torchvision, which reads it, is not installed ('ibwidget[vision]').")
         except (ib.datasets.DatasetNotFoundError, FileNotFoundError) as err:
             if dataset == "mnist":
                 raise

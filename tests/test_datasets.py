@@ -23,7 +23,7 @@ N_CIFAR_BATCH, N_CIFAR_TEST = 8, 10
 
 
 @pytest.fixture(scope="module")
-def mnist_files(tmp_path_factory):
+def mnist_files(tmp_path_factory, torchvision_loads):
     """A root with tiny MNIST idx files (uncompressed, as torchvision reads them from MNIST/raw/)."""
     root = tmp_path_factory.mktemp("mnist_root")
     raw = root / "MNIST" / "raw"
@@ -40,7 +40,7 @@ def mnist_files(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def cifar_files(tmp_path_factory):
+def cifar_files(tmp_path_factory, torchvision_loads):
     """A root with tiny CIFAR-10 pickles in the python-version format (5 train batches, a test batch, meta)."""
     root = tmp_path_factory.mktemp("cifar_root")
     folder = root / "cifar-10-batches-py"
@@ -181,7 +181,7 @@ def test_mnist_default_root_from_environment(mnist_files, monkeypatch):
     assert len(test.dataset) == N_MNIST_TEST
 
 
-def test_mnist_missing_files_clear_error(tmp_path):
+def test_mnist_missing_files_clear_error(tmp_path, torchvision_loads):
     with pytest.raises(DatasetNotFoundError) as info:
         mnist.load_data(root=tmp_path, download=False)
     message = str(info.value)
@@ -214,7 +214,7 @@ def mirror():
         server.server_close()
 
 
-def test_mnist_failed_download_clear_error(tmp_path, monkeypatch, mirror):
+def test_mnist_failed_download_clear_error(tmp_path, monkeypatch, mirror, torchvision_loads):
     """The download is really attempted, from a mirror that has no files, and fails with an error saying so."""
     from torchvision import datasets
 
@@ -262,7 +262,7 @@ def test_cifar10_md5_verified_by_default(cifar_files):
         cifar10.load_data(root=root, download=False)
 
 
-def test_cifar10_missing_files_clear_error(tmp_path):
+def test_cifar10_missing_files_clear_error(tmp_path, torchvision_loads):
     with pytest.raises(FileNotFoundError) as info:
         cifar10.load_data(root=tmp_path, download=False)
     message = str(info.value)
@@ -331,7 +331,7 @@ def test_import_is_cheap():
     assert out == ["True"]
 
 
-def test_mnist_legacy_processed_files(tmp_path):
+def test_mnist_legacy_processed_files(tmp_path, torchvision_loads):
     processed = tmp_path / "MNIST" / "processed"
     processed.mkdir(parents=True)
     for name, n in (("training.pt", 30), ("test.pt", 10)):
@@ -339,3 +339,30 @@ def test_mnist_legacy_processed_files(tmp_path):
     train, val, test = mnist.load_data(root=tmp_path, download=False)
     assert (len(train.dataset), len(val.dataset), len(test.dataset)) == (24, 6, 10)
     _check_batch(test, (1, 28, 28))
+
+
+def test_loaders_without_torchvision_say_what_to_install(tmp_path):
+    # torchvision is optional (the 'vision' extra): where it is missing, both loaders and the CLI say what to install
+    code = (
+        "import sys\n"
+        "sys.modules['torchvision'] = None\n"
+        "import ibwidget as ib\n"
+        "from ibwidget.cli import main\n"
+        "for load in (ib.datasets.mnist.load_data, ib.datasets.cifar10.load_data):\n"
+        "    try:\n"
+        f"        load(root={str(tmp_path)!r}, download=False)\n"
+        "    except ib.datasets.TorchvisionMissingError as e:\n"
+        "        assert isinstance(e, ImportError)\n"
+        "        print(str(e).replace(chr(10), ' '))\n"
+        f"print('exit', main(['train', '--dataset', 'mnist', '--data-root', {str(tmp_path)!r}]))\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    mnist_line, cifar_line, exit_line = run.stdout.splitlines()
+    for line, name in ((mnist_line, "MNIST"), (cifar_line, "CIFAR-10")):
+        assert line.startswith(f"{name} is read through torchvision, which is not installed"), line
+        assert f"built for torch {torch.__version__}" in line and "pip install 'ibwidget[vision]'" in line
+        assert "ib.datasets.digits.load_data()" in line  # the offline alternative
+    assert exit_line == "exit 2"
+    (error,) = run.stderr.strip().splitlines()  # one line, no traceback
+    assert error.startswith("ibwidget train: error: MNIST is read through torchvision") and "[vision]" in error
+    assert list(tmp_path.iterdir()) == []  # nothing written

@@ -23,7 +23,7 @@ N_TRAIN, N_TEST = 120, 20
 
 
 @pytest.fixture(scope="module")
-def mnist_root(tmp_path_factory):
+def mnist_root(tmp_path_factory, torchvision_loads):
     """Tiny MNIST idx files: noise plus a bright bar whose row depends on the class."""
     root = tmp_path_factory.mktemp("mnist")
     write_barred_mnist(root, N_TRAIN, N_TEST)

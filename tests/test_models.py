@@ -451,7 +451,7 @@ N_TRAIN, N_TEST = 120, 20
 
 
 @pytest.fixture(scope="module")
-def mnist_root(tmp_path_factory):
+def mnist_root(tmp_path_factory, torchvision_loads):
     """Tiny MNIST idx files (uncompressed, as torchvision reads them from MNIST/raw/)."""
     root = tmp_path_factory.mktemp("mnist")
     return root, write_barred_mnist(root, N_TRAIN, N_TEST)

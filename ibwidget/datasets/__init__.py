@@ -5,6 +5,21 @@ Importing this package loads no data (and does not import torchvision or scikit-
 """
 
 from ibwidget.datasets import cifar10, digits, mnist
-from ibwidget.datasets._common import DatasetNotFoundError, default_root, num_classes, to_tensors
+from ibwidget.datasets._common import (
+    DatasetNotFoundError,
+    TorchvisionMissingError,
+    default_root,
+    num_classes,
+    to_tensors,
+)
 
-__all__ = ["cifar10", "digits", "mnist", "DatasetNotFoundError", "default_root", "num_classes", "to_tensors"]
+__all__ = [
+    "cifar10",
+    "digits",
+    "mnist",
+    "DatasetNotFoundError",
+    "TorchvisionMissingError",
+    "default_root",
+    "num_classes",
+    "to_tensors",
+]

@@ -30,6 +30,34 @@ class DatasetNotFoundError(FileNotFoundError, RuntimeError):
     """
 
 
+class TorchvisionMissingError(ModuleNotFoundError):
+    """torchvision, which reads the MNIST and CIFAR-10 files, is not installed or does not load beside this torch."""
+
+
+def _torchvision(name: str) -> Any:
+    """Import torchvision for the ``name`` loader, or raise ``TorchvisionMissingError`` saying what to install.
+
+    torchvision is an optional dependency (``pip install 'ibwidget[vision]'``): its wheel must be the build made for
+    the installed torch (a mismatched one fails at import with "operator torchvision::nms does not exist").
+    """
+    try:
+        import torchvision
+        import torchvision.datasets
+        import torchvision.transforms
+    except ImportError as e:
+        why = "is not installed"
+        cause: Exception = e
+    except RuntimeError as e:  # a wheel built for another torch (or another CUDA build) fails in its op registrations
+        why = f"does not load beside torch {torch.__version__} ({str(e).strip()[:200]})"
+        cause = e
+    else:
+        return torchvision
+    raise TorchvisionMissingError(
+        f"{name} is read through torchvision, which {why}. Install the torchvision release built for torch "
+        f"{torch.__version__}: pip install 'ibwidget[vision]'. {_OFFLINE_HINT}"
+    ) from cause
+
+
 class LabelledTensorDataset(TensorDataset):
     """An in-memory ``(x, y)`` TensorDataset with torchvision-like ``targets`` and ``classes``.
 

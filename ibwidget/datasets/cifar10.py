@@ -5,7 +5,14 @@ from __future__ import annotations
 import functools
 import os
 
-from ibwidget.datasets._common import Loaders, _check_args, _load_or_raise, _resolve_root, _split_and_load
+from ibwidget.datasets._common import (
+    Loaders,
+    _check_args,
+    _load_or_raise,
+    _resolve_root,
+    _split_and_load,
+    _torchvision,
+)
 
 #: Per-channel mean and std of the CIFAR-10 training images after ``ToTensor`` (the dataset's true std, not the
 #: often-copied (0.2023, 0.1994, 0.2010)).
@@ -26,6 +33,7 @@ def _dataset_class(verify: bool):
     ``torchvision.datasets.utils.check_integrity(path, md5=None)`` ("exists"), and overriding these class attributes is
     how torchvision's own CIFAR100 specialises CIFAR10; no private method is patched.
     """
+    _torchvision("CIFAR-10")  # where torchvision does not load, this says what to install
     from torchvision.datasets import CIFAR10
 
     if verify:
@@ -57,15 +65,15 @@ def load_data(
     ``~/.cache/ibwidget/data``; files are read from ``<root>/cifar-10-batches-py/`` (see ``FILES``).
     ``verify=False`` skips torchvision's md5 check of the official files (for your own files in the same format).
     Raises ``DatasetNotFoundError`` (a ``FileNotFoundError`` and ``RuntimeError``) saying where to put the files when
-    they are missing and cannot be downloaded. The first three arguments are PyGlow's, in its order; the rest are
-    keyword-only.
+    they are missing and cannot be downloaded, and ``TorchvisionMissingError`` (an ``ImportError``) when torchvision is
+    not installed (``pip install 'ibwidget[vision]'``). The first three arguments are PyGlow's, in its order; the rest
+    are keyword-only.
     """
     _check_args(batch_size, num_workers, validation_split, seed)
     root = _resolve_root(root)
-    from torchvision import transforms  # lazy: keep `import ibwidget` cheap
-
+    tv = _torchvision("CIFAR-10")  # lazy: keep `import ibwidget` cheap
     cls = _dataset_class(bool(verify))
-    transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize(MEAN, STD)])
+    transform = tv.transforms.Compose([tv.transforms.ToTensor(), tv.transforms.Normalize(MEAN, STD)])
     folder = root / FOLDER
     how = (
         f"Extract cifar-10-python.tar.gz (https://www.cs.toronto.edu/~kriz/cifar.html) into {root}/ so that "

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import os
 
-from ibwidget.datasets._common import Loaders, _check_args, _load_or_raise, _resolve_root, _split_and_load
+from ibwidget.datasets._common import (
+    Loaders,
+    _check_args,
+    _load_or_raise,
+    _resolve_root,
+    _split_and_load,
+    _torchvision,
+)
 
 #: Normalisation constants (the training set's pixel mean and std after ``ToTensor``).
 MEAN = (0.1307,)
@@ -30,14 +37,14 @@ def load_data(
     seeded by ``seed``, the others keep a fixed order. ``root`` defaults to ``$IBWIDGET_DATA`` or
     ``~/.cache/ibwidget/data``; files are read from ``<root>/MNIST/raw/`` (see ``FILES``).
     Raises ``DatasetNotFoundError`` (a ``FileNotFoundError`` and ``RuntimeError``) saying where to put the files when
-    they are missing and cannot be downloaded. The first three arguments are PyGlow's, in its order; the rest are
-    keyword-only.
+    they are missing and cannot be downloaded, and ``TorchvisionMissingError`` (an ``ImportError``) when torchvision is
+    not installed (``pip install 'ibwidget[vision]'``). The first three arguments are PyGlow's, in its order; the rest
+    are keyword-only.
     """
     _check_args(batch_size, num_workers, validation_split, seed)
     root = _resolve_root(root)
-    from torchvision import datasets, transforms  # lazy: keep `import ibwidget` cheap
-
-    transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize(MEAN, STD)])
+    tv = _torchvision("MNIST")  # lazy: keep `import ibwidget` cheap
+    transform = tv.transforms.Compose([tv.transforms.ToTensor(), tv.transforms.Normalize(MEAN, STD)])
     folder = root / "MNIST" / "raw"
     how = (
         f"Put the four uncompressed MNIST files ({', '.join(FILES)}) in {folder}/ and call with download=False, "
@@ -45,7 +52,7 @@ def load_data(
     )
 
     def make(train):
-        return lambda dl: datasets.MNIST(str(root), train=train, transform=transform, download=dl)
+        return lambda dl: tv.datasets.MNIST(str(root), train=train, transform=transform, download=dl)
 
     # torchvision still reads the legacy processed/{training,test}.pt files when they exist
     legacy = all((root / "MNIST" / "processed" / f).is_file() for f in ("training.pt", "test.pt"))
