@@ -103,9 +103,9 @@ print(f"ibwidget {ib.__version__}, torch {torch.__version__}, CUDA available: {t
 # ## 5. The data
 #
 # MNIST has 70,000 handwritten digits of 28×28 pixels. When its files are not on this machine and cannot be
-# downloaded (or torchvision, which reads them, is not installed), we fall back to scikit-learn's **digits**: 1,797 real handwritten digits of 8×8 pixels, the
-# same task at a smaller scale. 20% of the training images are held out for validation; the probe is drawn
-# from them.
+# downloaded (or torchvision, which reads them, is not installed), we fall back to scikit-learn's **digits**:
+# 1,797 real handwritten digits of 8×8 pixels, the same task at a smaller scale. 20% of the training images are
+# held out for validation; the probe is drawn from them.
 
 
 # %%
