@@ -62,4 +62,5 @@ plain, _, _ = epoch_times(False)
 recorded, snapshots, waits = epoch_times(True)
 ms = [1e3 * statistics.median(v) for v in (plain, recorded, snapshots, waits)]
 print(f"rank {rank} plain_ms={ms[0]:.2f} record_ms={ms[1]:.2f} snapshot_ms={ms[2]:.2f} wait_ms={ms[3]:.2f}", flush=True)
+dist.barrier()  # leave together: a rank tearing gloo down while another still writes can abort
 dist.destroy_process_group()

@@ -155,6 +155,7 @@ job.write_text(
                     loss = nn.functional.cross_entropy(ddp(x), y)
                     opt.zero_grad(); loss.backward(); opt.step()
                 rec.snapshot(logs={{"loss": float(loss.detach())}})
+        dist.barrier()  # the ranks leave together
         dist.destroy_process_group()
         """
     )

@@ -43,4 +43,5 @@ with ib.record(model, probe=(x[:64], y[:64]), layers=["0", "2", "4"], path=path,
         rec.snapshot(logs={"loss": float(loss.detach())})
 print(f"rank {rank} of {world}: {rec.run.num_snapshots} snapshots", flush=True)
 if distributed:
+    dist.barrier()  # leave together: a rank tearing gloo down while another still writes can abort
     dist.destroy_process_group()
