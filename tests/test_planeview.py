@@ -196,7 +196,8 @@ def test_a_grid_of_a_run_that_grows_meanwhile_holds_the_epochs_recorded_when_it_
     @ib.estimators.register("ibwp_appends", overwrite=True)
     def appends(K, L):
         if live.num_snapshots == 3:
-            live.add_snapshot(3, {n: kernels.gram(torch.eye(24)) for n in live.layer_names}, torch.zeros(24, 10))
+            z = {"layer0": torch.eye(24, 30), "layer1": torch.eye(24, 8)}  # layer1 keeps its activations only
+            live.add_snapshot(3, {n: kernels.gram(a) for n, a in z.items()}, torch.zeros(24, 10), z)
         return (K * L).mean()
 
     g = _grid.plane_grid([live, extra], estimators=["hsic", "ibwp_appends"], sigmas=[5.0], targets=["labels"])

@@ -1,4 +1,4 @@
-"""Run files as a channel: ``ib.record`` from a loop of one's own, an append-only schema-2 file that survives
+"""Run files as a channel: ``ib.record`` from a loop of one's own, an append-only schema-3 file that survives
 ``kill -9`` at any instant, readers in other processes that see only complete epochs, one writer per path."""
 
 from __future__ import annotations
@@ -159,7 +159,7 @@ def test_bad_input_is_refused_before_training(tmp_path):
 # ------------------------------------------------------------------------------------------ the file
 
 
-def test_schema1_files_still_load_and_save_writes_schema2(tmp_path):
+def test_schema1_files_still_load_and_save_writes_the_record_log(tmp_path):
     x, y = _data()
     model = _model()
     with ib.record(model, probe=(x[:32], y[:32]), keep_activations="all") as rec:
@@ -178,11 +178,11 @@ def test_schema1_files_still_load_and_save_writes_schema2(tmp_path):
 
 def test_a_newer_schema_is_refused_with_what_to_do(tmp_path):
     header = _runlog.encode(
-        _runlog.HEADER, {"format": _runlog.FORMAT, "schema_version": 3}, {"probe_x": np.zeros((4, 1), np.float32)}
+        _runlog.HEADER, {"format": _runlog.FORMAT, "schema_version": 4}, {"probe_x": np.zeros((4, 1), np.float32)}
     )
     path = tmp_path / "future.ibrun"
     path.write_bytes(_runlog.MAGIC + header)
-    with pytest.raises(ValueError, match="schema 3, newer than this ibwidget reads \\(2\\); upgrade ibwidget"):
+    with pytest.raises(ValueError, match="schema 4, newer than this ibwidget reads \\(3\\); upgrade ibwidget"):
         ib.load_run(path)
 
 
@@ -339,7 +339,7 @@ def test_record_on_cuda_matches_the_cpu(tmp_path):
 
 
 def test_later_record_kinds_and_per_epoch_fields_are_skipped(tmp_path):
-    """A file written by a later version of schema 2: a record kind and an epoch array this version does not know
+    """A file written by a later version of schema 3: a record kind and an epoch array this version does not know
     are skipped, and the rest loads."""
     x, y = _data()
     path = tmp_path / "later.ibrun"
@@ -350,9 +350,14 @@ def test_later_record_kinds_and_per_epoch_fields_are_skipped(tmp_path):
         _runlog.EPOCH,
         {"snapshot": {"epoch": 2, "custom": []}, "logs": {"loss": 0.5}, "diagnostic": {"rank": 3}},
         {
-            "dist": snap.dist[-1].numpy(),
-            "norms": snap.norms[-1].numpy(),
+            "dist": snap.stored_dist[-1].numpy(),
+            "norms": snap.stored_norms[-1].numpy(),
             "output": snap.outputs[-1].numpy(),
+            **{
+                f"acts/{i}": snap.activations[n][-1].numpy()
+                for i, n in enumerate(snap.layer_names)
+                if n in snap.activations
+            },
             "geometry/rank": np.arange(3, dtype=np.float32),
         },
     )

@@ -62,7 +62,8 @@ def test_snapshots_never_grow_and_are_read_only():
     run, _ = _run()
     snap = run.snapshots()
     dist = snap.dist.clone()
-    run.add_snapshot(2, {n: kernels.gram(torch.randn(M, 3)) for n in LAYERS}, torch.randn(M, 2))  # storage regrows
+    z = torch.randn(M, 3)
+    run.add_snapshot(2, {"dead": kernels.gram(z)}, torch.randn(M, 2), {"dense": z})  # storage regrows
     run.log_epoch({"loss": 0.5})
     assert snap.num_snapshots == 2 and torch.equal(snap.dist, dist) and snap.history["loss"] == ()
     assert run.snapshots().num_snapshots == 3 and run.snapshots().history["loss"] == (0.5,)

@@ -291,10 +291,12 @@ def test_stored_grams_are_those_of_the_eval_mode_activations():
     engine.start().wait(timeout=120)
     run = engine.run
     assert engine.status == "finished" and run.epochs == [0, 1, 2] and run.layer_dims == [256, 24, 24]
+    snap = run.snapshots()  # the 24-unit layers keep their activations only: their distances are computed from them
+    assert snap.derived_layers == (1, 2)
     for epoch, acts in enumerate(expected):
         for i, name in enumerate(names):
-            norms = run._norms.view()[epoch, i].double()
-            dist = unpack(run._dist.view()[epoch, i].double(), run.m)
+            norms = snap.norms[epoch, i].double()
+            dist = unpack(snap.dist[epoch, i].double(), run.m)
             stored = 0.5 * (norms[:, None] + norms[None, :] - dist)
             Z = acts[name]
             G = Z @ Z.T

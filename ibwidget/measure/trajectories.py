@@ -42,19 +42,22 @@ _CHUNK = 32  # matrices unpacked at once on the generic path
 class Snapshots:
     """A run's snapshots as recorded at one moment: read-only, never growing (epoch 0 = before training).
 
-    ``dist`` (E, L, P) float32: per epoch and layer the packed upper triangle of the squared-distance matrix of the
-    probe's m samples (P = m(m-1)/2); ``norms`` (E, L, m): their squared norms (together, the Gram matrix);
-    ``outputs`` (E, m, C): the model's raw output; ``activations``: layer name -> (E, m, d) for the layers that kept
-    them; ``x_dist`` (P,) and ``x_norms`` (m,): the same for the probe inputs ``probe_x``; ``labels`` (m,). The
-    tensors share the run's storage: do not modify them.
+    ``stored_dist`` (E, S, P) float32: per epoch, for the S layers whose distances are stored, the packed upper
+    triangle of the squared-distance matrix of the probe's m samples (P = m(m-1)/2); ``stored_norms`` (E, S, m):
+    their squared norms (together, the Gram matrix). ``derived_layers``: the indices of the other layers, narrower
+    than the probe, which keep only their activations (m d floats, not m²/2): their distances are computed from them
+    when needed (:meth:`distances`; the ``dist`` and ``norms`` properties hold every layer). ``outputs`` (E, m, C):
+    the model's raw output; ``activations``: layer name -> (E, m, d) for the layers that kept them; ``x_dist`` (P,)
+    and ``x_norms`` (m,): the same for the probe inputs ``probe_x``; ``labels`` (m,). The tensors share the run's
+    storage: do not modify them.
     """
 
     name: str
     layer_names: tuple[str, ...]
     layer_dims: tuple[int, ...]
     epochs: tuple[int, ...]
-    dist: torch.Tensor
-    norms: torch.Tensor
+    stored_dist: torch.Tensor
+    stored_norms: torch.Tensor
     outputs: torch.Tensor
     activations: Mapping[str, torch.Tensor]
     probe_x: torch.Tensor
@@ -64,11 +67,16 @@ class Snapshots:
     num_classes: int
     output_is_probabilities: bool = False
     history: Mapping[str, Sequence[float]] = field(default_factory=dict)
+    derived_layers: tuple[int, ...] = ()
     _memo: dict = field(default_factory=dict, init=False, repr=False)  # values derived once (median sigmas)
 
     def __post_init__(self):
         object.__setattr__(self, "activations", MappingProxyType(dict(self.activations)))
         object.__setattr__(self, "history", MappingProxyType({k: tuple(v) for k, v in dict(self.history).items()}))
+        object.__setattr__(self, "derived_layers", tuple(int(i) for i in self.derived_layers))
+        missing = [self.layer_names[i] for i in self.derived_layers if self.layer_names[i] not in self.activations]
+        if missing:
+            raise ValueError(f"the layers {missing} keep no distances, so they need their activations.")
 
     @property
     def m(self) -> int:
@@ -88,7 +96,46 @@ class Snapshots:
     @property
     def device(self) -> torch.device:
         """Where the tensors live (the run's device)."""
-        return self.dist.device
+        return self.probe_x.device
+
+    @property
+    def stored_layers(self) -> tuple[int, ...]:
+        """Indices of the layers whose distances are stored (the others are :attr:`derived_layers`)."""
+        return tuple(i for i in range(len(self.layer_names)) if i not in self.derived_layers)
+
+    @property
+    def dist(self) -> torch.Tensor:
+        """(E, L, P) packed squared distances of every layer (a derived layer's computed now; see :meth:`distances`)."""
+        return self.distances()[0]
+
+    @property
+    def norms(self) -> torch.Tensor:
+        """(E, L, m) squared norms of every layer (see :meth:`distances`)."""
+        return self.distances()[1]
+
+    def distances(self, layers: Sequence[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Packed squared distances (E, L', P) and squared norms (E, L', m) of the layer indices ``layers`` (default
+        all): stored layers as stored (no copy when all of them are asked, in order), derived ones computed from
+        their activations, per epoch, by the operations that would have stored them (``pack_gram(gram(Z))``,
+        float32). Call it on a :meth:`window` to bound the memory of a long run."""
+        index = list(range(len(self.layer_names))) if layers is None else [int(i) for i in layers]
+        if not self.derived_layers and index == list(range(len(self.layer_names))):
+            return self.stored_dist, self.stored_norms
+        E, m = self.num_snapshots, self.m
+        if not any(i in self.derived_layers for i in index):
+            rows = [self.stored_layers.index(i) for i in index]
+            return self.stored_dist[:, rows], self.stored_norms[:, rows]
+        dist = torch.empty(E, len(index), m * (m - 1) // 2, device=self.device)
+        norms = torch.empty(E, len(index), m, device=self.device)
+        for k, i in enumerate(index):
+            if i in self.derived_layers:
+                acts = self.activations[self.layer_names[i]]
+                for e in range(E):
+                    dist[e, k], norms[e, k] = _kernels.pack_gram(_kernels.gram(acts[e]))
+            else:
+                row = self.stored_layers.index(i)
+                dist[:, k], norms[:, k] = self.stored_dist[:, row], self.stored_norms[:, row]
+        return dist, norms
 
     def snapshots(self) -> Snapshots:
         """Itself: a ``Snapshots`` is already fixed (so a run or its snapshots can be passed alike)."""
@@ -105,11 +152,17 @@ class Snapshots:
         return replace(
             self,
             epochs=self.epochs[start:stop],
-            dist=self.dist[start:stop],
-            norms=self.norms[start:stop],
+            stored_dist=self.stored_dist[start:stop],
+            stored_norms=self.stored_norms[start:stop],
             outputs=self.outputs[start:stop],
             activations={k: a[start:stop] for k, a in self.activations.items()},
         )
+
+    def windows(self, per_epoch: int) -> list[tuple[int, int]]:
+        """[start, stop) ranges of epochs that each hold about :data:`_packed.CHUNK_ELEMS` values, ``per_epoch``
+        values an epoch (at least one epoch a window)."""
+        step = max(1, _packed.CHUNK_ELEMS // max(1, per_epoch))
+        return [(e0, min(self.num_snapshots, e0 + step)) for e0 in range(0, self.num_snapshots, step)]
 
     def memoised(self, key: Hashable, compute: Callable[[], Any]) -> Any:
         """A value derived once from these fixed snapshots (e.g. a median sigma): ``compute()`` on first use."""
@@ -142,14 +195,25 @@ def _pick(t: torch.Tensor, layers: Sequence[int] | None) -> torch.Tensor:
 def layer_sigmas(snap: Snapshots, rule: str = "fixed", sigma: float = 5.0) -> torch.Tensor:
     """Kernel width per (epoch, layer) under ``rule``, float64 (E, L) (see :func:`kernels.sigma_from_distances`)."""
     rule = _kernels.sigma_rule(rule).name
-    E, L, _ = snap.dist.shape
+    E, L = snap.num_snapshots, len(snap.layer_names)
     if _kernels.sigma_rule(rule).from_data:  # e.g. one kthvalue pass over every stored distance: worth keeping
-        s = snap.memoised(("sigma", rule), lambda: _kernels.sigma_from_distances(snap.dist, rule))
+        s = snap.memoised(("sigma", rule), lambda: _data_sigmas(snap, rule))
     else:
-        s = _kernels.sigma_from_distances(snap.dist, rule, sigma, snap.layer_dims)
+        s = _kernels.sigma_from_distances(torch.empty(E, L, 0), rule, sigma, snap.layer_dims)
     if not isinstance(s, torch.Tensor):
         return torch.full((E, L), s, dtype=torch.float64, device=snap.device)
     return s.to(snap.device, torch.float64).expand(E, L)
+
+
+def _data_sigmas(snap: Snapshots, rule: str) -> torch.Tensor:
+    """A data rule's width per (epoch, layer), a window of epochs at a time (a derived layer's distances are computed
+    for its window only)."""
+    P = snap.m * (snap.m - 1) // 2
+    parts = [
+        torch.as_tensor(_kernels.sigma_from_distances(snap.window(e0, e1).dist, rule))
+        for e0, e1 in snap.windows(len(snap.layer_names) * P)
+    ]
+    return torch.cat(parts) if parts else torch.empty(0, len(snap.layer_names), dtype=torch.float64)
 
 
 def _x_sigma(snap: Snapshots, rule: str, sigma: float):
@@ -280,9 +344,8 @@ def packed_slots(
     A single slot reads the stored triangles instead (:class:`_packed.TriangleStats`: unpacking would cost as much as
     the slot itself).
     """
-    dist = _pick(snap.dist, layers)
-    E, L, P = dist.shape
     m = snap.m
+    E, L, P = snap.num_snapshots, len(snap.layer_names) if layers is None else len(layers), m * (m - 1) // 2
     unpackable = [s.name for s in specs if not is_packed(s)]
     if unpackable:
         raise ValueError(f"{unpackable} have no packed form; register one with register(..., packed=...).")
@@ -309,8 +372,9 @@ def packed_slots(
         group_cache = cache if keep else {}
         for e0 in range(0, E, window):
             e1 = min(E, e0 + window)
-            D = _packed.unpack_window(dist[e0:e1].reshape(-1, P), m).view(e1 - e0, L, m, m) if square else dist[e0:e1]
             part = snap.window(e0, e1)
+            dist = part.distances(layers)[0]
+            D = _packed.unpack_window(dist.reshape(-1, P), m).view(e1 - e0, L, m, m) if square else dist
             for s in range(g0, min(len(slots), g0 + group)):
                 rule, sigma = slots[s]
                 plan = plans[s]
@@ -325,7 +389,7 @@ def packed_slots(
                     todo = [(spec, g) for g in groups for spec in plan.jobs[g]]
                     codes = [c for g in groups for t in rows[g] for c in (t.labels, t.classes) if c is not None]
                     f = factor[e0:e1]
-                    wide = _packed.wide_kernels(dist[e0:e1], f) if gaussian else None
+                    wide = _packed.wide_kernels(dist, f) if gaussian else None
                     for l0 in range(0, L, layer_chunk):
                         l1 = min(L, l0 + layer_chunk)
                         w = None if wide is None else wide[:, l0:l1]
@@ -416,7 +480,7 @@ def _generic(snap: Snapshots, spec, kernel: str, index, sigmas, K_x, K_y) -> np.
     float64, because estimators such as Rényi's read K itself (its eigenvalues), not only ``K - 1``: near 1, a
     float32 kernel has lost the structure they measure.
     """
-    dist, norms = _pick(snap.dist, index), _pick(snap.norms, index)
+    dist, norms = snap.distances(index)
     E, L, P = dist.shape
     flat_dist, flat_norms = dist.reshape(E * L, P).double(), norms.reshape(E * L, -1).double()
     factor = _kernels.exponent_factor(sigmas.reshape(E * L))
@@ -438,7 +502,7 @@ def _generic(snap: Snapshots, spec, kernel: str, index, sigmas, K_x, K_y) -> np.
 def _generic_distances(snap: Snapshots, spec, index, sigmas, target: str) -> np.ndarray:
     """A distance estimator without a packed form: its function on each float64 squared-distance matrix, with noise
     variance sigma² (the layer's width under the rule), against X (no labels) and the target's labels."""
-    dist = _pick(snap.dist, index)
+    dist = snap.distances(index)[0]
     out = np.empty((*dist.shape[:2], 2))
     for e in range(dist.shape[0]):
         labels = snap.labels if target == "labels" else snap.outputs[e].argmax(-1)

@@ -1,6 +1,6 @@
 """Schema-1 ``.ibrun`` files: a zip of ``meta.json`` and ``.npy`` arrays (no pickle), read defensively.
 
-Runs are saved as schema 2 now (:mod:`ibwidget.record.runfile`); this module still reads the files of earlier
+Runs are saved as schema 3 now (:mod:`ibwidget.record.runfile`); this module still reads the files of earlier
 versions, and :func:`write` writes one (for tests of that reading).
 
 :class:`ibwidget.Run` says what goes in (``meta`` and ``arrays``); this module writes and reads them.
@@ -102,7 +102,7 @@ def _read_meta(zf: zipfile.ZipFile, path: Path) -> dict:
 
 
 def check_meta(meta: dict, header: bool = False) -> None:
-    """Types and ranges of every field a Run is built from (``header``: a schema-2 header, which has no epochs or
+    """Types and ranges of every field a Run is built from (``header``: a schema-2 or 3 header, which has no epochs or
     history: those come in its epoch records)."""
     _expect(meta, "name", str)
     names = _expect(meta, "layer_names", list)
@@ -132,6 +132,9 @@ def check_meta(meta: dict, header: bool = False) -> None:
     kept = meta.get("activations", [])
     if not isinstance(kept, list) or not all(isinstance(n, str) and n in names for n in kept):
         raise Invalid("'activations' must list tracked layer names")
+    derived = meta.get("derived_layers", [])
+    if not isinstance(derived, list) or not all(isinstance(n, str) and n in kept for n in derived):
+        raise Invalid("'derived_layers' must list layers that keep their activations")
     custom = meta.get("custom_dynamics", [])
     if not isinstance(custom, list) or not all(isinstance(n, str) for n in custom):
         raise Invalid("'custom_dynamics' must be a list of names")

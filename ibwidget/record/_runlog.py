@@ -1,4 +1,4 @@
-"""Run files, schema 2: an append-only log of framed, checksummed records (no pickle, no locks on the data).
+"""Run files, schemas 2 and 3: an append-only log of framed, checksummed records (no pickle, no locks on the data).
 
 Why an own record log, not a zip, Arrow IPC or zarr: a zip's directory sits at the end (an append rewrites it, and a
 crash mid-append loses the whole file); zarr is a folder of many files (no single shareable file, and a reader can
@@ -13,7 +13,9 @@ payload, payload length; then the payload: a little-endian u32 length, a UTF-8 J
 blobs its ``"arrays"`` list declares (``[[key, nbytes], ...]``, no pickle). Kinds: :data:`HEADER` (once, first: the
 run's name, layers, class count, config, probe inputs and labels) and :data:`EPOCH` (an epoch's ``logs``, and, when
 it was snapshotted, its packed distances, norms, model output and optional per-epoch arrays). Readers skip record
-kinds and array keys they do not know, so later versions can add per-epoch fields without a new schema.
+kinds and array keys they do not know, so later versions can add per-epoch fields without a new schema. Schema 3
+changes what ``dist`` and ``norms`` hold: the rows of the layers the header does not list as ``derived_layers``
+(those keep their activations only, which hold their Gram in less room); a schema-2 header has none.
 
 A second writer on one path is refused by an ``O_EXCL`` sidecar lock file (``<name>.lock``) naming host and pid.
 """
@@ -34,8 +36,8 @@ from pathlib import Path
 import numpy as np
 
 FORMAT = "ibwidget.record.run"
-SCHEMA_VERSION = 2
-MAGIC = b"IBRUN\x002\n"  #: the first 8 bytes of a schema-2 run file
+SCHEMA_VERSION = 3
+MAGIC = b"IBRUN\x002\n"  #: the first 8 bytes of a run file of schema 2 or 3
 HEADER, EPOCH = 1, 2  #: record kinds
 _FRAME = struct.Struct("<BxxxIQ")
 MAX_JSON_BYTES = 64 * 1024**2  #: a record's JSON part is refused beyond this, before it is read
@@ -44,7 +46,7 @@ _NPY_HEADER_MAX = 10_000
 
 
 class LogError(ValueError):
-    """A run file that is not a readable schema-2 log, said in words."""
+    """A run file that is not a readable record log (schema 2 or 3), said in words."""
 
 
 @dataclass
@@ -128,7 +130,7 @@ def is_int(v) -> bool:
 
 
 def is_log(path: Path) -> bool:
-    """Whether ``path`` starts like a schema-2 run file."""
+    """Whether ``path`` starts like a record-log run file (schema 2 or 3)."""
     with open(path, "rb") as fh:
         return fh.read(len(MAGIC)) == MAGIC
 

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from ibwidget.measure import kernels as _kernels
+from ibwidget.record.run import derives_distances
 from ibwidget.record.taps import Tap
 
 __all__ = ["make_probe", "split_batch", "Recorder", "DEFAULT_MEMORY_BUDGET", "INPUT_KEYS", "TARGET_KEYS"]
@@ -147,23 +148,33 @@ class Recorder:
         return acts, torch.cat(outputs)
 
     def snapshot(self) -> tuple[dict[str, torch.Tensor], torch.Tensor, dict[str, torch.Tensor], dict]:
-        """(Grams per layer, raw model output (m, C), activations kept, all activations) for the current weights."""
+        """(Grams of the layers that store distances, raw model output (m, C), activations kept, all activations)
+        for the current weights: a layer that keeps its activations and is narrower than the probe needs no Gram
+        (:func:`~ibwidget.record.run.derives_distances`)."""
         acts, output = self._activations()
-        grams = {n: _kernels.gram(a) for n, a in acts.items()}
         kept = {n: a for n, a in acts.items() if self._keeps(a.shape[1])}
+        grams = {n: _kernels.gram(a) for n, a in acts.items() if not self._derives(a.shape[1])}
         return grams, output, kept, acts
 
-    def _keeps(self, dim: int) -> bool:
-        return self.keep_activations == "all" or (self.keep_activations == "narrow" and dim < self.m)
+    def _keeps(self, dim: int, m: int | None = None) -> bool:
+        return self.keep_activations == "all" or (self.keep_activations == "narrow" and dim < (m or self.m))
 
-    def bytes_per_epoch(self) -> int:
-        """Bytes one snapshot adds to the run: per layer the packed squared distances, the squared norms and the
-        kept activations, plus the model's output on the probe (m x C), all float32 (probed once if unknown)."""
+    def _derives(self, dim: int, m: int | None = None) -> bool:
+        return self._keeps(dim, m) and derives_distances(dim, m or self.m)
+
+    def bytes_per_epoch(self, probe: int | None = None) -> int:
+        """Bytes one snapshot adds to the run, all float32 (probed once if unknown): per layer its kept activations
+        (m d) and, unless those hold its Gram, the packed squared distances and squared norms (m(m-1)/2 + m); plus
+        the model's output on the probe (m C). ``probe``: the same for a probe of that size instead of m."""
         if self.layer_dims is None:
             self._activations()
-        P = self.m * (self.m - 1) // 2
-        per_layer = sum(P + self.m + (self.m * d if self._keeps(d) else 0) for d in self.layer_dims)
-        return 4 * (per_layer + self.m * self.output_dim)
+        assert self.layer_dims is not None and self.output_dim is not None
+        m = probe or self.m
+        P = m * (m - 1) // 2
+        per_layer = sum(
+            (m * d if self._keeps(d, m) else 0) + (0 if self._derives(d, m) else P + m) for d in self.layer_dims
+        )
+        return 4 * (per_layer + m * self.output_dim)
 
     def _bytes_once(self) -> int:
         """Bytes a run holds whatever its length: the probe inputs and their packed distances and norms."""
@@ -173,11 +184,14 @@ class Recorder:
         """Refuse, with advice, a run whose snapshots would exceed the memory budget."""
         need = self._bytes_once() + self.bytes_per_epoch() * int(total_snapshots)
         if need > self.memory_budget:
+            smaller = ", ".join(
+                f"probe={m}: {self.bytes_per_epoch(m) / 2**20:.1f} MiB" for m in (self.m // 2, self.m // 4) if m >= 4
+            )
             raise MemoryError(
                 f"recording {len(self.layers)} layers and the model's {self.output_dim}-wide output on a probe of "
                 f"{self.m} for {total_snapshots} snapshots needs {need / 2**20:.0f} MiB, over the memory budget of "
-                f"{self.memory_budget / 2**20:.0f} MiB ({self.bytes_per_epoch() / 2**20:.1f} MiB a snapshot; the "
-                "distances grow as the probe squared, so half the probe keeps about a quarter). Use a smaller probe "
-                "(probe=256), track fewer layers (layers=[...]), fewer epochs or snapshots (every_n_epochs=..., "
-                "snapshot_epochs=[...]), or raise memory_budget=..."
+                f"{self.memory_budget / 2**20:.0f} MiB ({self.bytes_per_epoch() / 2**20:.1f} MiB a snapshot; with a "
+                f"smaller probe, {smaller}: a layer at least as wide as the probe keeps m(m-1)/2 distances, a "
+                "narrower one its m x width activations). Use a smaller probe, track fewer layers (layers=[...]), "
+                "fewer epochs or snapshots (every_n_epochs=..., snapshot_epochs=[...]), or raise memory_budget=..."
             )

@@ -3,7 +3,8 @@
 A snapshot keeps, for each tracked layer and the fixed probe of m samples, the packed upper triangle of the
 squared-distance matrix ``D2`` (m(m-1)/2 float32 values) and the squared norms ``diag(G)``: together they are the
 Gram matrix ``G = Z Z^T`` (``G_ij = (n_i + n_j - D2_ij) / 2``), so every Gram-based estimator can be recomputed for
-every epoch, later, for any sigma. Layers narrower than the probe also keep their activations (for binning).
+every epoch, later, for any sigma. A layer narrower than the probe whose activations are kept (for binning; the
+default) keeps only them (m d floats): its distances are computed from them when needed (:func:`derives_distances`).
 
 A ``Run`` only stores: :meth:`Run.snapshots` hands out what it holds as a read-only, never-growing
 :class:`~ibwidget.measure.trajectories.Snapshots`, from which :mod:`ibwidget.measure.trajectories` computes
@@ -27,7 +28,7 @@ from ibwidget.measure._typing import PathLike
 from ibwidget.measure._validate import clean_text
 from ibwidget.measure.trajectories import Snapshots
 
-__all__ = ["Run", "load_run", "Snapshots", "TARGETS", "KERNELS"]
+__all__ = ["Run", "load_run", "Snapshots", "TARGETS", "KERNELS", "derives_distances"]
 
 _HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy")
 
@@ -39,6 +40,12 @@ def set_report_writer(writer) -> None:
     """Register the function :meth:`Run.to_html` calls (:mod:`ibwidget.plane` does, on import)."""
     global _report_writer
     _report_writer = writer
+
+
+def derives_distances(dim: int, m: int) -> bool:
+    """Whether a layer of width ``dim`` whose activations are kept on a probe of ``m`` keeps no distances: it is
+    narrower than the probe, so its activations (m dim floats) hold its Gram in less than the m(m-1)/2 distances."""
+    return dim < m
 
 
 class _Growable:
@@ -79,7 +86,9 @@ class Run:
     """Config, Keras-style ``history`` and per-epoch snapshots of one training run (epoch 0 = before training).
 
     Built by the engine (or :func:`load_run`); read by the widgets. Thread-safe: the training thread appends, any
-    other thread may call :meth:`trajectories` meanwhile.
+    other thread may call :meth:`trajectories` meanwhile. ``derived_layers``: the layers that keep no distances,
+    only activations (see :func:`derives_distances`); by default the first snapshot decides: every layer whose
+    activations it brings and that is narrower than the probe.
     """
 
     def __init__(
@@ -94,6 +103,7 @@ class Run:
         device: str | torch.device = "cpu",
         capacity: int = 8,
         output_is_probabilities: bool = False,
+        derived_layers: Sequence[str] | None = None,
     ):
         if len(layer_names) != len(layer_dims) or not layer_names:
             raise ValueError("a Run needs at least one tracked layer, with one dimension per layer name.")
@@ -121,25 +131,57 @@ class Run:
         self.num_classes = int(num_classes or int(self.probe_labels.max()) + 1)
         self.input_dim = int(self.probe_x[0].numel())
         self._x_dist, self._x_norms = _kernels.pack_gram(_kernels.gram(self.probe_x))
-        P = self.m * (self.m - 1) // 2
-        L = len(self.layer_names)
-        self._dist = _Growable((L, P), torch.float32, self.device, capacity)  # packed D2 per epoch and layer
-        self._norms = _Growable((L, self.m), torch.float32, self.device, capacity)  # diag(G)
+        self._capacity = capacity
+        self.derived_layers: list[str] | None = None  #: layers keeping only activations; set by the first snapshot
+        self._dist: _Growable | None = None  # packed D2 per epoch and stored layer
+        self._norms: _Growable | None = None  # diag(G)
+        if derived_layers is not None:
+            self._store(derived_layers)
         self._acts: dict[str, _Growable] = {}
         self._outputs: _Growable | None = None
         self.epochs: list[int] = []
 
     # ------------------------------------------------------------------------------------------ recording
 
+    def _store(self, derived: Sequence[str]) -> None:
+        """Fix which layers keep their distances (all but ``derived``) and make room for them."""
+        unknown = [n for n in derived if n not in self.layer_names]
+        if unknown:
+            raise ValueError(f"derived_layers {unknown} are not tracked layers ({self.layer_names}).")
+        self.derived_layers = [n for n in self.layer_names if n in derived]
+        stored = len(self.layer_names) - len(self.derived_layers)
+        P = self.m * (self.m - 1) // 2
+        self._dist = _Growable((stored, P), torch.float32, self.device, self._capacity)
+        self._norms = _Growable((stored, self.m), torch.float32, self.device, self._capacity)
+
+    @property
+    def stored_layers(self) -> list[str]:
+        """The layers whose distances are stored (all but :attr:`derived_layers`)."""
+        return [n for n in self.layer_names if n not in (self.derived_layers or [])]
+
     def add_snapshot(self, epoch: int, grams: dict, output: torch.Tensor, activations: dict | None = None) -> None:
-        """Record one epoch: a Gram (m, m) per layer, the model's raw output (m, C), optional narrow activations."""
-        missing = [n for n in self.layer_names if n not in grams]
+        """Record one epoch: a Gram (m, m) per layer, the model's raw output (m, C), optional narrow activations.
+
+        A layer that keeps only its activations (:attr:`derived_layers`) needs no Gram; a stored layer without one
+        gets it from its activations."""
+        if self.derived_layers is None:
+            self._decide(activations or {})
+        acts = activations or {}
+        missing = [n for n in self.stored_layers if n not in grams and n not in acts]
         if missing:
             raise ValueError(f"add_snapshot needs a Gram for every tracked layer; missing {missing}.")
-        dist, norms = _kernels.pack_gram(
-            torch.stack([grams[n].to(self.device, torch.float32) for n in self.layer_names])
-        )
+        grams = {n: grams[n] if n in grams else _kernels.gram(acts[n].detach()) for n in self.stored_layers}
+        stored = [grams[n].to(self.device, torch.float32) for n in self.stored_layers]
+        if stored:
+            dist, norms = _kernels.pack_gram(torch.stack(stored))
+        else:
+            dist, norms = torch.empty(0, self.m * (self.m - 1) // 2), torch.empty(0, self.m)
         self.add_packed_snapshot(epoch, dist, norms, output, activations)
+
+    def _decide(self, activations: dict) -> None:
+        """Keep only the activations of the layers they describe in less room than distances (the first snapshot)."""
+        widths = {n: a[0].numel() for n, a in activations.items() if n in self.layer_names}
+        self._store([n for n, d in widths.items() if derives_distances(d, self.m)])
 
     def add_packed_snapshot(
         self,
@@ -149,8 +191,21 @@ class Run:
         output: torch.Tensor,
         activations: dict | None = None,
     ) -> None:
-        """Record one epoch as a run file holds it: per layer the packed off-diagonal squared distances (L, P) and
-        squared norms (L, m) of its Gram matrix, the model's raw output (m, C), optional narrow activations."""
+        """Record one epoch as a run file holds it: per stored layer (:attr:`stored_layers`) the packed off-diagonal
+        squared distances (S, P) and squared norms (S, m) of its Gram matrix, the model's raw output (m, C), and
+        activations (required for the :attr:`derived_layers`)."""
+        if self.derived_layers is None:
+            self._decide(activations or {})
+        assert self._dist is not None and self._norms is not None
+        lacking = [n for n in self.derived_layers or [] if n not in (activations or {})]
+        if lacking:
+            raise ValueError(f"the layers {lacking} keep only their activations; this snapshot lacks them.")
+        S, P = len(self.stored_layers), self.m * (self.m - 1) // 2
+        if tuple(dist.shape) != (S, P) or tuple(norms.shape) != (S, self.m):
+            raise ValueError(
+                f"distances {tuple(dist.shape)} and norms {tuple(norms.shape)} must be ({S}, {P}) and ({S}, {self.m}):"
+                f" one row per stored layer ({self.stored_layers})."
+            )
         dist = dist.to(self.device, torch.float32)
         norms = norms.to(self.device, torch.float32)
         output = output.detach().to(self.device, torch.float32).reshape(self.m, -1)
@@ -193,7 +248,7 @@ class Run:
     def nbytes(self) -> int:
         """Bytes held by the snapshots."""
         with self._lock:
-            arrays = [g.view() for g in (self._dist, self._norms, *self._acts.values())]
+            arrays = [g.view() for g in (self._dist, self._norms, *self._acts.values()) if g is not None]
             arrays += [self._outputs.view()] if self._outputs is not None else []
             return sum(a.numel() * a.element_size() for a in arrays)
 
@@ -217,13 +272,22 @@ class Run:
             outputs = (
                 self._outputs.view(n) if self._outputs is not None else torch.empty(0, self.m, 0, device=self.device)
             )
+            S, P = len(self.stored_layers), self.m * (self.m - 1) // 2
+            derived = self.derived_layers or []
+
+            def empty(*shape):
+                return torch.empty(0, *shape, device=self.device)
+
             self._snapshots = Snapshots(
                 name=self.name,
                 layer_names=tuple(self.layer_names),
                 layer_dims=tuple(self.layer_dims),
                 epochs=tuple(self.epochs),
-                dist=self._dist.view(n),
-                norms=self._norms.view(n),
+                stored_dist=self._dist.view(n) if self._dist is not None else empty(S, P),
+                stored_norms=self._norms.view(n)
+                if self._norms is not None
+                else torch.empty(0, S, self.m, device=self.device),
+                derived_layers=tuple(self.layer_names.index(name) for name in derived),
                 outputs=outputs,
                 activations={name: grown.view(n) for name, grown in self._acts.items()},
                 probe_x=self.probe_x,
@@ -276,7 +340,7 @@ class Run:
         return _report_writer([self], path, title=title, notes=notes, **grid_kwargs)
 
     def save(self, path: PathLike) -> Path:
-        """Write the run to ``path`` as one ``.ibrun`` file (schema 2: a log of checksummed records with ``.npy``
+        """Write the run to ``path`` as one ``.ibrun`` file (schema 3: a log of checksummed records with ``.npy``
         arrays; no pickle; see :mod:`ibwidget.record.runfile`). Parent folders are created.
 
         Atomic: written to a hidden temporary file beside ``path`` (``.NAME.*.tmp``), flushed to disk, then renamed
@@ -290,7 +354,7 @@ class Run:
 
     @classmethod
     def load(cls, path: PathLike, device: str | torch.device = "cpu") -> Run:
-        """Read a run file (schema 1 or 2); a damaged or unknown file raises ``ValueError`` saying why. Of a file
+        """Read a run file (schema 1, 2 or 3); a damaged or unknown file raises ``ValueError`` saying why. Of a file
         another process is still writing, the epochs complete so far.
 
         Every size is checked against the file's metadata before anything is read, and parts the format does not
@@ -316,6 +380,8 @@ class Run:
             capacity=max(n, 1),
             output_is_probabilities=meta.get("output_is_probabilities", False),
         )
+        run._store([])  # schema 1 stored every layer's distances
+        assert run._dist is not None and run._norms is not None
         run._dist.extend(torch.from_numpy(arrays["dist"]).to(run.device, torch.float32))
         run._norms.extend(torch.from_numpy(arrays["norms"]).to(run.device, torch.float32))
         for i, name in enumerate(run.layer_names):

@@ -2,7 +2,8 @@
 
 :class:`RunWriter` appends each new epoch of a run to its file as it is recorded (one record, one ``fsync``);
 :class:`RunTail` reads a file another process is writing and appends its new epochs to a Run; :func:`save` writes a
-finished run as one schema-2 file, atomically; :func:`load` reads schema 1 (the zip of earlier versions) and 2. The
+finished run as one schema-3 file, atomically; :func:`load` reads schema 1 (the zip of earlier versions), 2 and 3
+(3 adds the header's ``derived_layers``: layers whose records hold activations, no distances). The
 format itself is :mod:`ibwidget.record._runlog`. Everything here goes through the Run's public interface.
 """
 
@@ -38,6 +39,7 @@ def _header(run) -> bytes:
         "config": _runfile.jsonable(run.config),
         "output_is_probabilities": run.output_is_probabilities,
         "activations": sorted(snap.activations),
+        "derived_layers": [run.layer_names[i] for i in snap.derived_layers],
         "output_width": int(snap.outputs.shape[-1]) if snap.num_snapshots else 0,
     }
     arrays = {"probe_x": _host(run.probe_x), "probe_labels": _host(run.probe_labels)}
@@ -55,8 +57,8 @@ def _epoch_records(run, snapshots: range, logs: range) -> list[bytes]:
         if s is not None:
             custom = sorted(name for name, values in run.custom_dynamics.items() if len(values) > s)
             meta["snapshot"] = {"epoch": snap.epochs[s], "custom": custom}
-            arrays["dist"] = _host(snap.dist[s])
-            arrays["norms"] = _host(snap.norms[s])
+            arrays["dist"] = _host(snap.stored_dist[s])  # the stored layers' only: derived ones keep activations
+            arrays["norms"] = _host(snap.stored_norms[s])
             arrays["output"] = _host(snap.outputs[s])
             for i, name in enumerate(run.layer_names):
                 if name in snap.activations:
@@ -91,7 +93,7 @@ def _number(v: float) -> float | None:
 
 
 def save(run, path: PathLike) -> Path:
-    """Write ``run`` as one schema-2 file, atomically (see :func:`~ibwidget.record._atomic.atomic_write`)."""
+    """Write ``run`` as one schema-3 file, atomically (see :func:`~ibwidget.record._atomic.atomic_write`)."""
     path = Path(path)
     with atomic_write(path) as fh:
         fh.write(_runlog.MAGIC)
@@ -167,6 +169,7 @@ def _run_from_header(record, path: Path, device: torch.device):
         config=meta.get("config", {}),
         device=device,
         output_is_probabilities=meta.get("output_is_probabilities", False),
+        derived_layers=meta.get("derived_layers", []),  # schema 2 stored every layer's distances
     )
 
 
@@ -178,15 +181,15 @@ def _apply(run, record, where: str) -> int:
     if snapshot is not None:
         if not isinstance(snapshot, dict) or not _runlog.is_int(snapshot.get("epoch")) or snapshot["epoch"] < 0:
             raise ValueError(f"{where}: a snapshot without a valid epoch number.")
-        m, L = run.m, len(run.layer_names)
-        dist = _checked(arrays, "dist", (L, m * (m - 1) // 2), where, non_negative=True)
-        norms = _checked(arrays, "norms", (L, m), where, non_negative=True)
+        m, L, S = run.m, len(run.layer_names), len(run.stored_layers)
+        dist = _checked(arrays, "dist", (S, m * (m - 1) // 2), where, non_negative=True)
+        norms = _checked(arrays, "norms", (S, m), where, non_negative=True)
         output = _checked(arrays, "output", None, where)
         if output.ndim != 2 or output.shape[0] != m:
             raise ValueError(f"{where}: the model output has shape {output.shape}, expected ({m}, classes).")
         acts = {}
         for i, name in enumerate(run.layer_names):
-            if f"acts/{i}" in arrays:
+            if f"acts/{i}" in arrays or name in (run.derived_layers or []):  # a derived layer's are required
                 acts[name] = torch.from_numpy(_checked(arrays, f"acts/{i}", (m, run.layer_dims[i]), where))
         custom = snapshot.get("custom", [])
         if not isinstance(custom, list) or not all(isinstance(n, str) for n in custom):
@@ -226,7 +229,7 @@ def _checked(
 
 
 def load(path: PathLike, device: str | torch.device = "cpu"):
-    """The run in ``path``, schema 1 or 2; of a file still being written, the epochs complete so far."""
+    """The run in ``path``, schema 1, 2 or 3; of a file still being written, the epochs complete so far."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no run file at {path}; save one with run.save(path).")
@@ -238,7 +241,8 @@ def load(path: PathLike, device: str | torch.device = "cpu"):
 
 
 def _read_log(path: Path, device: str | torch.device) -> RunTail:
-    """A schema-2 file read to the end of its complete records (``.run`` the run, ``.offset`` where they end)."""
+    """A record-log file (schema 2 or 3) read to the end of its complete records (``.run`` the run, ``.offset``
+    where they end)."""
     tail = RunTail(path, device)
     try:
         tail.poll()
