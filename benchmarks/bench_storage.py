@@ -1,9 +1,9 @@
 """How recording scales with the probe size m and the number of tracked layers (CPU).
 
-For m in {128, 256, 512, 1024, 2048} and 5, 20 or 50 tracked layers (an MLP of 256-unit tanh layers): the snapshot's
-time, the bytes a run keeps per epoch, the time of a sigma change over 100 epochs (``run.trajectories`` for a new
-sigma) and of one grid block (HSIC against the labels at one sigma, 100 epochs). A layer narrower than the probe (here
-every layer once m > 256) keeps only its activations, and its distances are computed from them when needed; the
+For m in {128, 256, 512, 1024, 2048} and 5, 20 or 50 tracked layers (an MLP of tanh layers of 256, 64 and 16 units
+in turn): the snapshot's time, the bytes a run keeps per epoch, the time of a sigma change over 100 epochs
+(``run.trajectories`` for a new sigma) and of one grid block (HSIC against the labels at one sigma, 100 epochs). The
+64- and 16-unit layers keep only their activations, and their distances are computed from them when needed; the
 columns marked "all dist." are the same run storing every layer's distances too (``derived_layers=[]``), side by
 side. A cell whose 100 epochs would not fit in this machine's memory budget is measured on fewer epochs and scaled
 (costs are linear in epochs), marked ``~``. Each column's exponent in m is fitted over the layers' rows (log-log
@@ -29,13 +29,16 @@ from ibwidget.plane._grid import GridBuilder
 from ibwidget.record.recorder import Recorder
 from ibwidget.record.run import Run, derives_distances
 
+WIDTHS = (256, 64, 16)  #: the tracked layers' widths, in turn
+
 
 def _model(layers: int) -> nn.Module:
     torch.manual_seed(0)
-    parts: list[nn.Module] = [nn.Linear(64, 256), nn.Tanh()]
-    for _ in range(layers - 1):
-        parts += [nn.Linear(256, 256), nn.Tanh()]
-    return nn.Sequential(*parts, nn.Linear(256, 10))
+    widths = [64] + [WIDTHS[i % len(WIDTHS)] for i in range(layers)]
+    parts: list[nn.Module] = []
+    for a, b in zip(widths[:-1], widths[1:], strict=True):
+        parts += [nn.Linear(a, b), nn.Tanh()]
+    return nn.Sequential(*parts, nn.Linear(widths[-1], 10))
 
 
 def cell(m: int, layers: int, epochs: int, budget: float) -> dict:
@@ -82,7 +85,10 @@ def main() -> None:
     probes = [int(p) for p in args.probes.split(",")]
     layer_counts = [int(n) for n in args.layers.split(",")]
     budget = args.budget_gb * 2**30
-    print(f"MLP of 256-unit tanh layers on the CPU; sigma change and grid block over {args.epochs} epochs")
+    print(
+        f"MLP of {'-'.join(map(str, WIDTHS))}-... unit tanh layers on the CPU; sigma change and grid block over "
+        f"{args.epochs} epochs"
+    )
     print(
         f"{'m':>6}{'layers':>8}{'snapshot ms':>13}{'MB/epoch':>10}{'all dist.':>11}"
         f"{'sigma change ms':>17}{'all dist.':>11}{'grid block ms':>15}{'all dist.':>11}"

@@ -63,14 +63,22 @@ def test_narrow_layers_keep_only_activations_and_bytes_per_epoch_says_so():
     assert full.nbytes() == 4 * (per_epoch + 4 * 2 * (P + M))  # storing them too: a float32 triangle per narrow layer
 
 
+def _close(a: torch.Tensor, b: torch.Tensor) -> None:
+    """Equal to float32 rounding, relative to the largest value (a wrong normaliser or layer is far off)."""
+    torch.testing.assert_close(a, b, rtol=0, atol=2e-6 * float(b.abs().max()))
+
+
 def test_distances_from_activations_are_those_that_would_have_been_stored():
     run, _ = _record(None)
     full, _ = _record([])
     a, b = run.snapshots(), full.snapshots()
-    assert torch.equal(a.dist, b.dist) and torch.equal(a.norms, b.norms)  # the same float32 operations
+    _close(a.dist, b.dist)
+    _close(a.norms, b.norms)
+    assert torch.equal(a.dist[:, 0], b.dist[:, 0])  # the wide layer's, as stored
     dist, norms = a.distances([2, 0])
-    assert torch.equal(dist, b.dist[:, [2, 0]]) and torch.equal(norms, b.norms[:, [2, 0]])
-    assert torch.equal(a.window(1, 3).dist, b.dist[1:3])
+    _close(dist, b.dist[:, [2, 0]])
+    _close(norms, b.norms[:, [2, 0]])
+    assert torch.equal(a.window(1, 3).dist, a.dist[1:3])
     for kwargs in (
         {"estimator": "hsic"},
         {"estimator": "cka", "sigma_rule": "median_d"},
@@ -78,13 +86,27 @@ def test_distances_from_activations_are_those_that_would_have_been_stored():
         {"estimator": "nhsic"},
         {"estimator": "hsic", "kernel": "linear", "target": "output"},
     ):
-        np.testing.assert_array_equal(run.trajectories(**kwargs), full.trajectories(**kwargs), err_msg=str(kwargs))
-    np.testing.assert_array_equal(run.saturation(3.0, "median_d2"), full.saturation(3.0, "median_d2"))
+        ours, stored = run.trajectories(**kwargs), full.trajectories(**kwargs)
+        np.testing.assert_allclose(ours, stored, rtol=1e-4, atol=1e-9, err_msg=str(kwargs))
+    np.testing.assert_allclose(run.saturation(3.0, "median_d2"), full.saturation(3.0, "median_d2"), rtol=1e-5)
     builder = GridBuilder(["hsic", "cka"], [0.5, 5.0], sigma_rules=["fixed", "median_d"], targets=["labels"])
     (values, sats, _), (values_full, sats_full, _) = builder.compute(run), builder.compute(full)
     assert np.isfinite(values).all()
-    np.testing.assert_array_equal(values, values_full)
-    np.testing.assert_array_equal(sats, sats_full)
+    np.testing.assert_allclose(values, values_full, rtol=1e-4, atol=1e-9)
+    np.testing.assert_allclose(sats, sats_full, rtol=1e-5)
+
+
+def test_pack_activations_is_pack_gram_of_the_gram():
+    g = torch.Generator().manual_seed(3)
+    for m, d in ((5, 1), (64, 3), (200, 300)):
+        Z = 3 * torch.randn(m, d, generator=g) + 1  # off-centre: the norms dwarf some distances
+        dist, norms = kernels.pack_activations(Z)
+        ref_dist, ref_norms = kernels.pack_gram(kernels.gram(Z.double()))
+        assert dist.dtype == torch.float32 and dist.shape == (m * (m - 1) // 2,) and (dist >= 0).all()
+        torch.testing.assert_close(dist.double(), ref_dist, rtol=0, atol=1e-5 * float(ref_dist.max()))
+        torch.testing.assert_close(norms.double(), ref_norms, rtol=1e-6, atol=0)
+    same = torch.ones(6, 4)  # coinciding points: distances exactly 0, never negative
+    assert torch.equal(kernels.pack_activations(same)[0], torch.zeros(15))
 
 
 def test_a_derived_layer_needs_its_activations_and_a_stored_one_gets_its_gram_from_them():
@@ -98,7 +120,7 @@ def test_a_derived_layer_needs_its_activations_and_a_stored_one_gets_its_gram_fr
     wide = torch.randn(M, 64)
     stored_from_acts.add_snapshot(0, {}, torch.randn(M, 4), {"0": wide, "2": z, "4": z[:, :4]})
     expected = kernels.pack_gram(kernels.gram(z))[0]
-    assert torch.equal(stored_from_acts.snapshots().stored_dist[0, 1], expected)
+    assert torch.equal(stored_from_acts.snapshots().stored_dist[0, 1], expected)  # as a Gram handed in is stored
     with pytest.raises(ValueError, match=r"needs a Gram for every tracked layer; missing \['4'\]"):
         stored_from_acts.add_snapshot(1, {}, torch.randn(M, 4), {"0": wide, "2": z})
 
@@ -114,9 +136,9 @@ def test_run_files_keep_the_narrow_layers_activations_only(tmp_path):
     assert abs(saved - 4 * run.num_snapshots * 2 * (P + M)) < 100
     back = ib.load_run(small)
     assert back.derived_layers == ["2", "4"] and back.nbytes() == run.nbytes()
-    np.testing.assert_array_equal(
-        back.trajectories("cka", sigma_rule="median_d"), full.trajectories("cka", sigma_rule="median_d")
-    )
+    kwargs = {"estimator": "cka", "sigma_rule": "median_d"}
+    np.testing.assert_array_equal(back.trajectories(**kwargs), run.trajectories(**kwargs))
+    np.testing.assert_allclose(back.trajectories(**kwargs), full.trajectories(**kwargs), rtol=1e-4)
 
 
 def _schema2(run: Run, path):

@@ -48,6 +48,18 @@ def triu(m: int, device) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @lru_cache(maxsize=8)
+def _flat_triu_cached(m: int, device: str) -> torch.Tensor:
+    i, j = triu(m, device)
+    return (i * m + j).contiguous()
+
+
+def pack_flat(full: torch.Tensor) -> torch.Tensor:
+    """(n, m, m) contiguous -> (n, P): the strict upper triangles, in one gather of the flattened matrices."""
+    m = full.shape[-1]
+    return torch.index_select(full.reshape(full.shape[0], m * m), 1, _flat_triu_cached(m, str(full.device)))
+
+
+@lru_cache(maxsize=8)
 def _square_index_cached(m: int, device: str) -> torch.Tensor:
     i, j = triu(m, device)
     index = torch.zeros(m * m, dtype=torch.long, device=device)

@@ -44,8 +44,8 @@ class Snapshots:
 
     ``stored_dist`` (E, S, P) float32: per epoch, for the S layers whose distances are stored, the packed upper
     triangle of the squared-distance matrix of the probe's m samples (P = m(m-1)/2); ``stored_norms`` (E, S, m):
-    their squared norms (together, the Gram matrix). ``derived_layers``: the indices of the other layers, narrower
-    than the probe, which keep only their activations (m d floats, not m²/2): their distances are computed from them
+    their squared norms (together, the Gram matrix). ``derived_layers``: the indices of the other layers, narrow
+    ones, which keep only their activations (m d floats, not m²/2): their distances are computed from them
     when needed (:meth:`distances`; the ``dist`` and ``norms`` properties hold every layer). ``outputs`` (E, m, C):
     the model's raw output; ``activations``: layer name -> (E, m, d) for the layers that kept them; ``x_dist`` (P,)
     and ``x_norms`` (m,): the same for the probe inputs ``probe_x``; ``labels`` (m,). The tensors share the run's
@@ -116,8 +116,8 @@ class Snapshots:
     def distances(self, layers: Sequence[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Packed squared distances (E, L', P) and squared norms (E, L', m) of the layer indices ``layers`` (default
         all): stored layers as stored (no copy when all of them are asked, in order), derived ones computed from
-        their activations, per epoch, by the operations that would have stored them (``pack_gram(gram(Z))``,
-        float32). Call it on a :meth:`window` to bound the memory of a long run."""
+        their activations (:func:`~ibwidget.measure.kernels.pack_activations`, float32: what storing them
+        would have kept, to float32 rounding). Call it on a :meth:`window` to bound the memory of a long run."""
         index = list(range(len(self.layer_names))) if layers is None else [int(i) for i in layers]
         if not self.derived_layers and index == list(range(len(self.layer_names))):
             return self.stored_dist, self.stored_norms
@@ -129,9 +129,7 @@ class Snapshots:
         norms = torch.empty(E, len(index), m, device=self.device)
         for k, i in enumerate(index):
             if i in self.derived_layers:
-                acts = self.activations[self.layer_names[i]]
-                for e in range(E):
-                    dist[e, k], norms[e, k] = _kernels.pack_gram(_kernels.gram(acts[e]))
+                dist[:, k], norms[:, k] = _kernels.pack_activations(self.activations[self.layer_names[i]])
             else:
                 row = self.stored_layers.index(i)
                 dist[:, k], norms[:, k] = self.stored_dist[:, row], self.stored_norms[:, row]

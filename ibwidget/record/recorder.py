@@ -149,7 +149,7 @@ class Recorder:
 
     def snapshot(self) -> tuple[dict[str, torch.Tensor], torch.Tensor, dict[str, torch.Tensor], dict]:
         """(Grams of the layers that store distances, raw model output (m, C), activations kept, all activations)
-        for the current weights: a layer that keeps its activations and is narrower than the probe needs no Gram
+        for the current weights: a narrow layer that keeps its activations needs no Gram
         (:func:`~ibwidget.record.run.derives_distances`)."""
         acts, output = self._activations()
         kept = {n: a for n, a in acts.items() if self._keeps(a.shape[1])}

@@ -3,8 +3,9 @@
 A snapshot keeps, for each tracked layer and the fixed probe of m samples, the packed upper triangle of the
 squared-distance matrix ``D2`` (m(m-1)/2 float32 values) and the squared norms ``diag(G)``: together they are the
 Gram matrix ``G = Z Z^T`` (``G_ij = (n_i + n_j - D2_ij) / 2``), so every Gram-based estimator can be recomputed for
-every epoch, later, for any sigma. A layer narrower than the probe whose activations are kept (for binning; the
-default) keeps only them (m d floats): its distances are computed from them when needed (:func:`derives_distances`).
+every epoch, later, for any sigma. A narrow layer (at most 64 units and narrower than the probe) whose activations
+are kept (for binning; the default) keeps only them (m d floats): its distances are computed from them when needed
+(:func:`derives_distances`).
 
 A ``Run`` only stores: :meth:`Run.snapshots` hands out what it holds as a read-only, never-growing
 :class:`~ibwidget.measure.trajectories.Snapshots`, from which :mod:`ibwidget.measure.trajectories` computes
@@ -42,10 +43,17 @@ def set_report_writer(writer) -> None:
     _report_writer = writer
 
 
+#: The widest layer whose distances are computed from its kept activations instead of stored: up to this width the
+#: matrix product that computes them costs about what reading stored ones does (``benchmarks/bench_storage.py``; at
+#: 256 units a sigma change took 4.8x as long on probe 512).
+DERIVED_MAX_WIDTH = 64
+
+
 def derives_distances(dim: int, m: int) -> bool:
     """Whether a layer of width ``dim`` whose activations are kept on a probe of ``m`` keeps no distances: it is
-    narrower than the probe, so its activations (m dim floats) hold its Gram in less than the m(m-1)/2 distances."""
-    return dim < m
+    narrower than the probe, so its activations (m dim floats) hold its Gram in less room than the m(m-1)/2
+    distances, and at most :data:`DERIVED_MAX_WIDTH` wide, so computing them when needed is cheap."""
+    return dim < m and dim <= DERIVED_MAX_WIDTH
 
 
 class _Growable:
@@ -88,7 +96,7 @@ class Run:
     Built by the engine (or :func:`load_run`); read by the widgets. Thread-safe: the training thread appends, any
     other thread may call :meth:`trajectories` meanwhile. ``derived_layers``: the layers that keep no distances,
     only activations (see :func:`derives_distances`); by default the first snapshot decides: every layer whose
-    activations it brings and that is narrower than the probe.
+    activations it brings and that :func:`derives_distances` admits.
     """
 
     def __init__(
