@@ -292,9 +292,7 @@ class Run:
                 layer_dims=tuple(self.layer_dims),
                 epochs=tuple(self.epochs),
                 stored_dist=self._dist.view(n) if self._dist is not None else empty(S, P),
-                stored_norms=self._norms.view(n)
-                if self._norms is not None
-                else torch.empty(0, S, self.m, device=self.device),
+                stored_norms=self._norms.view(n) if self._norms is not None else empty(S, self.m),
                 derived_layers=tuple(self.layer_names.index(name) for name in derived),
                 outputs=outputs,
                 activations={name: grown.view(n) for name, grown in self._acts.items()},
