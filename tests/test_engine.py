@@ -733,3 +733,20 @@ def test_pyglow_evaluators_are_a_callback_any_engine_takes():
 def test_the_engine_constructor_takes_about_ten_settings():
     keywords = [p for p in inspect.signature(ib.Engine).parameters.values() if p.kind is p.KEYWORD_ONLY]
     assert len(keywords) <= 11, [p.name for p in keywords]
+
+
+def test_compile_trains_through_torch_compile_and_the_probe_stays_eager():
+    """compile=True: the same training as eager (same seed, same batches) through a compiled forward; the snapshot
+    hooks see eager modules, so the run is the same too."""
+    eager = make_engine(epochs=2, probe=32)
+    compiled = make_engine(epochs=2, probe=32, compile=True)
+    for engine in (eager, compiled):
+        engine.start().wait(timeout=600)  # the first compiled batch compiles: tens of seconds on a CPU
+        assert engine.status == "finished", engine.traceback
+    assert eager._compiled is None and compiled._compiled is not None and compiled._compiled is not compiled.forward
+    assert compiled.run.config.get("compile") is True and "compile" not in eager.run.config
+    np.testing.assert_allclose(compiled.run.history["loss"], eager.run.history["loss"], rtol=1e-4)
+    np.testing.assert_allclose(compiled.run.trajectories("hsic"), eager.run.trajectories("hsic"), rtol=1e-3)
+    assert no_hooks(compiled.model)
+    with pytest.raises(TypeError, match="compile must be True or False"):
+        make_engine(compile="yes")

@@ -161,7 +161,9 @@ class Engine:
     default: every layer with parameters) are tracked by ``recording``, a
     :class:`~ibwidget.record.recording.Recording` (default: ``Recording(probe)``), which owns :attr:`run`.
     ``callbacks``: objects with any of the :data:`HOOKS` (e.g. PyGlow's
-    :class:`~ibwidget.pyglow.callback.EvaluatorsCallback`), called after the recording's. The keywords that moved to
+    :class:`~ibwidget.pyglow.callback.EvaluatorsCallback`), called after the recording's. ``compile=True`` trains
+    through ``torch.compile(forward)`` (compiled at the first batch: tens of seconds on a CPU; the probe snapshot
+    stays eager, its hooks never enter the compiled graph). The keywords that moved to
     the recording (``probe_data``, ``keep_activations``, ``memory_budget``, ``name``, ``config``), to the optimizer
     (``momentum``...) or to a callback still work, with a ``DeprecationWarning`` saying where they go now.
     """
@@ -183,6 +185,7 @@ class Engine:
         device: Device | None = "auto",
         recording: Recording | None = None,
         callbacks: Iterable[object] = (),
+        compile: bool = False,
         **moved,
     ) -> None:
         if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
@@ -228,6 +231,10 @@ class Engine:
         if not self.layers:
             raise ValueError("the model has no layer with parameters to track; pass layers=[...] by module name.")
         self.seed = seed
+        if not isinstance(compile, bool):
+            raise TypeError(f"compile must be True or False, got {compile!r}.")
+        self.compile = compile
+        self._compiled: Callable | None = None  # torch.compile(forward), made at the first batch
         #: the training's settings, which the recording writes into the run's config
         self.config = {
             "epochs": epochs,
@@ -237,6 +244,7 @@ class Engine:
             "lr": self.optimizer.param_groups[0].get("lr"),
             "loss": loss if isinstance(loss, str) else type(loss).__name__,
             "model": type(model).__name__,
+            **({"compile": True} if compile else {}),
         }
         self.recording = recording
         self._callbacks: dict[str, list[Callable]] = {e: [] for e in _EVENTS}
@@ -575,8 +583,13 @@ class Engine:
         return {"loss": float(total_loss) / seen, **{k: float(v) / seen for k, v in metric_sums.items()}}
 
     def forward_and_loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The usual step: ``output = forward(x)``, and the loss of ``output`` against ``y``."""
-        output = self.forward(x)
+        """The usual step: ``output = forward(x)`` (compiled with ``compile=True``), and its loss against ``y``."""
+        forward = self.forward
+        if self.compile:
+            if self._compiled is None:
+                self._compiled = torch.compile(forward)
+            forward = self._compiled
+        output = forward(x)
         return self.loss_fn(output, y), output
 
     def _evaluate(self, loader) -> dict:
