@@ -4,7 +4,7 @@
 # Prints: the device, the CUDA variants of the estimator, engine and HSIC-bottleneck tests (a non-finite loss on the
 # device path, layer-wise training on the device against the CPU),
 # the precision tests (every estimator at sigma 0.05 ... 500 against float64), the seed-model tracking benchmark
-# for full 750-batch epochs (plain PyTorch vs ibwidget untracked, tracked, tracked with compile=True, vs PyGlow
+# for full 750-batch epochs (plain PyTorch vs ibwidget untracked, tracked, tracked and compiled, vs PyGlow
 # tracked; targets: tracked <= 1.05x untracked, compiled <= 1.0 s an epoch), re-estimation latency and the default
 # grid of a 20-epoch run (what PlaneView and reports compute) on the GPU.
 set -uo pipefail

@@ -161,9 +161,8 @@ class Engine:
     default: every layer with parameters) are tracked by ``recording``, a
     :class:`~ibwidget.record.recording.Recording` (default: ``Recording(probe)``), which owns :attr:`run`.
     ``callbacks``: objects with any of the :data:`HOOKS` (e.g. PyGlow's
-    :class:`~ibwidget.pyglow.callback.EvaluatorsCallback`), called after the recording's. ``compile=True`` trains
-    through ``torch.compile(forward)`` (compiled at the first batch: tens of seconds on a CPU; the probe snapshot
-    stays eager, its hooks never enter the compiled graph). The keywords that moved to
+    :class:`~ibwidget.pyglow.callback.EvaluatorsCallback`), called after the recording's. Set :attr:`compile` to
+    train through ``torch.compile``. The keywords that moved to
     the recording (``probe_data``, ``keep_activations``, ``memory_budget``, ``name``, ``config``), to the optimizer
     (``momentum``...) or to a callback still work, with a ``DeprecationWarning`` saying where they go now.
     """
@@ -185,7 +184,6 @@ class Engine:
         device: Device | None = "auto",
         recording: Recording | None = None,
         callbacks: Iterable[object] = (),
-        compile: bool = False,
         **moved,
     ) -> None:
         if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
@@ -231,9 +229,7 @@ class Engine:
         if not self.layers:
             raise ValueError("the model has no layer with parameters to track; pass layers=[...] by module name.")
         self.seed = seed
-        if not isinstance(compile, bool):
-            raise TypeError(f"compile must be True or False, got {compile!r}.")
-        self.compile = compile
+        self._compile = False
         self._compiled: Callable | None = None  # torch.compile(forward), made at the first batch
         #: the training's settings, which the recording writes into the run's config
         self.config = {
@@ -244,7 +240,6 @@ class Engine:
             "lr": self.optimizer.param_groups[0].get("lr"),
             "loss": loss if isinstance(loss, str) else type(loss).__name__,
             "model": type(model).__name__,
-            **({"compile": True} if compile else {}),
         }
         self.recording = recording
         self._callbacks: dict[str, list[Callable]] = {e: [] for e in _EVENTS}
@@ -273,6 +268,22 @@ class Engine:
             for e in _EVENTS:  # e.g. the recording's on_epoch_end, after every hook of the epoch
                 if callable(getattr(callback, e, None)):
                     self._callbacks[e].append(getattr(callback, e))
+
+    @property
+    def compile(self) -> bool:
+        """Whether training runs through ``torch.compile(forward)``: set it before :meth:`start`. Compiled at the first
+        batch (tens of seconds on a CPU); the probe snapshot stays eager, so its hooks never enter the compiled graph.
+        The run's config records it."""
+        return self._compile
+
+    @compile.setter
+    def compile(self, value: bool) -> None:
+        if not isinstance(value, bool):
+            raise TypeError(f"compile must be True or False, got {value!r}.")
+        self._compile = value
+        for config in (self.config, self.run.config):
+            config.pop("compile", None)
+            config.update({"compile": True} if value else {})
 
     @property
     def run(self) -> Run:
