@@ -141,14 +141,20 @@ def test_run_files_keep_the_narrow_layers_activations_only(tmp_path):
     np.testing.assert_allclose(back.trajectories(**kwargs), full.trajectories(**kwargs), rtol=1e-4)
 
 
-def _schema2(run: Run, path):
-    """``run`` (storing every distance) written as schema 2 wrote it: its header without ``derived_layers``."""
-    data = run.save(path).read_bytes()
+def _rewrite_header(path, drop: str | None = None, **changes):
+    """Replace the header record of the run file ``path``: its JSON without ``drop``, with ``changes``."""
+    data = path.read_bytes()
     header = _runlog.LogReader(path).read()[0]
-    end = len(_runlog.MAGIC) + 16 + int.from_bytes(data[len(_runlog.MAGIC) + 8 : len(_runlog.MAGIC) + 16], "little")
-    meta = {k: v for k, v in header.meta.items() if k != "derived_layers"} | {"schema_version": 2}
+    start = len(_runlog.MAGIC)
+    end = start + 16 + int.from_bytes(data[start + 8 : start + 16], "little")  # frame: kind, CRC, payload length
+    meta = {k: v for k, v in header.meta.items() if k != drop} | changes
     path.write_bytes(_runlog.MAGIC + _runlog.encode(_runlog.HEADER, meta, header.arrays) + data[end:])
     return path
+
+
+def _schema2(run: Run, path):
+    """``run`` (storing every distance) written as schema 2 wrote it: its header without ``derived_layers``."""
+    return _rewrite_header(run.save(path), drop="derived_layers", schema_version=2)
 
 
 def test_schema2_files_load_and_resume_with_every_distance_stored(tmp_path):
@@ -164,3 +170,10 @@ def test_schema2_files_load_and_resume_with_every_distance_stored(tmp_path):
     again = ib.load_run(path)
     assert again.derived_layers == [] and again.num_snapshots == full.num_snapshots + 1
     assert np.isfinite(again.trajectories("hsic")).all()
+
+
+def test_a_header_whose_derived_layers_keep_no_activations_is_refused(tmp_path):
+    run, _ = _record(None, epochs=0)
+    path = _rewrite_header(run.save(tmp_path / "r.ibrun"), derived_layers=["0"])  # the wide layer: no activations
+    with pytest.raises(ValueError, match="invalid header: 'derived_layers' must list layers that keep their activ"):
+        ib.load_run(path)

@@ -191,7 +191,7 @@ class Recorder:
                 f"recording {len(self.layers)} layers and the model's {self.output_dim}-wide output on a probe of "
                 f"{self.m} for {total_snapshots} snapshots needs {need / 2**20:.0f} MiB, over the memory budget of "
                 f"{self.memory_budget / 2**20:.0f} MiB ({self.bytes_per_epoch() / 2**20:.1f} MiB a snapshot; with a "
-                f"smaller probe, {smaller}: a layer at least as wide as the probe keeps m(m-1)/2 distances, a "
-                "narrower one its m x width activations). Use a smaller probe, track fewer layers (layers=[...]), "
+                f"smaller probe, {smaller}: a layer keeps m(m-1)/2 distances, a narrow one its m x width "
+                "activations instead). Use a smaller probe, track fewer layers (layers=[...]), "
                 "fewer epochs or snapshots (every_n_epochs=..., snapshot_epochs=[...]), or raise memory_budget=..."
             )
