@@ -15,7 +15,7 @@ from _timing import median_time
 
 from ibwidget.measure import estimators, kernels
 from ibwidget.measure._packed import unpack
-from ibwidget.record.run import Run
+from ibwidget.record.run import Run, derives_distances
 
 WIDTHS = (12544, 1000, 500, 200, 10)
 
@@ -26,14 +26,18 @@ def build_run(epochs: int, m: int, seed: int = 0, device: str = "cpu") -> Run:
     labels = torch.randint(0, 10, (m,), generator=g)
     names = [f"layer{i}" for i in range(len(WIDTHS))]
     run = Run("bench", names, list(WIDTHS), x, labels, num_classes=10, capacity=epochs + 1, device=device)
-    # Grams of low-rank activations: cheap to make, same storage and estimation cost as real ones.
+    # Grams of low-rank activations: cheap to make, same storage and estimation cost as real ones. A narrow layer
+    # keeps its activations instead, as a recording does (ibwidget.record.run.derives_distances).
     bases = [torch.randn(m, 32, generator=g) for _ in WIDTHS]
     for e in range(epochs + 1):
-        grams = {}
-        for name, base in zip(names, bases, strict=True):
-            z = base + 0.05 * e * torch.randn(m, 32, generator=g)
-            grams[name] = kernels.gram(torch.relu(z))
-        run.add_snapshot(e, grams, torch.randn(m, 10, generator=g))
+        grams, acts = {}, {}
+        for name, base, width in zip(names, bases, WIDTHS, strict=True):
+            z = torch.relu(base + 0.05 * e * torch.randn(m, 32, generator=g))
+            if derives_distances(width, m):
+                acts[name] = z[:, :width]
+            else:
+                grams[name] = kernels.gram(z)
+        run.add_snapshot(e, grams, torch.randn(m, 10, generator=g), acts)
     return run
 
 

@@ -118,22 +118,41 @@ class Snapshots:
         all): stored layers as stored (no copy when all of them are asked, in order), derived ones computed from
         their activations (:func:`~ibwidget.measure.kernels.pack_activations`, float32: what storing them
         would have kept, to float32 rounding). Call it on a :meth:`window` to bound the memory of a long run."""
-        index = list(range(len(self.layer_names))) if layers is None else [int(i) for i in layers]
-        if not self.derived_layers and index == list(range(len(self.layer_names))):
-            return self.stored_dist, self.stored_norms
-        E, m = self.num_snapshots, self.m
-        if not any(i in self.derived_layers for i in index):
-            rows = [self.stored_layers.index(i) for i in index]
-            return self.stored_dist[:, rows], self.stored_norms[:, rows]
-        dist = torch.empty(E, len(index), m * (m - 1) // 2, device=self.device)
-        norms = torch.empty(E, len(index), m, device=self.device)
-        for k, i in enumerate(index):
-            if i in self.derived_layers:
-                dist[:, k], norms[:, k] = _kernels.pack_activations(self.activations[self.layer_names[i]])
-            else:
-                row = self.stored_layers.index(i)
-                dist[:, k], norms[:, k] = self.stored_dist[:, row], self.stored_norms[:, row]
+        groups = self.distance_groups(layers)
+        if len(groups) == 1 and groups[0][0] == list(range(len(groups[0][0]))):
+            return groups[0][1], groups[0][2]
+        n = sum(len(cols) for cols, _, _ in groups)
+        dist = torch.empty(self.num_snapshots, n, self.m * (self.m - 1) // 2, device=self.device)
+        norms = torch.empty(self.num_snapshots, n, self.m, device=self.device)
+        for cols, d, q in groups:
+            dist[:, cols], norms[:, cols] = d, q
         return dist, norms
+
+    def distance_groups(
+        self, layers: Sequence[int] | None = None
+    ) -> list[tuple[list[int], torch.Tensor, torch.Tensor]]:
+        """:meth:`distances` as groups, without assembling them: (positions in ``layers``, packed distances (E, n, P),
+        norms (E, n, m)) for the stored layers (a view of the store when they are all asked, in order), then for the
+        derived ones (computed)."""
+        index = list(range(len(self.layer_names))) if layers is None else [int(i) for i in layers]
+        stored = [(k, self.stored_layers.index(i)) for k, i in enumerate(index) if i not in self.derived_layers]
+        derived = [(k, i) for k, i in enumerate(index) if i in self.derived_layers]
+        groups = []
+        if stored:
+            rows = [row for _, row in stored]
+            whole = rows == list(range(self.stored_dist.shape[1]))
+            d, q = (
+                (self.stored_dist, self.stored_norms)
+                if whole
+                else (self.stored_dist[:, rows], self.stored_norms[:, rows])
+            )
+            groups.append(([k for k, _ in stored], d, q))
+        if derived:
+            parts = [_kernels.pack_activations(self.activations[self.layer_names[i]]) for _, i in derived]
+            groups.append(
+                ([k for k, _ in derived], torch.stack([d for d, _ in parts], 1), torch.stack([q for _, q in parts], 1))
+            )
+        return groups
 
     def snapshots(self) -> Snapshots:
         """Itself: a ``Snapshots`` is already fixed (so a run or its snapshots can be passed alike)."""
@@ -371,8 +390,13 @@ def packed_slots(
         for e0 in range(0, E, window):
             e1 = min(E, e0 + window)
             part = snap.window(e0, e1)
-            dist = part.distances(layers)[0]
-            D = _packed.unpack_window(dist.reshape(-1, P), m).view(e1 - e0, L, m, m) if square else dist
+            chunks = []  # (positions among the layers, packed distances, what the kernels read), shared by the slots
+            for cols, dist, _ in part.distance_groups(layers):
+                for c0 in range(0, len(cols), layer_chunk):
+                    d = dist[:, c0 : c0 + layer_chunk]
+                    n = d.shape[1]
+                    D = _packed.unpack_window(d.reshape(-1, P), m).view(e1 - e0, n, m, m) if square else d
+                    chunks.append((cols[c0 : c0 + layer_chunk], d, D))
             for s in range(g0, min(len(slots), g0 + group)):
                 rule, sigma = slots[s]
                 plan = plans[s]
@@ -386,19 +410,17 @@ def packed_slots(
                 for factor, gaussian, groups, with_sat in plan.passes:
                     todo = [(spec, g) for g in groups for spec in plan.jobs[g]]
                     codes = [c for g in groups for t in rows[g] for c in (t.labels, t.classes) if c is not None]
-                    f = factor[e0:e1]
-                    wide = _packed.wide_kernels(dist, f) if gaussian else None
-                    for l0 in range(0, L, layer_chunk):
-                        l1 = min(L, l0 + layer_chunk)
-                        w = None if wide is None else wide[:, l0:l1]
-                        k = _packed.kernel_window(D[:, l0:l1], f[:, l0:l1], w, work32, work64)
-                        shift = torch.ones_like(f[:, l0:l1]) if w is None else w.to(torch.float64)
+                    for cols, d, D in chunks:
+                        f = factor[e0:e1, cols]
+                        w = _packed.wide_kernels(d, f) if gaussian else None
+                        k = _packed.kernel_window(D, f, w, work32, work64)
+                        shift = torch.ones_like(f) if w is None else w.to(torch.float64)
                         shared = form(k, m, shift, codes)
                         if with_sat and sats[s] is not None:
-                            sats[s][e0:e1, l0:l1] = shared.total / (m * (m - 1)) + shift
+                            sats[s][e0:e1, cols] = shared.total / (m * (m - 1)) + shift
                         for spec, g in todo:
                             res = spec.packed(shared, rows[g], **spec.options)
-                            out[s][spec.name][e0:e1, l0:l1] = res.reshape(e1 - e0, l1 - l0, -1)
+                            out[s][spec.name][e0:e1, cols] = res.reshape(e1 - e0, len(cols), -1)
     return out, sats
 
 
