@@ -53,12 +53,6 @@ def _flat_triu_cached(m: int, device: str) -> torch.Tensor:
     return (i * m + j).contiguous()
 
 
-def pack_flat(full: torch.Tensor) -> torch.Tensor:
-    """(n, m, m) contiguous -> (n, P): the strict upper triangles, in one gather of the flattened matrices."""
-    m = full.shape[-1]
-    return torch.index_select(full.reshape(full.shape[0], m * m), 1, _flat_triu_cached(m, str(full.device)))
-
-
 @lru_cache(maxsize=8)
 def _square_index_cached(m: int, device: str) -> torch.Tensor:
     i, j = triu(m, device)
@@ -70,9 +64,10 @@ def _square_index_cached(m: int, device: str) -> torch.Tensor:
 
 
 def pack(full: torch.Tensor) -> torch.Tensor:
-    """(..., m, m) -> (..., P): the strict upper triangle."""
-    i, j = triu(full.shape[-1], full.device)
-    return full[..., i, j]
+    """(..., m, m) -> (..., P): the strict upper triangle, in one gather of the flattened matrices."""
+    m = full.shape[-1]
+    flat = full.reshape(-1, m * m)
+    return torch.index_select(flat, 1, _flat_triu_cached(m, str(full.device))).reshape(*full.shape[:-2], -1)
 
 
 def unpack(k: torch.Tensor, m: int, diagonal: torch.Tensor | float = 0.0) -> torch.Tensor:

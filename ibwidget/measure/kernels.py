@@ -361,7 +361,7 @@ def pack_activations(Z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     norms = (Z * Z).sum(-1)
     D = torch.baddbmm(norms[:, None, :], Z, Z.transpose(1, 2), alpha=-2.0)
     D += norms[:, :, None]
-    dist = _packed.pack_flat(D).clamp_(min=0.0)
+    dist = _packed.pack(D).clamp_(min=0.0)
     return dist.reshape(*batch, -1), norms.reshape(*batch, m)
 
 

@@ -287,19 +287,16 @@ def is_packed(spec) -> bool:
 def _kernel_targets(snap, kernel, rule, sigma_x, sigma_y, targets, cache) -> list[Target]:
     """Statistics of X's kernel, then of each target's; X's and the labels' (the same every epoch) kept in ``cache``."""
 
-    def fixed(key, make):
+    def fixed(key, make, classes=None):
         key = (id(snap.probe_x), *key)
         if key not in cache:
-            cache[key] = Target.of(make())
+            cache[key] = Target.of(make(), classes=classes)
         return cache[key]
 
     out = [fixed(("X", kernel, rule, sigma_x), lambda: x_kernel(snap, kernel, rule, sigma_x))]
     for t in targets:
         if t == "labels":
-            key = (id(snap.probe_x), "labels")
-            if key not in cache:
-                cache[key] = Target.of(target_kernel(snap, "labels"), classes=snap.labels)
-            out.append(cache[key])
+            out.append(fixed(("labels",), lambda: target_kernel(snap, "labels"), classes=snap.labels))
         else:
             out.append(Target.of(target_kernel(snap, t, kernel, rule, sigma_y)))
     return out
@@ -379,16 +376,15 @@ def packed_slots(
     group = len(slots) if keep else max(1, _SLOT_TARGET_BYTES // max(per_slot, 1))
     square = len(slots) > 1  # unpacking pays off when widths share it; one width reads the triangles
     per_matrix = m * m if square else P
-    window = max(1, _packed.CHUNK_ELEMS // (L * per_matrix))
     layer_chunk = L if L * per_matrix <= _packed.CHUNK_ELEMS else max(1, _packed.CHUNK_ELEMS // per_matrix)
-    size = min(window, E) * layer_chunk * per_matrix
+    windows = snap.windows(L * per_matrix)
+    size = (windows[0][1] - windows[0][0]) * layer_chunk * per_matrix  # the first window is the largest
     form = _packed.Stats if square else _packed.TriangleStats
     work32 = torch.empty(size, device=snap.device)
     work64 = torch.empty(size, dtype=torch.float64, device=snap.device)
     for g0 in range(0, len(slots), group):  # a group's X statistics stay cached while its windows pass
         group_cache = cache if keep else {}
-        for e0 in range(0, E, window):
-            e1 = min(E, e0 + window)
+        for e0, e1 in windows:
             part = snap.window(e0, e1)
             chunks = []  # (positions among the layers, packed distances, what the kernels read), shared by the slots
             for cols, dist, _ in part.distance_groups(layers):
