@@ -172,6 +172,8 @@ live
 # %%
 output, _ = job_process.communicate(timeout=600)
 print("torchrun exit status:", job_process.returncode)
+if job_process.returncode:  # what the job printed says why
+    print(output[-3000:])
 followed = live.runs[0]
 deadline = time.monotonic() + 30
 while len(followed.epochs) < EPOCHS + 1 and time.monotonic() < deadline:  # the view reads every 0.5 s
