@@ -7,7 +7,7 @@ without gradients; each tapped layer's Gram matrix ``G = Z Z^T`` (float32, on th
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import torch
 from torch import nn
@@ -16,7 +16,15 @@ from ibwidget.measure import kernels as _kernels
 from ibwidget.record.run import derives_distances
 from ibwidget.record.taps import Tap
 
-__all__ = ["make_probe", "split_batch", "Recorder", "DEFAULT_MEMORY_BUDGET", "INPUT_KEYS", "TARGET_KEYS"]
+__all__ = [
+    "make_probe",
+    "split_batch",
+    "Recorder",
+    "PendingSnapshot",
+    "DEFAULT_MEMORY_BUDGET",
+    "INPUT_KEYS",
+    "TARGET_KEYS",
+]
 
 DEFAULT_MEMORY_BUDGET = 2 * 1024**3  #: bytes of snapshots a run may hold (2 GiB)
 INPUT_KEYS = ("x", "input", "inputs")  #: keys of the inputs in a dict batch or sample, first found wins
@@ -80,6 +88,49 @@ def make_probe(data, size: int = 512, seed: int = 0) -> tuple[torch.Tensor, torc
     return x[idx].float(), y[idx].long()
 
 
+#: (Grams of the layers that store distances, the model's raw output, the activations kept, all activations)
+SnapshotParts = tuple[dict[str, torch.Tensor], torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]
+
+
+class PendingSnapshot:
+    """A snapshot :meth:`Recorder.begin_snapshot` enqueued; :meth:`result` hands over its tensors.
+
+    On a CUDA device the tensors were made on the recorder's side stream: :meth:`result` makes the caller's stream
+    wait for that stream's ``done`` event (a wait on the device, not the host) and marks each tensor as used by the
+    caller's stream, so that the caching allocator never hands its memory to the side stream while the caller's
+    stream may still read it. Elsewhere ``take`` computes the parts when asked.
+    """
+
+    def __init__(
+        self,
+        take: Callable[[], SnapshotParts],
+        done: torch.cuda.Event | None = None,
+        device: torch.device | None = None,
+    ):
+        self._take = take
+        self._done = done
+        self._device = device
+        self._parts: SnapshotParts | None = None
+
+    def result(self) -> SnapshotParts:
+        """The snapshot's parts, ready for any work the caller's stream enqueues next (once; later calls repeat)."""
+        if self._parts is None:
+            self._parts = self._take()
+            if self._done is not None:
+                caller = torch.cuda.current_stream(self._device)
+                caller.wait_event(self._done)
+                grams, output, kept, acts = self._parts
+                for tensor in (*grams.values(), output, *kept.values(), *acts.values()):
+                    tensor.record_stream(caller)
+        return self._parts
+
+    def drop(self) -> None:
+        """Never take this snapshot, but make the caller's stream wait until it no longer reads the weights."""
+        if self._parts is None and self._done is not None:
+            torch.cuda.current_stream(self._device).wait_event(self._done)
+        self._take = None  # type: ignore[assignment]
+
+
 class Recorder:
     """Snapshots of ``layers`` of ``model`` on a fixed probe: Grams, the model output, narrow activations.
 
@@ -119,6 +170,7 @@ class Recorder:
         self.m = int(probe_x.shape[0])
         self.layer_dims: list[int] | None = None
         self.output_dim: int | None = None  #: width of the model's flattened output (known after a forward)
+        self._side_stream: torch.cuda.Stream | None = None  # the snapshots' stream on a CUDA device
 
     def _activations(self) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """Forward the probe in eval mode, no grad; restore the model's mode after."""
@@ -147,10 +199,31 @@ class Recorder:
             self.output_dim = int(outputs[0].shape[1])
         return acts, torch.cat(outputs)
 
-    def snapshot(self) -> tuple[dict[str, torch.Tensor], torch.Tensor, dict[str, torch.Tensor], dict]:
+    def snapshot(self) -> SnapshotParts:
         """(Grams of the layers that store distances, raw model output (m, C), activations kept, all activations)
         for the current weights: a narrow layer that keeps its activations needs no Gram
-        (:func:`~ibwidget.record.run.derives_distances`)."""
+        (:func:`~ibwidget.record.run.derives_distances`), computed on the caller's stream."""
+        return self._snapshot_parts()
+
+    def begin_snapshot(self) -> PendingSnapshot:
+        """The snapshot of the current weights, enqueued: on a CUDA device on a side stream that starts after the
+        work already queued on the caller's stream (the last optimizer step) and runs beside what the caller queues
+        next (validation), with no host synchronisation; elsewhere it is taken at :meth:`PendingSnapshot.result`.
+        Until that call the caller must not change the weights (the engine calls it before the next epoch)."""
+        if self.device.type != "cuda":
+            return PendingSnapshot(self._snapshot_parts)
+        caller = torch.cuda.current_stream(self.device)
+        if self._side_stream is None:
+            self._side_stream = torch.cuda.Stream(self.device)
+        side = self._side_stream
+        side.wait_stream(caller)
+        with torch.cuda.stream(side):
+            parts = self._snapshot_parts()
+        done = torch.cuda.Event()
+        done.record(side)
+        return PendingSnapshot(lambda: parts, done, self.device)
+
+    def _snapshot_parts(self) -> SnapshotParts:
         acts, output = self._activations()
         kept = {n: a for n, a in acts.items() if self._keeps(a.shape[1])}
         grams = {n: _kernels.gram(a) for n, a in acts.items() if not self._derives(a.shape[1])}

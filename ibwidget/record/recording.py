@@ -5,8 +5,9 @@ on entry, each :meth:`Recording.snapshot` records one epoch (probe -> snapshot -
 file is closed on exit. In an :class:`~ibwidget.train.engine.Engine` it is a callback: :meth:`Recording.setup` when
 the engine is built (the probe is drawn, the budget checked, the run created or resumed from its file),
 :meth:`Recording.on_fit_start` before each ``start()``, :meth:`Recording.on_train_start` (the epoch-0 snapshot of a
-new run), :meth:`Recording.on_train_epoch_end` (a scheduled epoch's snapshot, every epoch's logs) and, once every
-hook of the epoch has run, :meth:`Recording.on_epoch_end` (the epoch appended to the file).
+new run), :meth:`Recording.on_train_steps_end` (a scheduled epoch's snapshot begun: on CUDA it runs on a side stream
+beside validation), :meth:`Recording.on_train_epoch_end` (that snapshot taken into the run, every epoch's logs) and,
+once every hook of the epoch has run, :meth:`Recording.on_epoch_end` (the epoch appended to the file).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from torch.utils.data import Dataset
 from ibwidget.measure._typing import PathLike
 from ibwidget.record import runfile
 from ibwidget.record._distributed import Placement, clean_name, placement
-from ibwidget.record.recorder import DEFAULT_MEMORY_BUDGET, Recorder, make_probe
+from ibwidget.record.recorder import DEFAULT_MEMORY_BUDGET, PendingSnapshot, Recorder, make_probe
 from ibwidget.record.run import Run
 from ibwidget.record.taps import default_layer_names, resolve_layers
 
@@ -122,6 +123,7 @@ class Recording:
         self._writer: runfile.RunWriter | None = None
         self._placement = Placement(nn.Identity(), lambda x: x, 0, 1, "local")  # set by bind()
         self._names: dict[str, str] = {}  # tapped module name -> the run's layer name
+        self._pending: tuple[int, PendingSnapshot] | None = None  # (epoch, its snapshot) begun after its last step
 
     def add_listener(self, listener: SnapshotListener) -> None:
         """Call ``listener(epoch, output, activations)`` after every snapshot, in the training thread."""
@@ -241,8 +243,15 @@ class Recording:
         """Append what the previous hooks added (epoch 0 and its listeners' values) to the file."""
         self._flush()
 
+    def on_train_steps_end(self, engine: EngineLike, epoch: int) -> None:
+        """The epoch's last step is done: begin its snapshot (if scheduled), which on a CUDA device runs on a side
+        stream beside the validation that follows."""
+        recorder, _ = self._set_up()
+        if self._scheduled(epoch) and self._placement.probes:
+            self._pending = (epoch, recorder.begin_snapshot())
+
     def on_train_epoch_end(self, engine: EngineLike, epoch: int, logs: dict) -> None:
-        """The snapshot after ``epoch`` (if scheduled) and its logs."""
+        """The snapshot after ``epoch`` (if scheduled; the one begun after its last step) and its logs."""
         _, run = self._set_up()
         if self._scheduled(epoch):
             self._snapshot(epoch)
@@ -257,6 +266,7 @@ class Recording:
         """The training thread ends (finished, stopped or failed): append what is left, release the file's lock. When
         the training already failed (perhaps on this file), that failure is the one reported."""
         try:
+            self._settle()
             self._flush()
         except Exception:
             if engine.error is None:
@@ -313,7 +323,8 @@ class Recording:
         recorder, run = self._set_up()
         if not self._placement.probes:
             return
-        grams, output, kept, activations = recorder.snapshot()
+        pending = self._settle(epoch)
+        grams, output, kept, activations = pending.result() if pending is not None else recorder.snapshot()
         if not self._placement.records:
             return
         if len(self._names) and any(k != v for k, v in self._names.items()):
@@ -326,6 +337,18 @@ class Recording:
         run.add_snapshot(epoch, grams, output, kept)
         for listener in self._listeners:
             listener(epoch, output, activations)
+
+    def _settle(self, epoch: int | None = None) -> PendingSnapshot | None:
+        """Take the snapshot begun for ``epoch``; one begun for another epoch (a validation that failed) is waited
+        for and dropped, so the next step never writes the weights it reads."""
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return None
+        begun, snapshot = pending
+        if begun == epoch:
+            return snapshot
+        snapshot.drop()
+        return None
 
     def _flush(self) -> None:
         if self._writer is not None and self._writer.held and self.run is not None and self.run.num_snapshots:

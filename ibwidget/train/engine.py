@@ -48,7 +48,8 @@ _EVENTS = ("on_epoch_end", "on_batch_end", "on_pause", "on_exception", "on_finis
 #: ``setup(engine)`` when added, ``on_fit_start(engine, epochs)`` in ``start()`` (``epochs``: the run's length once
 #: this training ends; raising refuses the start), then in the training thread ``on_train_start(engine)``, per epoch
 #: ``on_train_epoch_start(engine, epoch)``, per batch ``on_train_batch_start(engine, x)`` and
-#: ``on_train_batch_end(engine, x, output)``, ``on_train_epoch_end(engine, epoch, logs)`` (after validation), and
+#: ``on_train_batch_end(engine, x, output)``, ``on_train_steps_end(engine, epoch)`` (after the epoch's last step,
+#: before validation), ``on_train_epoch_end(engine, epoch, logs)`` (after validation), and
 #: ``teardown(engine)`` when the thread ends (finished, stopped or failed)
 HOOKS = (
     "setup",
@@ -57,6 +58,7 @@ HOOKS = (
     "on_train_epoch_start",
     "on_train_batch_start",
     "on_train_batch_end",
+    "on_train_steps_end",
     "on_train_epoch_end",
     "teardown",
 )
@@ -462,6 +464,7 @@ class Engine:
                 t0 = time.perf_counter()
                 logs = self._train_epoch(self.epoch + 1)
                 self._hold()  # paused after the last batch: the epoch completes (and is recorded) on resume
+                self._hook("on_train_steps_end", self.epoch + 1)
                 if self.val_loader is not None:
                     logs.update({f"val_{k}": v for k, v in self._evaluate(self.val_loader).items()})
                 self._hook("on_train_epoch_end", self.epoch + 1, logs)
@@ -606,14 +609,15 @@ class Engine:
     def _evaluate(self, loader) -> dict:
         was_training = self.model.training
         self.model.eval()
-        total, seen = 0.0, 0
+        total = torch.zeros((), device=self.device, dtype=torch.float64)  # summed on the device: no sync a batch
+        seen = 0
         metric_sums = dict.fromkeys(self.metrics, 0.0)
         try:
             with torch.no_grad():
                 for x, y in self._batches(loader):
                     loss, output = self.compute_loss(x, y)
                     n = x.shape[0]
-                    total += float(loss) * n
+                    total += loss.double() * n
                     for k, fn in self.metrics.items():
                         metric_sums[k] = metric_sums[k] + _metric_sum(fn, output, y)
                     seen += n
@@ -621,7 +625,7 @@ class Engine:
             self.model.train(was_training)
         if seen == 0:
             return {}
-        return {"loss": total / seen, **{k: float(v) / seen for k, v in metric_sums.items()}}
+        return {"loss": float(total) / seen, **{k: float(v) / seen for k, v in metric_sums.items()}}
 
     def __repr__(self) -> str:
         return f"Engine(epoch {self.epoch}/{self._target_epochs}, {len(self.layers)} layers, {self.status})"
