@@ -29,8 +29,8 @@ $(STAMP): pyproject.toml requirements/torch-full.txt requirements/torch-cpu.txt 
 venv: $(STAMP)
 
 lint: $(STAMP)
-	$(BIN)/ruff check ibwidget tests benchmarks notebooks
-	$(BIN)/ruff format --check ibwidget tests benchmarks notebooks
+	$(BIN)/ruff check ibwidget ibwidget_jupyter tests benchmarks notebooks
+	$(BIN)/ruff format --check ibwidget ibwidget_jupyter tests benchmarks notebooks
 	$(BIN)/mypy
 
 test: lint browser-deps js-test

@@ -1,0 +1,119 @@
+"""The server extension's endpoints, under ``{base_url}ibwidget/``; each one needs Jupyter's authentication and
+the ``contents`` read permission, and answers only for paths inside the server's root.
+
+``GET grid?path=P[&slot=K]``: the information-plane grid of the run file P, or of the ``.ibrun`` files in the folder
+P (runs compared), as :func:`ibwidget_jupyter._grids.encode` lays it out; slot K (the σ the viewer shows) computed
+for every epoch first. An ``ETag`` lets a viewer that follows a growing file ask again cheaply (304 when nothing
+changed). ``GET report?path=P``: the one-file HTML report of the same runs, as a download.
+
+Errors are JSON ``{"message": ...}``: 400 for a bad query, 403 for a path outside the root (symlinks resolved),
+404 for a missing or hidden path (hidden files as the contents manager's ``allow_hidden`` says), 422 for a file or
+folder that holds no readable run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import tornado.web
+from jupyter_server.auth.decorator import authorized
+from jupyter_server.base.handlers import JupyterHandler
+from jupyter_server.utils import ensure_async, url_path_join
+
+from ibwidget_jupyter import NAME
+
+# One worker: requests are computed one after another, off the event loop; each session's filler thread computes
+# the slots not viewed behind them.
+_EXECUTOR = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ibwidget-server")
+_SESSIONS = None  # the Sessions, made at the first request (importing ibwidget, and torch, only then)
+
+
+def _sessions():
+    global _SESSIONS
+    if _SESSIONS is None:
+        from ibwidget_jupyter._grids import Sessions
+
+        _SESSIONS = Sessions()
+    return _SESSIONS
+
+
+class _RunHandler(JupyterHandler):
+    auth_resource = "contents"
+
+    def write_error(self, status_code: int, **kwargs) -> None:
+        self.set_header("Content-Type", "application/json")
+        message = self._reason
+        exc_info = kwargs.get("exc_info")
+        if exc_info and isinstance(exc_info[1], tornado.web.HTTPError) and exc_info[1].log_message:
+            message = exc_info[1].log_message
+        self.finish(json.dumps({"message": message}))
+
+    async def _resolve(self) -> Path:
+        """The real path of the ``path`` argument, inside the root and not hidden (else the HTTP error)."""
+        path = self.get_argument("path", "").strip("/")
+        if "\x00" in path:
+            raise tornado.web.HTTPError(400, "the path holds a NUL character.")
+        contents = self.contents_manager
+        root = os.path.realpath(getattr(contents, "root_dir", self.settings.get("server_root_dir", ".")))
+        full = os.path.realpath(os.path.join(root, path))
+        if os.path.commonpath([root, full]) != root:
+            raise tornado.web.HTTPError(403, f"{path or '/'} is outside the server's root.")
+        if not os.path.exists(full):
+            raise tornado.web.HTTPError(404, f"{path or '/'} does not exist.")
+        if not getattr(contents, "allow_hidden", False) and await ensure_async(contents.is_hidden(path)):
+            raise tornado.web.HTTPError(404, f"{path} is hidden (the server does not show hidden files).")
+        return Path(full)
+
+    async def _in_worker(self, fn, *args):
+        from ibwidget_jupyter._grids import RunProblem
+
+        try:
+            return await asyncio.get_running_loop().run_in_executor(_EXECUTOR, fn, *args)
+        except RunProblem as exc:
+            raise tornado.web.HTTPError(422, str(exc)) from exc
+
+
+class GridHandler(_RunHandler):
+    @tornado.web.authenticated
+    @authorized
+    async def get(self) -> None:
+        slot_text = self.get_argument("slot", None)
+        if slot_text is not None and not slot_text.isdigit():
+            raise tornado.web.HTTPError(400, f"slot must be a whole number, got {slot_text!r}.")
+        path = await self._resolve()
+        slot = None if slot_text is None else int(slot_text)
+        tag, body = await self._in_worker(lambda: _sessions().get(path).answer(slot))
+        self.set_header("ETag", tag)
+        self.set_header("Cache-Control", "no-cache")
+        if self.request.headers.get("If-None-Match") == tag:
+            self.set_status(304)
+            self.finish()
+            return
+        self.set_header("Content-Type", "application/octet-stream")
+        self.finish(body)
+
+    def compute_etag(self) -> None:  # the ETag is the grid's version, set above
+        return None
+
+
+class ReportHandler(_RunHandler):
+    @tornado.web.authenticated
+    @authorized
+    async def get(self) -> None:
+        path = await self._resolve()
+        title = f"ibwidget report: {path.name}"
+        page = await self._in_worker(lambda: _sessions().get(path).report(title))
+        self.set_header("Content-Type", "text/html; charset=utf-8")
+        self.set_header("Content-Disposition", f'attachment; filename="{path.stem or "runs"}.html"')
+        self.finish(page)
+
+
+def add_handlers(serverapp) -> None:
+    base = url_path_join(serverapp.web_app.settings["base_url"], NAME)
+    serverapp.web_app.add_handlers(
+        ".*$", [(url_path_join(base, "grid"), GridHandler), (url_path_join(base, "report"), ReportHandler)]
+    )
