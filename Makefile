@@ -33,8 +33,28 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check ibwidget ibwidget_jupyter tests benchmarks notebooks
 	$(BIN)/mypy
 
-test: lint browser-deps js-test
+test: lint browser-deps js-test labextension
 	$(BIN)/python -m pytest -q
+
+# The JupyterLab extension (js/lab + js/planeview.js) built into ibwidget_jupyter/labextension and linked into the
+# venv's share/jupyter/labextensions/ibwidget, as `jupyter labextension develop` would. Needs node and npm (and the
+# npm registry once, for js/node_modules from the committed lockfile); without them it says so and skips.
+LABEXT := ibwidget_jupyter/labextension
+.PHONY: labextension
+labextension: $(STAMP)
+	@if command -v npm >/dev/null 2>&1; then \
+		$(MAKE) --no-print-directory $(LABEXT)/package.json && \
+		mkdir -p $(VENV)/share/jupyter/labextensions && \
+		ln -sfn $(abspath $(LABEXT)) $(VENV)/share/jupyter/labextensions/ibwidget; \
+	else \
+		echo "labextension: node/npm are not installed; skipping the JupyterLab extension (the widgets work without it)"; \
+	fi
+
+js/node_modules/.package-lock.json: js/package.json js/package-lock.json
+	cd js && npm ci --no-audit --no-fund --loglevel=error
+
+$(LABEXT)/package.json: js/node_modules/.package-lock.json js/package.json js/lab/index.js js/runviewer.js js/planeview.js
+	cd js && PATH=$(abspath $(BIN)):$$PATH jupyter-builder build .
 
 # Unit tests of the front-end's pure parts (js/planeview.js) with node's built-in runner; no npm packages needed.
 .PHONY: js-test
@@ -60,9 +80,14 @@ browser-deps:
 # opened: open the http://127.0.0.1:<port>/lab/tree/01_hsic_training_dynamics.ipynb?token=... URL it prints.
 .PHONY: train html
 DEMO_NOTEBOOK ?= 01_hsic_training_dynamics.ipynb
-demo: $(STAMP)
+DEMO_RUN := notebooks/runs/digits.ibrun
+demo: $(STAMP) labextension $(DEMO_RUN)
 	cd notebooks && $(abspath $(BIN))/jupyter lab --no-browser --ip=127.0.0.1 --ServerApp.root_dir=. \
 		--LabApp.default_url=/lab/tree/$(DEMO_NOTEBOOK) $$( [ "$$(id -u)" = 0 ] && echo --allow-root )
+
+# An example run for the file browser (double-click it with the JupyterLab extension built), made once.
+$(DEMO_RUN): | $(STAMP)
+	$(BIN)/ibwidget train --dataset digits --epochs 20 --estimator hsic --probe 512 --out $@
 
 # Headless: train the seed model on the offline digits and print its trajectories.
 train: $(STAMP)
@@ -89,4 +114,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_watching.py
 
 clean:
-	rm -rf $(VENV) build dist .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) build dist .pytest_cache .ruff_cache .hypothesis js/node_modules $(LABEXT)

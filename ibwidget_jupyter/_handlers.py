@@ -4,7 +4,8 @@ the ``contents`` read permission, and answers only for paths inside the server's
 ``GET grid?path=P[&slot=K]``: the information-plane grid of the run file P, or of the ``.ibrun`` files in the folder
 P (runs compared), as :func:`ibwidget_jupyter._grids.encode` lays it out; slot K (the σ the viewer shows) computed
 for every epoch first. An ``ETag`` lets a viewer that follows a growing file ask again cheaply (304 when nothing
-changed). ``GET report?path=P``: the one-file HTML report of the same runs, as a download.
+changed). ``GET report?path=P``: the one-file HTML report of the same runs, as a download. ``GET view?path=P``:
+a page of its own that shows and follows them (``static/<module>.js`` serves its modules).
 
 Errors are JSON ``{"message": ...}``: 400 for a bad query, 403 for a path outside the root (symlinks resolved),
 404 for a missing or hidden path (hidden files as the contents manager's ``allow_hidden`` says), 422 for a file or
@@ -14,6 +15,8 @@ folder that holds no readable run.
 from __future__ import annotations
 
 import asyncio
+import html
+import importlib.util
 import json
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -112,8 +115,79 @@ class ReportHandler(_RunHandler):
         self.finish(page)
 
 
+_PAGE = """<!DOCTYPE html>
+<html lang="en">
+<head><meta charset="utf-8"><title>{title}</title></head>
+<body style="margin: 12px; font-family: system-ui, sans-serif">
+<div id="ibw-view"></div>
+<script type="module">
+import {{ RunViewer }} from {module};
+new RunViewer(document.getElementById("ibw-view"), {{ path: {path}, baseUrl: {base} }});
+</script>
+</body>
+</html>
+"""
+#: the front-end modules the view page loads (found beside the installed ibwidget, or in a source checkout's js/)
+FRONT_END = ("runviewer.js", "planeview.js")
+
+
+def _script_value(value: str) -> str:
+    """``value`` as a JavaScript string literal that cannot close the <script> it sits in."""
+    return json.dumps(value).replace("<", "\\u003c").replace(">", "\\u003e")
+
+
+def front_end_file(name: str) -> Path:
+    """``ibwidget/static/<name>`` of the installed package, or ``js/<name>`` beside a source checkout's package
+    (found without importing ibwidget, so without torch)."""
+    spec = importlib.util.find_spec("ibwidget")
+    if spec is None or spec.origin is None:
+        raise tornado.web.HTTPError(500, "ibwidget is not installed beside its server extension.")
+    package = Path(spec.origin).parent
+    for candidate in (package / "static" / name, package.parent / "js" / name):
+        if candidate.is_file():
+            return candidate
+    raise tornado.web.HTTPError(500, f"ibwidget's front-end file {name} is missing; reinstall ibwidget.")
+
+
+class ViewHandler(_RunHandler):
+    """``GET view?path=P``: a page of its own with the viewer of P (Notebook 7 opens a folder's comparison here)."""
+
+    @tornado.web.authenticated
+    @authorized
+    async def get(self) -> None:
+        path = await self._resolve()
+        base = self.settings["base_url"]
+        relative = os.path.relpath(path, os.path.realpath(self.contents_manager.root_dir)).replace(os.sep, "/")
+        self.set_header("Content-Type", "text/html; charset=utf-8")
+        self.finish(
+            _PAGE.format(
+                title=html.escape(f"ibwidget: {path.name or 'runs'}"),
+                module=_script_value(url_path_join(base, NAME, "static", "runviewer.js")),
+                path=_script_value("" if relative == "." else relative),
+                base=_script_value(base),
+            )
+        )
+
+
+class FrontEndHandler(JupyterHandler):
+    """``GET static/<module>``: the viewer's ES modules, for the view page."""
+
+    @tornado.web.authenticated
+    async def get(self, name: str) -> None:
+        if name not in FRONT_END:
+            raise tornado.web.HTTPError(404)
+        self.set_header("Content-Type", "text/javascript; charset=utf-8")
+        self.finish(front_end_file(name).read_bytes())
+
+
 def add_handlers(serverapp) -> None:
     base = url_path_join(serverapp.web_app.settings["base_url"], NAME)
     serverapp.web_app.add_handlers(
-        ".*$", [(url_path_join(base, "grid"), GridHandler), (url_path_join(base, "report"), ReportHandler)]
+        ".*$",
+        [
+            (url_path_join(base, "grid"), GridHandler),
+            (url_path_join(base, "report"), ReportHandler),
+            (url_path_join(base, "view"), ViewHandler),
+            (url_path_join(base, "static", r"([a-z]+\.js)"), FrontEndHandler),
+        ],
     )

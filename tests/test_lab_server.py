@@ -253,3 +253,21 @@ def test_loading_the_server_extension_imports_no_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_the_view_page_loads_the_viewer_for_its_path_and_nothing_else(server):
+    folder = server.root / '"><script>alert(1)<!--'
+    folder.mkdir()
+    _record(folder / "v.ibrun", epochs=1)
+    query = urllib.parse.urlencode({"path": folder.name})
+    status, headers, body = server.get(f"ibwidget/view?{query}")
+    assert status == 200 and headers["Content-Type"].startswith("text/html")
+    page = body.decode()
+    assert 'import { RunViewer } from "/ibwidget/static/runviewer.js";' in page
+    assert "<script>alert" not in page and "\\u003cscript\\u003ealert(1)" in page
+    for name in ("runviewer.js", "planeview.js"):
+        status, headers, body = server.get(f"ibwidget/static/{name}")
+        assert status == 200 and headers["Content-Type"].startswith("text/javascript") and b"export " in body
+    assert server.get("ibwidget/static/secret.js")[0] == 404
+    assert server.get("ibwidget/static/runviewer.js", token=False)[0] in (302, 403)
+    assert server.get(f"ibwidget/view?{query}", token=False)[0] in (302, 403)
