@@ -29,8 +29,8 @@ $(STAMP): pyproject.toml requirements/torch-full.txt requirements/torch-cpu.txt 
 venv: $(STAMP)
 
 lint: $(STAMP)
-	$(BIN)/ruff check ibwidget ibwidget_jupyter tests benchmarks notebooks
-	$(BIN)/ruff format --check ibwidget ibwidget_jupyter tests benchmarks notebooks
+	$(BIN)/ruff check ibwidget ibwidget_jupyter tests benchmarks notebooks docs
+	$(BIN)/ruff format --check ibwidget ibwidget_jupyter tests benchmarks notebooks docs
 	$(BIN)/mypy
 
 test: lint browser-deps js-test labextension
@@ -88,6 +88,11 @@ demo: $(STAMP) labextension $(DEMO_RUN)
 # An example run for the file browser (double-click it with the JupyterLab extension built), made once.
 $(DEMO_RUN): | $(STAMP)
 	$(BIN)/ibwidget train --dataset digits --epochs 20 --estimator hsic --probe 512 --out $@
+
+# Regenerate the README's screenshot of the JupyterLab extension (docs/jupyterlab-extension.png); never run by tests.
+.PHONY: screenshot
+screenshot: $(STAMP) labextension $(DEMO_RUN)
+	$(BIN)/python docs/screenshot.py
 
 # Headless: train the seed model on the offline digits and print its trajectories.
 train: $(STAMP)
