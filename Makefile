@@ -45,6 +45,7 @@ labextension: $(STAMP)
 	@if command -v npm >/dev/null 2>&1; then \
 		$(MAKE) --no-print-directory $(LABEXT)/package.json && \
 		mkdir -p $(VENV)/share/jupyter/labextensions && \
+		{ [ -L $(VENV)/share/jupyter/labextensions/ibwidget ] || rm -rf $(VENV)/share/jupyter/labextensions/ibwidget; } && \
 		ln -sfn $(abspath $(LABEXT)) $(VENV)/share/jupyter/labextensions/ibwidget; \
 	else \
 		echo "labextension: node/npm are not installed; skipping the JupyterLab extension (the widgets work without it)"; \
@@ -55,6 +56,7 @@ js/node_modules/.package-lock.json: js/package.json js/package-lock.json
 
 $(LABEXT)/package.json: js/node_modules/.package-lock.json js/package.json js/lab/index.js js/runviewer.js js/planeview.js
 	cd js && PATH=$(abspath $(BIN)):$$PATH jupyter-builder build .
+	cp jupyter-config/install.json $(LABEXT)/install.json
 
 # Unit tests of the front-end's pure parts (js/planeview.js) with node's built-in runner; no npm packages needed.
 .PHONY: js-test
