@@ -35,6 +35,35 @@ lint: $(STAMP)
 
 test: lint browser-deps js-test labextension
 	$(BIN)/python -m pytest -q
+	@$(MAKE) --no-print-directory test-oldest
+
+# The JupyterLab extension in the oldest JupyterLab and Notebook it supports (requirements/jupyter-oldest.txt): an
+# environment of their own that reads everything else (torch, pytest, playwright, ibwidget) from .venv, where the
+# extension's browser tests run again. Skipped, saying so, where the extension could not be built.
+OLDEST := .venv-oldest
+OLDEST_STAMP := $(OLDEST)/.ibwidget-installed
+.PHONY: test-oldest
+test-oldest:
+	@if [ -f $(LABEXT)/package.json ]; then \
+		$(MAKE) --no-print-directory $(OLDEST_STAMP) && \
+		$(OLDEST)/bin/python -m pytest -q -p no:cacheprovider tests/browser/test_lab_extension.py; \
+	else \
+		echo "test-oldest: the JupyterLab extension is not built (no npm); skipping its tests in JupyterLab 4.0"; \
+	fi
+
+$(OLDEST_STAMP): requirements/jupyter-oldest.txt $(STAMP)
+	rm -rf $(OLDEST)
+	$(BIN)/python -m venv --without-pip $(OLDEST)
+	$(OLDEST)/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])" > $(OLDEST)/.site
+	echo "import site; site.addsitedir('$$($(BIN)/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")')" \
+		> $$(cat $(OLDEST)/.site)/ibwidget-main-venv.pth
+	$(BIN)/python -m pip --python $(OLDEST)/bin/python install -q --no-cache-dir --ignore-installed -r requirements/jupyter-oldest.txt
+	mkdir -p $(OLDEST)/share/jupyter/labextensions $(OLDEST)/etc/jupyter/jupyter_server_config.d
+	for ext in @jupyter-widgets bqplot bqscales anywidget; do \
+		ln -sfn $(abspath $(VENV))/share/jupyter/labextensions/$$ext $(OLDEST)/share/jupyter/labextensions/$$ext; done
+	ln -sfn $(abspath $(LABEXT)) $(OLDEST)/share/jupyter/labextensions/ibwidget
+	cp jupyter-config/jupyter_server_config.d/ibwidget.json $(OLDEST)/etc/jupyter/jupyter_server_config.d/
+	touch $@
 
 # The JupyterLab extension (js/lab + js/planeview.js) built into ibwidget_jupyter/labextension and linked into the
 # venv's share/jupyter/labextensions/ibwidget, as `jupyter labextension develop` would. Needs node and npm (and the
@@ -54,8 +83,11 @@ labextension: $(STAMP)
 js/node_modules/.package-lock.json: js/package.json js/package-lock.json
 	cd js && npm ci --no-audit --no-fund --loglevel=error
 
-$(LABEXT)/package.json: js/node_modules/.package-lock.json js/package.json js/lab/index.js js/runviewer.js js/planeview.js
-	cd js && PATH=$(abspath $(BIN)):$$PATH jupyter-builder build .
+# Built against the oldest JupyterLab it supports (4.0.0's core package file, committed), so that neither 4.0 nor
+# the current one logs a version warning about it.
+LAB_CORE := js/lab/jupyterlab-4.0.0-core.json
+$(LABEXT)/package.json: js/node_modules/.package-lock.json js/package.json js/lab/index.js js/runviewer.js js/planeview.js $(LAB_CORE)
+	cd js && PATH=$(abspath $(BIN)):$$PATH jupyter-builder build --core-package-file $(abspath $(LAB_CORE)) .
 	cp jupyter-config/install.json $(LABEXT)/install.json
 
 # Unit tests of the front-end's pure parts (js/planeview.js) with node's built-in runner; no npm packages needed.
@@ -121,4 +153,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_watching.py
 
 clean:
-	rm -rf $(VENV) build dist .pytest_cache .ruff_cache .hypothesis js/node_modules $(LABEXT)
+	rm -rf $(VENV) $(OLDEST) build dist .pytest_cache .ruff_cache .hypothesis js/node_modules $(LABEXT)

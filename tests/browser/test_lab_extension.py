@@ -18,7 +18,7 @@ from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 import ibwidget as ib
 
-from .test_lab_trainer import BENIGN_CONSOLE, STEP_TIMEOUT, assert_no_console_errors, path_data, wait_until
+from .test_lab_trainer import BENIGN_CONSOLE, STEP_TIMEOUT, path_data, wait_until
 
 pytestmark = pytest.mark.browser
 
@@ -36,6 +36,41 @@ def lab_extension_installed() -> None:
 
 
 PANEL = ".ibw-run-panel"
+# Notebook 7.0's /edit page reads the document's `last_modified` before its contents model exists: thrown by
+# notebook's own bundle for any file opened there (reproduced with a plain .txt file), fixed in later 7.x.
+NOTEBOOK_70_EDIT = re.compile(
+    r"Cannot read properties of undefined \(reading 'last_modified'\)\s+at \w+ \(\S*/static/notebook/\d+\.bundle\.js"
+)
+BENIGN = (*BENIGN_CONSOLE, NOTEBOOK_70_EDIT)
+
+
+def _assert_no_console_errors(bp) -> None:
+    """No console error, and no shared-module version warning (the bundle is built against the oldest core)."""
+    errors = bp.console_errors(BENIGN)
+    assert not errors, "console errors:\n" + "\n".join(errors)
+    ours = _required_versions()
+    versions = [
+        text
+        for _, text, _ in bp.console
+        if (
+            m := re.search(
+                r"Unsatisfied version \S+ from \S+ of shared singleton module (\S+) \(required (\S+)\)", text
+            )
+        )
+        and ours.get(m.group(1)) == m.group(2)
+    ]
+    assert not versions, "version warnings about this extension's modules:\n" + "\n".join(versions)
+
+
+def _required_versions() -> dict[str, str]:
+    """The shared modules the built bundle asks the page for, with the versions it requires."""
+    static = Path(sys.prefix, "share", "jupyter", "labextensions", "ibwidget", "static")
+    (entry,) = static.glob("remoteEntry.*.js")
+    found = re.findall(r'shareKey:"([^"]+)",import:[^,]+,requiredVersion:"([^"]+)"', entry.read_text())
+    assert found, "no shared modules found in the bundle's remoteEntry"
+    return dict(found)
+
+
 OPEN_TIMEOUT = 120_000  # ms: the front-end's first load, then the server's first import of torch
 
 
@@ -108,7 +143,7 @@ def test_a_run_file_opens_in_a_tab_that_draws_and_follows_it(frontend, jupyter_s
         assert panel.locator("text.ibwp-xlabel").text_content().startswith("CKA(T, X)")  # the selection is kept
     finally:
         writer.close()
-    assert_no_console_errors(browser_page)
+    _assert_no_console_errors(browser_page)
 
 
 def _double_click(page, item):
@@ -156,7 +191,7 @@ def test_double_click_opens_and_a_folder_is_compared(frontend, jupyter_server, b
     wait_until(page, lambda: compared.count() == 1, OPEN_TIMEOUT, "the folder's comparison")
     assert re.search(r"2 runs, 3 epochs", compared.locator(".ibw-run-status").inner_text())
     assert compared.locator("circle.ibwp-point").count() == 4  # two layers of two runs
-    assert_no_console_errors(browser_page)
+    _assert_no_console_errors(browser_page)
 
 
 def test_refusals_are_shown_and_answered(frontend, jupyter_server, browser_page):
@@ -176,5 +211,5 @@ def test_refusals_are_shown_and_answered(frontend, jupyter_server, browser_page)
     assert status == 403
     # Chromium logs each refused request (the 422 and the 403 above); nothing else may log an error
     refused = re.compile(r"Failed to load resource: the server responded with a status of (403|422)")
-    errors = browser_page.console_errors((*BENIGN_CONSOLE, refused))
+    errors = browser_page.console_errors((*BENIGN, refused))
     assert not errors, "console errors:\n" + "\n".join(errors)
