@@ -56,6 +56,7 @@ class _Session:
 
     def __init__(self, path: Path):
         self.path = path
+        self.identity = _identity(path)
         self.follower = Follower(path)
         runs, _ = self.follower.scan()
         if not runs:
@@ -68,6 +69,15 @@ class _Session:
         if self.path.is_dir():
             return f"the folder {self.path.name or '/'} holds no readable {SUFFIX} run files."
         return f"{self.path.name} holds no complete run yet (a job may be creating it): try again in a moment."
+
+    def replaced(self) -> bool:
+        """Whether the run file is another file than the one read (written anew, or shorter than it was)."""
+        now = _identity(self.path)
+        if self.path.is_dir() or now is None or self.identity is None:
+            return now != self.identity
+        (inode, size), (read_inode, read_size) = now, self.identity
+        self.identity = now
+        return inode != read_inode or size < read_size
 
     def update(self) -> None:
         """Read what the files gained; compute the new epochs of the viewed slots."""
@@ -104,13 +114,23 @@ class _Session:
         self.model.close()
 
 
+def _identity(path: Path) -> tuple[int, int] | None:
+    """(inode, size) of a run file; None for a folder (its files are followed one by one) or a missing path."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return None if path.is_dir() else (stat.st_ino, stat.st_size)
+
+
 def _jsonable(config: dict) -> dict:
     """The run's configuration as strict JSON: what a run file would write, with null for NaN and infinities."""
     return json.loads(json.dumps(jsonable(config)), parse_constant=lambda _: None)
 
 
 class Sessions:
-    """The server's sessions by real path, at most :data:`MAX_SESSIONS` (the least recently used is closed)."""
+    """The server's sessions by real path, at most :data:`MAX_SESSIONS` (the least recently used is closed); a run
+    file written anew in place (another inode, or shorter) gets a new session."""
 
     def __init__(self, limit: int = MAX_SESSIONS):
         self.limit = limit
@@ -120,6 +140,9 @@ class Sessions:
     def get(self, path: Path) -> _Session:
         with self._lock:
             session = self._sessions.pop(path, None)
+        if session is not None and session.replaced():
+            session.close()
+            session = None
         if session is None:
             session = _Session(path)
         with self._lock:

@@ -271,3 +271,15 @@ def test_the_view_page_loads_the_viewer_for_its_path_and_nothing_else(server):
     assert server.get("ibwidget/static/secret.js")[0] == 404
     assert server.get("ibwidget/static/runviewer.js", token=False)[0] in (302, 403)
     assert server.get(f"ibwidget/view?{query}", token=False)[0] in (302, 403)
+
+
+def test_a_run_file_written_anew_in_place_is_read_anew(server):
+    path = server.root / "runs" / "again.ibrun"
+    _record(path, epochs=3, seed=4, name="first")
+    status, _, body = server.grid("runs/again.ibrun", slot=0)
+    assert status == 200 and decode(body)[0]["meta"]["runs"][0]["name"] == "first"
+    path.unlink()
+    _record(path, epochs=1, seed=5, name="second")
+    status, _, body = server.grid("runs/again.ibrun", slot=0)
+    meta = decode(body)[0]["meta"]
+    assert status == 200 and meta["runs"][0]["name"] == "second" and meta["runs"][0]["epochs"] == [0, 1]
