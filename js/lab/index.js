@@ -8,7 +8,7 @@
 import { ILabShell, ILayoutRestorer } from "@jupyterlab/application";
 import { MainAreaWidget, WidgetTracker } from "@jupyterlab/apputils";
 import { PathExt, URLExt } from "@jupyterlab/coreutils";
-import { ABCWidgetFactory, DocumentWidget } from "@jupyterlab/docregistry";
+import { ABCWidgetFactory, DocumentModel, DocumentWidget } from "@jupyterlab/docregistry";
 import { IFileBrowserFactory } from "@jupyterlab/filebrowser";
 import { ServerConnection } from "@jupyterlab/services";
 import { Widget } from "@lumino/widgets";
@@ -17,6 +17,7 @@ import { RunViewer } from "../runviewer.js";
 
 const FILE_TYPE = "ibwidget-run";
 const FACTORY = "ibwidget run viewer";
+const MODEL = "ibwidget-run";
 const COMPARE = "ibwidget:compare-folder";
 const OPEN_FOLDER = "ibwidget:open-folder";
 
@@ -51,6 +52,37 @@ export class RunPanel extends Widget {
   }
 }
 
+/** The document model of a run file: nothing. The server reads the file; the tab never loads its bytes. */
+class RunModel extends DocumentModel {
+  fromString() {}
+
+  toString() {
+    return "";
+  }
+}
+
+/** Opens run files without their content: with `fileFormat` null, JupyterLab fetches only the file's metadata. */
+class RunModelFactory {
+  constructor() {
+    this.name = MODEL;
+    this.contentType = "file";
+    this.fileFormat = null;
+    this.isDisposed = false;
+  }
+
+  createNew() {
+    return new RunModel();
+  }
+
+  preferredLanguage() {
+    return "";
+  }
+
+  dispose() {
+    this.isDisposed = true;
+  }
+}
+
 class RunViewerFactory extends ABCWidgetFactory {
   createNewWidget(context) {
     const content = new RunPanel(context.path);
@@ -74,12 +106,13 @@ const plugin = {
       extensions: [".ibrun"],
       mimeTypes: ["application/x-ibwidget-run"],
       contentType: "file",
-      fileFormat: "base64",
+      fileFormat: null,
     });
+    app.docRegistry.addModelFactory(new RunModelFactory());
     app.docRegistry.addWidgetFactory(
       new RunViewerFactory({
         name: FACTORY,
-        modelName: "base64",
+        modelName: MODEL,
         fileTypes: [FILE_TYPE],
         defaultFor: [FILE_TYPE],
         readOnly: true,

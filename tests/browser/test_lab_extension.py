@@ -127,6 +127,14 @@ def test_a_run_file_opens_in_a_tab_that_draws_and_follows_it(frontend, jupyter_s
     writer = Writer(root / "growing.ibrun", name="growing")
     writer.epoch()
     page = browser_page.page
+    contents = []  # the contents API's requests for the run file: the tab needs its metadata only
+    page.on(
+        "request",
+        lambda r: (
+            urllib.parse.urlparse(r.url).path.endswith("/api/contents/ext-" + frontend + "/growing.ibrun")
+            and contents.append(r.url)
+        ),
+    )
     try:
         page.goto(_open_url(jupyter_server, f"ext-{frontend}/growing.ibrun"))
         panel = page.locator(PANEL).first
@@ -143,6 +151,7 @@ def test_a_run_file_opens_in_a_tab_that_draws_and_follows_it(frontend, jupyter_s
         assert panel.locator("text.ibwp-xlabel").text_content().startswith("CKA(T, X)")  # the selection is kept
     finally:
         writer.close()
+    assert contents and all("content=0" in url for url in contents), contents
     _assert_no_console_errors(browser_page)
 
 
