@@ -29,8 +29,8 @@ $(STAMP): pyproject.toml requirements/torch-full.txt requirements/torch-cpu.txt 
 venv: $(STAMP)
 
 lint: $(STAMP)
-	$(BIN)/ruff check ibwidget ibwidget_jupyter tests benchmarks notebooks docs
-	$(BIN)/ruff format --check ibwidget ibwidget_jupyter tests benchmarks notebooks docs
+	$(BIN)/ruff check ibwidget ibwidget_jupyter tests benchmarks notebooks docs hatch_build.py
+	$(BIN)/ruff format --check ibwidget ibwidget_jupyter tests benchmarks notebooks docs hatch_build.py
 	$(BIN)/mypy
 
 test: lint browser-deps js-test labextension
@@ -83,12 +83,11 @@ labextension: $(STAMP)
 js/node_modules/.package-lock.json: js/package.json js/package-lock.json
 	cd js && npm ci --no-audit --no-fund --loglevel=error
 
-# Built against the oldest JupyterLab it supports (4.0.0's core package file, committed), so that neither 4.0 nor
-# the current one logs a version warning about it.
-LAB_CORE := js/lab/jupyterlab-4.0.0-core.json
-$(LABEXT)/package.json: js/node_modules/.package-lock.json js/package.json js/lab/index.js js/runviewer.js js/planeview.js $(LAB_CORE)
-	cd js && PATH=$(abspath $(BIN)):$$PATH jupyter-builder build --core-package-file $(abspath $(LAB_CORE)) .
-	cp jupyter-config/install.json $(LABEXT)/install.json
+# js/package.json's build:prod: jupyter-builder's bundler against the oldest JupyterLab it supports (4.0.0's core
+# package file, committed), so that neither 4.0 nor the current one logs a version warning about it. A wheel build
+# runs the same script (hatch_build.py).
+$(LABEXT)/package.json: js/node_modules/.package-lock.json js/package.json js/lab/* js/runviewer.js js/planeview.js
+	cd js && npm run --silent build:prod
 
 # Unit tests of the front-end's pure parts (js/planeview.js) with node's built-in runner; no npm packages needed.
 .PHONY: js-test
