@@ -200,6 +200,11 @@ def test_double_click_opens_and_a_folder_is_compared(frontend, jupyter_server, b
     wait_until(page, lambda: compared.count() == 1, OPEN_TIMEOUT, "the folder's comparison")
     assert re.search(r"2 runs, 3 epochs", compared.locator(".ibw-run-status").inner_text())
     assert compared.locator("circle.ibwp-point").count() == 4  # two layers of two runs
+    with viewer.expect_download(timeout=OPEN_TIMEOUT) as download:  # the one-file report of both runs
+        compared.locator("button.ibw-export").click()
+    assert download.value.suggested_filename == f"compare-{frontend}.html"
+    report = Path(download.value.path()).read_text()
+    assert 'id="ibwp-grid"' in report and "ibwidget report: compare-" in report
     _assert_no_console_errors(browser_page)
 
 
