@@ -328,6 +328,38 @@ class Run:
             self.snapshots(), estimator, sigma, target, sigma_rule, kernel, sigma_x, sigma_y, layers
         )
 
+    def null_band(
+        self,
+        estimator: str = "hsic",
+        sigma: float = 5.0,
+        sigma_rule: str | None = None,
+        target: str = "labels",
+        q: float = 0.95,
+        permutations: int = 100,
+        seed: int = 0,
+        kernel: str = "gaussian",
+        layers: Sequence[str] | None = None,
+    ) -> np.ndarray:
+        """The chance floor of :meth:`trajectories`: ndarray (epochs, layers, 2), per epoch and layer the
+        ``q``-quantile of the estimator over ``permutations`` reorderings of the probe's inputs (``[..., 0]``, the
+        X axis) and of its labels and outputs (``[..., 1]``, the Y axis), which keep each variable's structure and
+        break its tie to the layer (Gretton et al. 2008, a permutation test of independence). A point below its
+        band is indistinguishable from chance at level 1 - q. Same estimator, width and target arguments as
+        :meth:`trajectories` (``sigma_rule=None``: the fixed ``sigma``); computed from the stored snapshots, for
+        this selection only: about ``permutations`` times the cost of one :meth:`trajectories`. Seeded."""
+        return _trajectories.null_band(
+            self.snapshots(),
+            q,
+            estimator=estimator,
+            sigma=sigma,
+            target=target,
+            sigma_rule=sigma_rule or "fixed",
+            kernel=kernel,
+            permutations=permutations,
+            seed=seed,
+            layers=layers,
+        )
+
     def saturation(self, sigma: float = 5.0, sigma_rule: str = "fixed") -> np.ndarray:
         """Mean off-diagonal Gaussian kernel value per (epoch, layer): ~1 sigma too large, ~0 too small."""
         return _trajectories.saturation(self.snapshots(), sigma, sigma_rule)
