@@ -35,6 +35,7 @@ __all__ = [
     "packed_estimates",
     "null_samples",
     "null_band",
+    "cka_matrix",
 ]
 
 _CHUNK = 32  # matrices unpacked at once on the generic path
@@ -547,6 +548,52 @@ def null_band(snap: Snapshots, q: float = 0.95, **null) -> np.ndarray:
     if not 0.0 < float(q) < 1.0:
         raise ValueError(f"q must be a quantile strictly between 0 and 1, got {q!r} (0.95 is the default).")
     return np.quantile(null_samples(snap, **null), float(q), axis=0)
+
+
+def cka_matrix(
+    snap: Snapshots, index: int, sigma: float | None = None, sigma_rule: str | None = "median_d2"
+) -> tuple[list[str], np.ndarray]:
+    """(names, CKA between every two representations of snapshot ``index``): the probe inputs ("input"), each
+    tracked layer, and the model's raw output ("output", left out when it equals the last tracked layer), as a
+    symmetric float64 matrix with a unit diagonal (Kornblith et al. 2019, *Similarity of neural network
+    representations revisited*, eq. 3 with the biased HSIC; their figures compare layers this way). Linear CKA (each
+    Gram matrix) when ``sigma`` and ``sigma_rule`` are None; else Gaussian kernels, of width ``sigma`` for every
+    representation when it is given (a rule of the data, such as the medians, is then not used), otherwise
+    ``sigma_rule``'s width per representation."""
+    _require_snapshot(snap)
+    one = snap.window(index, index + 1)
+    dist, norms = one.distances()
+    names = ["input", *snap.layer_names]
+    dims = [snap.input_dim, *snap.layer_dims]
+    dist = torch.cat([snap.x_dist[None].to(dist), dist[0]])
+    norms = torch.cat([snap.x_norms[None].to(norms), norms[0]])
+    out_dist, out_norms = _kernels.pack_gram(_kernels.gram(one.outputs[0].double()))
+    last = (dist[-1].double(), norms[-1].double())
+    scale = float(out_norms.abs().max()) or 1.0
+    same = torch.allclose(out_dist, last[0], atol=1e-5 * scale) and torch.allclose(
+        out_norms, last[1], atol=1e-5 * scale
+    )
+    if not same:
+        names.append("output")
+        dims.append(int(one.outputs.shape[-1]))
+        dist = torch.cat([dist, out_dist[None].to(dist)])
+        norms = torch.cat([norms, out_norms[None].to(norms)])
+    dist, norms = dist.double(), norms.double()
+    if sigma is None and sigma_rule is None:
+        K = 0.5 * (norms[:, :, None] + norms[:, None, :] - unpack(dist, snap.m))
+    else:
+        rule = _kernels.sigma_rule(sigma_rule or "fixed")
+        if sigma is not None and rule.from_data:
+            rule = _kernels.sigma_rule("fixed")
+        width = _kernels.sigma_from_distances(dist, rule.name, 5.0 if sigma is None else float(sigma), dims)
+        width = torch.as_tensor(width, dtype=torch.float64, device=dist.device).expand(len(names))
+        K = unpack(torch.exp(dist * _kernels.exponent_factor(width)[:, None]), snap.m, 1.0)
+    n = len(names)
+    out = np.eye(n)
+    for i in range(n):
+        for j in range(i + 1, n):
+            out[i, j] = out[j, i] = float(_estimators.cka(K[i], K[j]))
+    return names, out
 
 
 def _generic(snap: Snapshots, spec, kernel: str, index, sigmas, K_x, K_y) -> np.ndarray:

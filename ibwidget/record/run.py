@@ -360,6 +360,24 @@ class Run:
             layers=layers,
         )
 
+    def cka_matrix(self, epoch: int, sigma: float | None = None, sigma_rule: str | None = "median_d2") -> np.ndarray:
+        """CKA between every two representations of the probe at recorded ``epoch``: a symmetric (n, n) ndarray
+        with a unit diagonal over [input, tracked layers..., output logits] (the output left out when it equals the
+        last tracked layer; :meth:`cka_names` gives the order). Linear CKA when ``sigma`` and ``sigma_rule`` are
+        None; else Gaussian, of width ``sigma`` for every representation, or ``sigma_rule``'s per representation
+        (Kornblith et al. 2019)."""
+        return _trajectories.cka_matrix(self.snapshots(), self._epoch_index(epoch), sigma, sigma_rule)[1]
+
+    def cka_names(self, epoch: int = 0) -> list[str]:
+        """The rows of :meth:`cka_matrix` at ``epoch``: "input", the tracked layers, then "output" unless the model's
+        output equals the last tracked layer."""
+        return _trajectories.cka_matrix(self.snapshots(), self._epoch_index(epoch), None, None)[0]
+
+    def _epoch_index(self, epoch: int) -> int:
+        if epoch not in self.epochs:
+            raise ValueError(f"epoch {epoch!r} has no snapshot; recorded epochs: {self.epochs}.")
+        return self.epochs.index(epoch)
+
     def saturation(self, sigma: float = 5.0, sigma_rule: str = "fixed") -> np.ndarray:
         """Mean off-diagonal Gaussian kernel value per (epoch, layer): ~1 sigma too large, ~0 too small."""
         return _trajectories.saturation(self.snapshots(), sigma, sigma_rule)
