@@ -34,8 +34,9 @@ PALETTE = (
 LINE_STYLES = ("solid", "dashed", "dotted", "dash_dotted")
 SVG_DASHES = {"solid": "", "dashed": "6,4", "dotted": "2,3", "dash_dotted": "6,3,2,3"}
 
-#: The saturation gauge's informative range (mean off-diagonal kernel value): outside it, sigma is too small/large.
-SATURATION_RANGE = (0.05, 0.9)
+#: Where a Gaussian kernel is informative (its mean off-diagonal value): outside it sigma is too small or too large
+#: (the saturation gauge, and the sigma fan's marked range).
+SATURATION_RANGE = (0.05, 0.95)
 
 #: The precomputed plane grid's format (``meta["format"]``, ``meta["version"]``), read by js/planeview.js.
 GRID_FORMAT = "ibwidget.planegrid"

@@ -320,6 +320,29 @@ export function saturationAt(sat, dims, meta, slot, e, visibleLayers, visibleRun
   return n ? sum / n : NaN;
 }
 
+/** The σ fan's slots: every slot of `rule` that has a σ (a scaling rule), by increasing σ; none for a median rule. */
+export function fanSlots(meta, rule) {
+  const out = [];
+  meta.slots.forEach((s, i) => {
+    if (s.rule === rule && s.sigma !== null && s.sigma !== undefined) out.push(i);
+  });
+  return out.sort((a, b) => meta.slots[a].sigma - meta.slots[b].sigma);
+}
+
+/** Whether the kernel of (run r, layer l) at `slot` and epoch index e is informative: its mean off-diagonal value
+ * lies within meta.saturation_range (near 1 the kernel is all ones, near 0 the identity: it tells nothing). */
+export function informative(sat, dims, meta, slot, r, e, l) {
+  const v = sat[((r * dims.E + e) * dims.S + slot) * dims.L + l];
+  const [low, high] = meta.saturation_range;
+  return Number.isFinite(v) && v >= low && v <= high;
+}
+
+/** [smallest, largest] σ of the fan's `slots` where (r, l) is informative at epoch index e, or null if none. */
+export function informativeRange(sat, dims, meta, slots, r, e, l) {
+  const sigmas = slots.filter((k) => informative(sat, dims, meta, k, r, e, l)).map((k) => meta.slots[k].sigma);
+  return sigmas.length ? [Math.min(...sigmas), Math.max(...sigmas)] : null;
+}
+
 /**
  * Append k epochs to a one-run grid: values (1, E, B, L, 2) + (k, B, L, 2) and saturation likewise; returns the
  * new arrays (epoch-major, so this is a concatenation).
@@ -372,6 +395,7 @@ const CSS = `
 .ibwp-note{color:#a15c00;min-height:1em}
 .ibwp-readout,.ibwp-history{color:#444;min-height:1.35em;font-variant-numeric:tabular-nums}
 .ibwp-plot{position:relative}
+.ibwp-fan-note{color:#444;min-height:1.35em}
 `;
 
 function el(tag, cls, text) {
@@ -431,12 +455,17 @@ function buildControls(ui) {
   ui.sigmaInput.step = "1";
   ui.sigmaValue = el("span", "ibwp-sigma-value");
   ui.targetSelect = el("select", "ibwp-target");
+  ui.fanInput = el("input", "ibwp-fan-toggle");
+  ui.fanInput.type = "checkbox";
+  const fan = labelled("σ fan ", ui.fanInput);
+  fan.title = "draw each layer at every σ of the rule at once; solid where the kernel is informative at this epoch";
   ui.controls.append(
     labelled("estimator ", ui.estSelect),
     labelled("rule ", ui.ruleSelect),
     labelled("σ ", ui.sigmaInput),
     ui.sigmaValue,
     labelled("target ", ui.targetSelect),
+    fan,
   );
 }
 
@@ -512,11 +541,12 @@ function buildDom(uid) {
     plot: el("div", "ibwp-plot"),
     tooltip: el("div", "ibwp-tooltip"),
     gauge: el("div", "ibwp-row ibwp-gauge"),
+    fanNote: el("div", "ibwp-fan-note"),
     readout: el("div", "ibwp-readout"),
     historyLine: el("div", "ibwp-history"),
     note: el("div", "ibwp-note"),
   };
-  root.append(ui.title, ui.controls, ui.layerRow, ui.player, ui.plot, ui.gauge, ui.historyLine, ui.readout, ui.note);
+  root.append(ui.title, ui.controls, ui.layerRow, ui.player, ui.plot, ui.gauge, ui.fanNote, ui.historyLine, ui.readout, ui.note);
   buildControls(ui);
   buildPlayer(ui);
   buildGauge(ui);
@@ -540,7 +570,9 @@ function initialState() {
     speed: 5,
     visibleLayers: [],
     visibleRuns: [],
-    items: [], // per drawn (run, layer): {r, l, g, track, dots, trail, point, xs, ys, n}
+    fan: false, // the σ fan: every σ of the rule at once
+    fanSlots: [], // the slots it draws (none while it is off or does not apply)
+    items: [], // per drawn (run, layer): {r, l, g, fanG, fans, track, dots, trail, point, xs, ys, n}
     sx: null,
     sy: null,
     configured: false,
@@ -720,9 +752,10 @@ function buildItems(view) {
         trail.push(seg);
       }
       const point = svgEl("circle", { r: 6, fill: colour, stroke: "#fff", "stroke-width": 1.5, "data-run": r, "data-layer": l }, "ibwp-point");
-      g.append(track, dotsG, trailG, point);
+      const fanG = svgEl("g", null, "ibwp-fan");
+      g.append(fanG, track, dotsG, trailG, point);
       ui.layersG.appendChild(g);
-      state.items.push({ r, l, g, track, dots, trail, point, xs: null, ys: null, n });
+      state.items.push({ r, l, g, fanG, fans: [], track, dots, trail, point, xs: null, ys: null, n });
     }
   }
 }
@@ -862,14 +895,21 @@ function fullRedraw(view, kind) {
   askForSlot(view, satSlot);
   const xsAll = [];
   const ysAll = [];
+  const target = meta.targets[state.target];
+  const slots = fanSlots(meta, state.rule);
+  state.fanSlots = state.fan && est.uses_sigma && slots.length > 1 ? slots : [];
+  ui.fanInput.disabled = !est.uses_sigma || slots.length < 2;
   for (const it of state.items) {
     const s = series(state.values, dims, it.r, block, it.l, it.n);
     it.xs = s.xs;
     it.ys = s.ys;
     it.visible = state.visibleLayers[it.l] && state.visibleRuns[it.r];
+    it.fanSeries = state.fanSlots.map((k) => series(state.values, dims, it.r, blockIndex(meta, est.name, k, target), it.l, it.n));
     if (it.visible) {
-      xsAll.push(s.xs);
-      ysAll.push(s.ys);
+      for (const f of [s, ...it.fanSeries]) {
+        xsAll.push(f.xs);
+        ysAll.push(f.ys);
+      }
     }
   }
   const [x0, x1] = extent(xsAll);
@@ -878,7 +918,7 @@ function fullRedraw(view, kind) {
   state.sy = linearScale(y0, y1, H - M.bottom, M.top);
   drawAxes(ui, state.sx, state.sy);
   const anyValue = drawTracks(state, state.sx, state.sy);
-  const target = meta.targets[state.target];
+  drawFanPaths(state, state.sx, state.sy);
   ui.xLabel.textContent = est.label_x;
   ui.yLabel.textContent = est.label_targets[target];
   const computing = est.uses_sigma && !slotReady(meta, satSlot);
@@ -895,6 +935,47 @@ function fullRedraw(view, kind) {
   Object.assign(ui.root.dataset, { estimator: est.name, rule: state.rule, sigma: String(sigma), target, block: String(block) });
   epochRedraw(view, null);
   recordRedraw(view, kind || "full", now() - t0);
+}
+
+/** One thin path per σ of the fan for each item (none while the fan is off). */
+function drawFanPaths(state, sx, sy) {
+  const { meta } = state;
+  for (const it of state.items) {
+    it.fanG.textContent = "";
+    it.fans = state.fanSlots.map((k, i) => {
+      const { xs, ys } = it.fanSeries[i];
+      const path = svgEl(
+        "path",
+        { d: pathData(xs, ys, sx, sy), fill: "none", stroke: layerColour(meta, it.l), "stroke-width": 1, "data-slot": k, "data-sigma": meta.slots[k].sigma },
+        "ibwp-fan-line",
+      );
+      it.fanG.appendChild(path);
+      return path;
+    });
+  }
+}
+
+/** The fan at epoch index e: solid where the kernel is informative then, faint and dashed where not; the note says
+ * each visible layer's informative σ range. */
+function drawFanEpoch(view, e) {
+  const { ui, state } = view;
+  const { meta, dims, fanSlots: slots } = state;
+  const parts = [];
+  for (const it of state.items) {
+    const ee = Math.min(e, it.n - 1);
+    it.fans.forEach((path, i) => {
+      const ok = ee >= 0 && informative(state.sat, dims, meta, slots[i], it.r, ee, it.l);
+      path.setAttribute("stroke-opacity", ok ? "0.6" : "0.12");
+      path.setAttribute("stroke-dasharray", ok ? "" : "3,3");
+      path.dataset.informative = ok ? "1" : "0";
+    });
+    if (!slots.length || !it.visible || ee < 0) continue;
+    const range = informativeRange(state.sat, dims, meta, slots, it.r, ee, it.l);
+    const who = (meta.n_runs > 1 ? meta.runs[it.r].name + " " : "") + meta.runs[it.r].layer_names[it.l];
+    parts.push(`${who}: ${range ? `σ ${formatValue(range[0], 3)}–${formatValue(range[1], 3)}` : "none"}`);
+  }
+  const [low, high] = meta.saturation_range;
+  ui.fanNote.textContent = parts.length ? `informative σ (kernel mean ${low}–${high}) · ` + parts.join(" · ") : "";
 }
 
 /** Each item's current point and fading trail at epoch index e (each run clamped to its last epoch). */
@@ -984,6 +1065,7 @@ function epochRedraw(view, kind) {
   ui.scrub.value = String(e);
   if (state.cbarMarker) state.cbarMarker.setAttribute("d", `M${state.cbarX - 1},${state.cbarScale(e)}l-7,-5v10z`);
   drawGauge(view, e);
+  drawFanEpoch(view, e);
   drawHistory(view, e, epochNumber);
   if (kind) recordRedraw(view, kind, now() - t0);
 }
@@ -1128,6 +1210,10 @@ function bindEvents(view) {
   on(ui.targetSelect, "change", () => {
     state.target = Math.max(0, state.meta.targets.indexOf(ui.targetSelect.value));
     fullRedraw(view, "target");
+  });
+  on(ui.fanInput, "change", () => {
+    state.fan = ui.fanInput.checked;
+    fullRedraw(view, "fan");
   });
   on(ui.scrub, "input", () => setEpoch(view, Number(ui.scrub.value), "scrub"));
   on(ui.playButton, "click", () => setPlaying(view, !state.playing));

@@ -10,8 +10,12 @@ import {
   blockIndex,
   decodeValues,
   dimsOf,
+  fanSlots,
+  float32Of,
   formatProblem,
   gaugeBackground,
+  informative,
+  informativeRange,
   layerColour,
   runDash,
   saturationHint,
@@ -64,13 +68,43 @@ test("colours, dashes and the saturation hint come from the grid's meta", () => 
   assert.equal(layerColour({ palette: ["#000"] }, 5), "#000");
   assert.equal(runDash(meta, 1), "6,4");
   assert.equal(runDash(meta, 4), "");
-  assert.deepEqual(meta.saturation_range, [0.05, 0.9]);
-  assert.equal(saturationHint(meta, 0.95), " — σ too large");
+  assert.deepEqual(meta.saturation_range, [0.05, 0.95]);
+  assert.equal(saturationHint(meta, 0.96), " — σ too large");
+  assert.equal(saturationHint(meta, 0.95), "");
   assert.equal(saturationHint(meta, 0.01), " — σ too small");
   assert.equal(saturationHint(meta, 0.5), "");
   assert.equal(saturationHint({ saturation_range: [0.2, 0.3] }, 0.5), " — σ too large");
   assert.equal(
     gaugeBackground(meta),
-    "linear-gradient(90deg,#c0392b,#f1c40f 5.0%,#27ae60 26.3%,#27ae60 68.8%,#f1c40f 90.0%,#c0392b)",
+    "linear-gradient(90deg,#c0392b,#f1c40f 5.0%,#27ae60 27.5%,#27ae60 72.5%,#f1c40f 95.0%,#c0392b)",
   );
+});
+
+test("the σ fan takes every σ of a scaling rule, and marks where each layer's kernel is informative", () => {
+  const fixed = fanSlots(meta, "fixed");
+  const want = meta.slots.map((s, i) => [s, i]).filter(([s]) => s.rule === "fixed").map(([, i]) => i);
+  assert.deepEqual([...fixed].sort((a, b) => a - b), want);
+  assert.ok(fixed.length >= 2);
+  for (let k = 1; k < fixed.length; k++) assert.ok(meta.slots[fixed[k]].sigma > meta.slots[fixed[k - 1]].sigma);
+  assert.deepEqual(fanSlots(meta, "median_d2"), []);
+  const sat = float32Of(Buffer.from(fixture.saturation, "base64"));
+  const dims = dimsOf(meta);
+  const seen = { yes: 0, no: 0 };
+  for (let e = 0; e < dims.E; e++) {
+    for (let l = 0; l < dims.L; l++) {
+      const inside = fixed.filter((k) => {
+        const v = sat[((0 * dims.E + e) * dims.S + k) * dims.L + l];
+        return v >= 0.05 && v <= 0.95;
+      });
+      for (const k of fixed) {
+        const ok = informative(sat, dims, meta, k, 0, e, l);
+        assert.equal(ok, inside.includes(k));
+        seen[ok ? "yes" : "no"]++;
+      }
+      const range = informativeRange(sat, dims, meta, fixed, 0, e, l);
+      const sigmas = inside.map((k) => meta.slots[k].sigma);
+      assert.deepEqual(range, sigmas.length ? [Math.min(...sigmas), Math.max(...sigmas)] : null);
+    }
+  }
+  assert.ok(seen.yes > 0 && seen.no > 0, JSON.stringify(seen)); // the fixture has both, so the test can tell
 });

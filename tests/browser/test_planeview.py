@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 import torch
 
-from ibwidget._vocabulary import GRID_VERSION
+from ibwidget._vocabulary import GRID_VERSION, SATURATION_RANGE
 from ibwidget.measure import kernels
-from ibwidget.plane._grid import plane_grid
+from ibwidget.plane._grid import DEFAULT_SIGMAS, plane_grid
 from ibwidget.plane._report import grid_html
 from ibwidget.record.run import Run
 
@@ -255,6 +255,34 @@ def test_one_file_html_offline(offline_page, tmp_path):
     assert "epoch" in page.locator(".ibwp-readout").inner_text()
     assert page.locator("img").count() == 0
     assert log["dialogs"] == [], "a dialog opened: script ran from a user string"
+
+    # The σ fan: every fixed σ of each visible layer at once, solid where the kernel is informative at the epoch
+    # shown (its mean off-diagonal value within the saturation range), as run.saturation says.
+    page.locator("select.ibwp-estimator").select_option(label="hsic")
+    page.locator("select.ibwp-rule").select_option("fixed")
+    page.locator("input.ibwp-fan-toggle").check()
+    timed("fan")
+    sigmas = list(DEFAULT_SIGMAS)
+    fans = page.locator("g.ibwp-layer[data-layer='1'] path.ibwp-fan-line")
+    assert fans.count() == len(sigmas)
+    assert page.locator("path.ibwp-fan-line").count() == len(LAYERS) * len(sigmas)
+    shown = page.locator("g.ibwp-layer[data-layer='1'] path.ibwp-fan-line").evaluate_all(
+        "(els) => els.map((e) => [Number(e.dataset.sigma), e.dataset.informative === '1', e.getAttribute('d')])"
+    )
+    low, high = SATURATION_RANGE
+    last = run.num_snapshots - 1
+    verdicts = []
+    for sigma, informative, d in shown:
+        mean_k = float(run.saturation(sigma=sigma)[last, 1])
+        if abs(mean_k - low) > 1e-4 and abs(mean_k - high) > 1e-4:  # clear of the edges, where float32 may differ
+            assert informative == (low <= mean_k <= high), (sigma, mean_k)
+        verdicts.append(informative)
+        assert d.startswith("M")
+    assert any(verdicts) and not all(verdicts), "a fan over 0.05 ... 500 has widths on both sides"
+    note = page.locator(".ibwp-fan-note").inner_text()
+    assert note.startswith("informative σ") and HOSTILE in note
+    page.locator("input.ibwp-fan-toggle").uncheck()
+    assert page.locator("path.ibwp-fan-line").count() == 0 and page.locator(".ibwp-fan-note").inner_text() == ""
 
     # Offline: nothing was requested; no console errors.
     assert log["blocked"] == [], f"the page tried the network: {log['blocked']}"
