@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ibwidget.plane._grid import GridBuilder
+from ibwidget.plane._grid import GridBuilder, band_payload, checked_band_request
 from ibwidget.plane._report import grid_html
 from ibwidget.record._runfile import jsonable
 from ibwidget.record.follow import SUFFIX, Follower
@@ -102,13 +102,23 @@ class _Session:
             }
             return tag, encode(header, self.model.values, self.model.saturation)
 
+    def band(self, request: dict) -> dict:
+        """The chance floor of one selection (``request``: estimator, slot, target) of these runs' grid."""
+        self.update()
+        meta = self.model.meta()
+        try:
+            estimator, slot, target = checked_band_request(meta, request)
+        except ValueError as exc:
+            raise RunProblem(str(exc)) from exc
+        return band_payload(self.model.runs, meta, estimator, slot, target)
+
     def report(self, title: str) -> str:
         """The one-file HTML report of every slot (waits for the filler)."""
         self.update()
         grid = self.model.whole_grid(REPORT_WAIT_S)
         if grid is None:
             raise RunProblem("the runs grew while their report was computed; try again once they pause or end.")
-        return grid_html(grid, title=title)
+        return grid_html(grid, title=title, runs=self.model.runs)
 
     def close(self) -> None:
         self.model.close()

@@ -4,7 +4,9 @@ the ``contents`` read permission, and answers only for paths inside the server's
 ``GET grid?path=P[&slot=K]``: the information-plane grid of the run file P, or of the ``.ibrun`` files in the folder
 P (runs compared), as :func:`ibwidget_jupyter._grids.encode` lays it out; slot K (the σ the viewer shows) computed
 for every epoch first. An ``ETag`` lets a viewer that follows a growing file ask again cheaply (304 when nothing
-changed). ``GET report?path=P``: the one-file HTML report of the same runs, as a download. ``GET view?path=P``:
+changed). ``GET band?path=P&estimator=E&slot=K&target=T``: the chance floor of one selection (JSON, see
+:func:`ibwidget.plane._grid.band_payload`). ``GET report?path=P``: the one-file HTML report of the same runs, as a
+download. ``GET view?path=P``:
 a page of its own that shows and follows them (``static/<module>.js`` serves its modules).
 
 Errors are JSON ``{"message": ...}``: 400 for a bad query, 403 for a path outside the root (symlinks resolved),
@@ -103,6 +105,26 @@ class GridHandler(_RunHandler):
         return None
 
 
+class BandHandler(_RunHandler):
+    """``GET band?path=P&estimator=E&slot=K&target=T``: the chance floor of that selection (JSON)."""
+
+    @tornado.web.authenticated
+    @authorized
+    async def get(self) -> None:
+        slot_text = self.get_argument("slot", "")
+        if not slot_text.isdigit():
+            raise tornado.web.HTTPError(400, f"slot must be a whole number, got {slot_text!r}.")
+        request = {
+            "estimator": self.get_argument("estimator", ""),
+            "slot": int(slot_text),
+            "target": self.get_argument("target", ""),
+        }
+        path = await self._resolve()
+        band = await self._in_worker(lambda: _sessions().get(path).band(request))
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps(band, allow_nan=False))
+
+
 class ReportHandler(_RunHandler):
     @tornado.web.authenticated
     @authorized
@@ -187,6 +209,7 @@ def add_handlers(serverapp) -> None:
         [
             (url_path_join(base, "grid"), GridHandler),
             (url_path_join(base, "report"), ReportHandler),
+            (url_path_join(base, "band"), BandHandler),
             (url_path_join(base, "view"), ViewHandler),
             (url_path_join(base, "static", r"([a-z]+\.js)"), FrontEndHandler),
         ],

@@ -343,6 +343,14 @@ export function informativeRange(sat, dims, meta, slots, r, e, l) {
   return sigmas.length ? [Math.min(...sigmas), Math.max(...sigmas)] : null;
 }
 
+/** The chance floor (a payload of meta.bands, or one received since) for this selection, or null. */
+export function bandFor(bands, est, slot, target) {
+  return (
+    (bands || []).find((b) => b.estimator === est.name && b.target === target && (est.slots <= 1 || b.slot === slot)) ||
+    null
+  );
+}
+
 /**
  * Append k epochs to a one-run grid: values (1, E, B, L, 2) + (k, B, L, 2) and saturation likewise; returns the
  * new arrays (epoch-major, so this is a concatenation).
@@ -459,6 +467,12 @@ function buildControls(ui) {
   ui.fanInput.type = "checkbox";
   const fan = labelled("σ fan ", ui.fanInput);
   fan.title = "draw each layer at every σ of the rule at once; solid where the kernel is informative at this epoch";
+  ui.bandInput = el("input", "ibwp-band-toggle");
+  ui.bandInput.type = "checkbox";
+  ui.bandNote = el("span", "ibwp-band-note");
+  const band = labelled("chance floor ", ui.bandInput);
+  band.title =
+    "shade, per layer, the 95% quantile of this estimator when the inputs and labels are permuted: a point inside its box is indistinguishable from chance";
   ui.controls.append(
     labelled("estimator ", ui.estSelect),
     labelled("rule ", ui.ruleSelect),
@@ -466,6 +480,8 @@ function buildControls(ui) {
     ui.sigmaValue,
     labelled("target ", ui.targetSelect),
     fan,
+    band,
+    ui.bandNote,
   );
 }
 
@@ -570,6 +586,9 @@ function initialState() {
     speed: 5,
     visibleLayers: [],
     visibleRuns: [],
+    showBand: false, // the chance floor of the selection
+    bands: [], // chance floors received (a report's meta.bands holds its default view's)
+    band: null, // the one for the selection, when there is one
     fan: false, // the σ fan: every σ of the rule at once
     fanSlots: [], // the slots it draws (none while it is off or does not apply)
     items: [], // per drawn (run, layer): {r, l, g, fanG, fans, track, dots, trail, point, xs, ys, n}
@@ -753,9 +772,10 @@ function buildItems(view) {
       }
       const point = svgEl("circle", { r: 6, fill: colour, stroke: "#fff", "stroke-width": 1.5, "data-run": r, "data-layer": l }, "ibwp-point");
       const fanG = svgEl("g", null, "ibwp-fan");
-      g.append(fanG, track, dotsG, trailG, point);
+      const bandRect = svgEl("rect", { fill: colour, "fill-opacity": 0.1, stroke: colour, "stroke-opacity": 0.35, display: "none", "data-layer": l }, "ibwp-band");
+      g.append(bandRect, fanG, track, dotsG, trailG, point);
       ui.layersG.appendChild(g);
-      state.items.push({ r, l, g, fanG, fans: [], track, dots, trail, point, xs: null, ys: null, n });
+      state.items.push({ r, l, g, bandRect, fanG, fans: [], track, dots, trail, point, xs: null, ys: null, n });
     }
   }
 }
@@ -899,6 +919,10 @@ function fullRedraw(view, kind) {
   const slots = fanSlots(meta, state.rule);
   state.fanSlots = state.fan && est.uses_sigma && slots.length > 1 ? slots : [];
   ui.fanInput.disabled = !est.uses_sigma || slots.length < 2;
+  state.band = state.showBand ? bandFor([...(meta.bands || []), ...state.bands], est, satSlot, target) : null;
+  if (state.showBand && !state.band) askForBand(view, est, satSlot, target);
+  ui.bandNote.textContent =
+    !state.showBand || state.band ? "" : view.model.send ? "computing…" : "(this page holds it for its first view only)";
   for (const it of state.items) {
     const s = series(state.values, dims, it.r, block, it.l, it.n);
     it.xs = s.xs;
@@ -906,7 +930,7 @@ function fullRedraw(view, kind) {
     it.visible = state.visibleLayers[it.l] && state.visibleRuns[it.r];
     it.fanSeries = state.fanSlots.map((k) => series(state.values, dims, it.r, blockIndex(meta, est.name, k, target), it.l, it.n));
     if (it.visible) {
-      for (const f of [s, ...it.fanSeries]) {
+      for (const f of [s, ...it.fanSeries, ...bandSeries(state.band, it)]) {
         xsAll.push(f.xs);
         ysAll.push(f.ys);
       }
@@ -935,6 +959,59 @@ function fullRedraw(view, kind) {
   Object.assign(ui.root.dataset, { estimator: est.name, rule: state.rule, sigma: String(sigma), target, block: String(block) });
   epochRedraw(view, null);
   recordRedraw(view, kind || "full", now() - t0);
+}
+
+/** The chance floor of an item over its epochs as a series ([] without one). */
+function bandSeries(band, it) {
+  if (!band || !band.values[it.r]) return [];
+  const rows = band.values[it.r];
+  const pick = (c) => Float64Array.from({ length: it.n }, (_, e) => (rows[e] && rows[e][it.l] && rows[e][it.l][c] !== null ? rows[e][it.l][c] : NaN));
+  return [{ xs: pick(0), ys: pick(1) }];
+}
+
+/** Ask the kernel (or the server) for the chance floor of this selection, once per selection. */
+function askForBand(view, est, slot, target) {
+  const key = `${est.name}|${slot}|${target}`;
+  if (!view.model.send || view.askedBand === key) return;
+  view.askedBand = key;
+  view.ui.root.dataset.bandPending = key;
+  view.model.send({ type: "band", estimator: est.name, slot, target });
+}
+
+/** A chance floor computed on request arrives: keep it, and draw it if the selection is still its own. */
+function receiveBand(view, band) {
+  view.state.bands.push(band);
+  delete view.ui.root.dataset.bandPending;
+  view.askedBand = null;
+  fullRedraw(view, "band");
+}
+
+/** Each item's chance floor at epoch index e: the box from the axes' origin to the band's (x, y). */
+function drawBand(view, e) {
+  const { ui, state } = view;
+  const { sx, sy, band } = state;
+  let shown = 0;
+  for (const it of state.items) {
+    const ee = Math.min(e, it.n - 1);
+    const v = band && ee >= 0 && band.values[it.r] && band.values[it.r][ee] ? band.values[it.r][ee][it.l] : null;
+    const ok = it.visible && v && v[0] !== null && v[1] !== null;
+    it.bandRect.setAttribute("display", ok ? "inline" : "none");
+    if (!ok) continue;
+    const x0 = sx(sx.domain[0]);
+    const y0 = sy(sy.domain[0]);
+    const x1 = Math.max(x0, sx(Math.min(v[0], sx.domain[1])));
+    const y1 = Math.min(y0, sy(Math.min(v[1], sy.domain[1])));
+    it.bandRect.setAttribute("x", x0.toFixed(2));
+    it.bandRect.setAttribute("y", y1.toFixed(2));
+    it.bandRect.setAttribute("width", (x1 - x0).toFixed(2));
+    it.bandRect.setAttribute("height", (y0 - y1).toFixed(2));
+    it.bandRect.dataset.x = String(v[0]);
+    it.bandRect.dataset.y = String(v[1]);
+    shown++;
+  }
+  ui.root.dataset.band = band ? `${band.estimator}|${band.slot}|${band.target}` : "";
+  ui.bandInput.title = band ? `chance floor: ${Math.round(band.q * 100)}% quantile over ${band.permutations} permutations` : ui.bandInput.title;
+  return shown;
 }
 
 /** One thin path per σ of the fan for each item (none while the fan is off). */
@@ -1065,6 +1142,7 @@ function epochRedraw(view, kind) {
   ui.scrub.value = String(e);
   if (state.cbarMarker) state.cbarMarker.setAttribute("d", `M${state.cbarX - 1},${state.cbarScale(e)}l-7,-5v10z`);
   drawGauge(view, e);
+  drawBand(view, e);
   drawFanEpoch(view, e);
   drawHistory(view, e, epochNumber);
   if (kind) recordRedraw(view, kind, now() - t0);
@@ -1215,6 +1293,10 @@ function bindEvents(view) {
     state.fan = ui.fanInput.checked;
     fullRedraw(view, "fan");
   });
+  on(ui.bandInput, "change", () => {
+    state.showBand = ui.bandInput.checked;
+    fullRedraw(view, "band");
+  });
   on(ui.scrub, "input", () => setEpoch(view, Number(ui.scrub.value), "scrub"));
   on(ui.playButton, "click", () => setPlaying(view, !state.playing));
   on(ui.backButton, "click", () => setEpoch(view, state.epoch - 1, "step"));
@@ -1272,7 +1354,7 @@ function bindModel(view) {
       loadGrid(view);
     });
   };
-  const onCustom = (msg, buffers) => appendLive(view, msg, buffers);
+  const onCustom = (msg, buffers) => (msg && msg.type === "band" ? receiveBand(view, msg.band) : appendLive(view, msg, buffers));
   for (const event of SYNCED) model.on(event, queueReload);
   model.on("msg:custom", onCustom);
   return () => {
@@ -1317,6 +1399,10 @@ export function staticModel(state) {
     },
     send: () => {},
     save_changes: () => {},
+    /** A message for the view, as a kernel's custom message would bring it. */
+    receive: (msg, buffers = []) => {
+      for (const fn of handlers.get("msg:custom") || []) fn(msg, buffers);
+    },
   };
 }
 
@@ -1333,6 +1419,7 @@ export function mountStandalone(host, doc = document) {
     scales: decodeBase64(text("ibwp-scales")),
     saturation: decodeBase64(text("ibwp-saturation")),
   });
+  model.send = null; // nobody computes anything for this page: it holds what it shows
   return render({ model, el: host });
 }
 

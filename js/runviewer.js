@@ -129,6 +129,8 @@ export class RunViewer {
           this.slot = msg.slot; // the σ shown: the server computes it first
           this.etag = null;
           this.load();
+        } else if (msg && msg.type === "band") {
+          this.fetchBand(msg);
         }
       };
       this.cleanup = render({ model: this.model, el: this.plane });
@@ -136,6 +138,16 @@ export class RunViewer {
       this.model.set("meta", meta);
       this.model.set("saturation", saturation);
       this.model.set("grid", grid);
+    }
+  }
+
+  /** The chance floor of a selection, computed by the server; handed to the view as a kernel would send it. */
+  async fetchBand({ estimator, slot, target }) {
+    try {
+      const response = await this.request("band", { estimator, slot: String(slot), target });
+      this.model.receive({ type: "band", band: await response.json() });
+    } catch (error) {
+      this.problem.textContent = String(error.message || error);
     }
   }
 

@@ -283,3 +283,22 @@ def test_a_run_file_written_anew_in_place_is_read_anew(server):
     status, _, body = server.grid("runs/again.ibrun", slot=0)
     meta = decode(body)[0]["meta"]
     assert status == 200 and meta["runs"][0]["name"] == "second" and meta["runs"][0]["epochs"] == [0, 1]
+
+
+def test_the_band_endpoint_answers_a_selections_chance_floor(server):
+    _record(server.root / "runs" / "band.ibrun", epochs=2, seed=6, name="band")
+    header = decode(server.grid("runs/band.ibrun", slot=0)[2])[0]
+    slot = header["meta"]["slots"].index({"rule": "fixed", "sigma": 5.0})
+    query = urllib.parse.urlencode({"path": "runs/band.ibrun", "estimator": "hsic", "slot": slot, "target": "labels"})
+    status, headers, body = server.get(f"ibwidget/band?{query}")
+    assert status == 200 and headers["Content-Type"] == "application/json"
+    band = json.loads(body)
+    want = ib.load_run(server.root / "runs" / "band.ibrun").null_band(
+        "hsic", sigma=5.0, permutations=band["permutations"]
+    )
+    np.testing.assert_allclose(np.array(band["values"], dtype=float)[0], want, rtol=1e-6, equal_nan=True)
+    bad = urllib.parse.urlencode({"path": "runs/band.ibrun", "estimator": "nope", "slot": 0, "target": "labels"})
+    status, _, body = server.get(f"ibwidget/band?{bad}")
+    assert status == 422 and "Unknown estimator in this grid 'nope'" in json.loads(body)["message"]
+    assert server.get("ibwidget/band?path=runs/band.ibrun&estimator=hsic&slot=x&target=labels")[0] == 400
+    assert server.get(f"ibwidget/band?{query}", token=False)[0] in (302, 403)

@@ -623,3 +623,46 @@ def test_the_widths_computed_each_epoch_are_those_still_viewed(run):
         assert model.focus() == [3]
     finally:
         model.close()
+
+
+def test_a_band_request_is_answered_with_the_selections_null_band(run, monkeypatch):
+    view = ib.PlaneView(run, estimators=["hsic", "cka"], sigmas=[1.0, 5.0])
+    sent, done = [], threading.Event()
+
+    def send(self, content, buffers=None):
+        sent.append(content)
+        done.set()
+
+    monkeypatch.setattr(type(view), "send", send)
+    slot = view.meta["slots"].index({"rule": "fixed", "sigma": 1.0})
+    view._on_msg(view, {"type": "band", "estimator": "cka", "slot": slot, "target": "output"}, [])
+    assert done.wait(120)
+    (message,) = sent
+    band = message["band"]
+    assert message["type"] == "band" and (band["estimator"], band["slot"], band["target"]) == ("cka", slot, "output")
+    want = run.null_band("cka", sigma=1.0, sigma_rule="fixed", target="output", q=band["q"], permutations=100)
+    got = np.array(band["values"], dtype=float)[0]
+    np.testing.assert_allclose(got, want, rtol=1e-12, equal_nan=True)
+    view._on_msg(view, {"type": "band", "estimator": "nope", "slot": 0, "target": "labels"}, [])  # ignored
+    view.close()
+    assert len(sent) == 1
+
+
+def test_a_report_carries_the_chance_floor_of_its_first_view(run, tmp_path):
+    page = run.to_html(tmp_path / "r.html").read_text()
+    meta = json.loads(re.search(r'<script type="application/json" id="ibwp-meta">(.*?)</script>', page, re.S).group(1))
+    (band,) = meta["bands"]
+    default = meta["default"]
+    est = meta["estimators"][default["estimator"]]
+    assert (band["estimator"], band["target"]) == (est["name"], default["target"])
+    slot = meta["slots"][band["slot"]]
+    assert slot["rule"] == default["rule"] and (slot["sigma"] is None or slot["sigma"] == pytest.approx(5.0, rel=0.1))
+    want = run.null_band(
+        est["name"],
+        sigma=slot["sigma"] or 5.0,
+        sigma_rule=slot["rule"],
+        target=band["target"],
+        q=band["q"],
+        permutations=band["permutations"],
+    )
+    np.testing.assert_allclose(np.array(band["values"], dtype=float)[0], want, rtol=1e-12, equal_nan=True)

@@ -386,6 +386,71 @@ def builder_grid(
     return Grid(builder.meta(runs, notes, default), values, sat)
 
 
+BAND_Q = 0.95  #: the quantile of the chance floor the views draw (see :meth:`ibwidget.Run.null_band`)
+BAND_PERMUTATIONS = 100  #: permutations of a chance floor asked for from a view
+#: permutations of the chance floor a one-file report carries for its default view (each costs about one
+#: run.trajectories of every run: a report's time budget allows a coarse floor, its payload says how coarse)
+REPORT_BAND_PERMUTATIONS = 20
+
+
+def band_payload(
+    runs: Sequence, meta: dict, estimator: str, slot: int, target: str, permutations: int = BAND_PERMUTATIONS
+) -> dict:
+    """The chance floor of one selection of a grid (``meta``'s axes) for ``runs``, JSON-able: the selection, ``q``,
+    ``permutations`` and ``values`` (runs, epochs, layers, 2) as nested lists, null where there is no value (padded
+    like the grid). The front-end draws it when its selection is this one."""
+    rule, sigma = meta["slots"][slot]["rule"], meta["slots"][slot]["sigma"]
+    E, L = meta["n_epochs"], meta["n_layers"]
+    values = np.full((len(runs), E, L, 2), np.nan)
+    for r, run in enumerate(runs):
+        band = run.null_band(
+            estimator,
+            sigma=5.0 if sigma is None else float(sigma),
+            sigma_rule=rule,
+            target=target,
+            q=BAND_Q,
+            permutations=permutations,
+            layers=None,
+            kernel=meta["kernel"],
+        )
+        values[r, : band.shape[0], : band.shape[1]] = band
+    return {
+        "estimator": estimator,
+        "slot": int(slot),
+        "target": target,
+        "q": BAND_Q,
+        "permutations": int(permutations),
+        "values": _json_floats(values.tolist()),
+    }
+
+
+def _json_floats(nested):
+    """Nested lists of floats with null for NaN and infinities."""
+    return [_json_floats(v) for v in nested] if isinstance(nested, list) else _finite_or_none(nested)
+
+
+def checked_band_request(meta: dict, request: dict) -> tuple[str, int, str]:
+    """(estimator, slot, target) of a front-end's request for a chance floor, checked against the grid's axes (a
+    ``ValueError`` names what is not in it)."""
+    estimator, slot, target = request.get("estimator"), request.get("slot"), request.get("target")
+    if estimator not in [e["name"] for e in meta["estimators"]]:
+        raise unknown_name("estimator in this grid", str(estimator), [e["name"] for e in meta["estimators"]])
+    if isinstance(slot, bool) or not isinstance(slot, int) or not 0 <= slot < len(meta["slots"]):
+        raise ValueError(f"slot must be a whole number below {len(meta['slots'])}, got {slot!r}.")
+    if target not in meta["targets"]:
+        raise unknown_name("target in this grid", str(target), meta["targets"])
+    return str(estimator), int(slot), str(target)
+
+
+def default_band(runs: Sequence, grid: Grid, permutations: int = BAND_PERMUTATIONS) -> dict:
+    """:func:`band_payload` of the view a grid opens on (its ``meta["default"]``)."""
+    meta = grid.meta
+    default = meta["default"]
+    est = meta["estimators"][default["estimator"]]
+    slot = grid.slot_index(default["rule"], default["sigma"]) if est["slots"] > 1 else 0
+    return band_payload(_as_runs(runs), meta, est["name"], slot, default["target"], permutations)
+
+
 def _positive(sigma) -> bool:
     return sigma is not None and math.isfinite(float(sigma)) and float(sigma) > 0
 

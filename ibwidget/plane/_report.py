@@ -22,7 +22,7 @@ import numpy as np
 from ibwidget._version import __version__
 from ibwidget._vocabulary import NAN_CODE
 from ibwidget.measure._validate import clean_text
-from ibwidget.plane._grid import Grid, plane_grid
+from ibwidget.plane._grid import REPORT_BAND_PERMUTATIONS, Grid, default_band, plane_grid
 from ibwidget.record._atomic import atomic_write
 
 __all__ = ["write_html", "grid_html", "quantize", "static_file"]
@@ -112,10 +112,13 @@ def _module_source() -> str:
     return source + _MOUNT
 
 
-def grid_html(grid: Grid, title: str | None = None, notes: str | None = None) -> str:
-    """The one-file HTML page of a computed grid (see :func:`write_html`)."""
+def grid_html(grid: Grid, title: str | None = None, notes: str | None = None, runs=None) -> str:
+    """The one-file HTML page of a computed grid (see :func:`write_html`); given the grid's ``runs``, it carries the
+    chance floor of the view it opens on (:func:`~ibwidget.plane._grid.default_band`)."""
     meta = dict(grid.meta)
     meta["encoding"] = "u16"
+    if runs is not None:
+        meta["bands"] = [default_band(runs, grid, REPORT_BAND_PERMUTATIONS)]
     codes, scales = quantize(grid.values)
     module = _module_source()
     digest = base64.b64encode(hashlib.sha256(module.encode("utf-8")).digest()).decode("ascii")
@@ -145,12 +148,13 @@ def grid_html(grid: Grid, title: str | None = None, notes: str | None = None) ->
 
 def write_html(runs, path, title: str | None = None, notes: str | None = None, **grid_kwargs) -> Path:
     """Write the one-file HTML report of ``runs`` to ``path`` atomically; ``grid_kwargs`` go to ``plane_grid``."""
-    return write_grid_html(plane_grid(runs, **grid_kwargs), path, title, notes)
+    return write_grid_html(plane_grid(runs, **grid_kwargs), path, title, notes, runs=runs)
 
 
-def write_grid_html(grid: Grid, path, title: str | None = None, notes: str | None = None) -> Path:
-    """Write the one-file HTML report of a computed grid to ``path`` atomically."""
-    text = grid_html(grid, title=title, notes=notes)
+def write_grid_html(grid: Grid, path, title: str | None = None, notes: str | None = None, runs=None) -> Path:
+    """Write the one-file HTML report of a computed grid to ``path`` atomically (with ``runs``: and its default
+    view's chance floor)."""
+    text = grid_html(grid, title=title, notes=notes, runs=runs)
     path = Path(path)
     with atomic_write(path, "w", encoding="utf-8", permissions=0o644) as fh:  # a page to share: world-readable
         fh.write(text)

@@ -26,7 +26,7 @@ import numpy as np
 import traitlets
 
 from ibwidget.measure._typing import PathLike
-from ibwidget.plane._grid import DEFAULT_RULES, TARGETS, GridBuilder, _as_runs
+from ibwidget.plane._grid import DEFAULT_RULES, TARGETS, GridBuilder, _as_runs, band_payload, checked_band_request
 from ibwidget.plane._report import static_file, write_grid_html, write_html
 from ibwidget.record.follow import Follower
 from ibwidget.record.run import Run
@@ -176,7 +176,7 @@ class PlaneView(anywidget.AnyWidget):
         once every width is in (it waits for the filler), else (a Trainer still training) computed anew."""
         grid = self._model.whole_grid(timeout=600)
         if grid is not None:
-            return write_grid_html(grid, path, title=title, notes=notes)
+            return write_grid_html(grid, path, title=title, notes=notes, runs=self._runs)
         b = self._builder
         return write_html(
             self._runs,
@@ -262,6 +262,9 @@ class PlaneView(anywidget.AnyWidget):
         if isinstance(content, dict) and content.get("type") == "view" and isinstance(content.get("slot"), int):
             self._model.view(f"player-{id(self)}", [content["slot"]])
             return
+        if isinstance(content, dict) and content.get("type") == "band":
+            self._send_band(content)
+            return
         if not isinstance(content, dict) or content.get("type") != "resync":
             return
         with self._flag_lock:
@@ -270,6 +273,21 @@ class PlaneView(anywidget.AnyWidget):
             self._wake()  # the owner's UI thread will call _catch_up
         else:
             self._catch_up(full=True)
+
+    def _send_band(self, request: dict) -> None:
+        """Compute the chance floor a front-end asked for (its selection) in a thread of its own, then send it."""
+        meta = self._model.meta()
+        try:
+            estimator, slot, target = checked_band_request(meta, request)
+        except ValueError:
+            return  # not a selection of this grid: a stale or foreign message
+        runs = list(self._runs)
+
+        def compute() -> None:
+            band = band_payload(runs, meta, estimator, slot, target)
+            self.send({"type": "band", "band": band})
+
+        threading.Thread(target=compute, name="ibwidget-band", daemon=True).start()
 
 
 def live_plane_view(model: PlaneModel, wake: Callable[[], None]) -> PlaneView:

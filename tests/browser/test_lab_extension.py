@@ -149,6 +149,14 @@ def test_a_run_file_opens_in_a_tab_that_draws_and_follows_it(frontend, jupyter_s
         writer.epoch()  # the file grows while the tab is open
         wait_until(page, lambda: _panel_epochs(panel) == 3, STEP_TIMEOUT, "the appended epoch")
         assert panel.locator("text.ibwp-xlabel").text_content().startswith("CKA(T, X)")  # the selection is kept
+        panel.locator("input.ibwp-band-toggle").check()  # the chance floor, computed by the server on request
+        boxes = panel.locator("rect.ibwp-band[display='inline']")
+        wait_until(page, lambda: boxes.count() == 2, OPEN_TIMEOUT, "the chance floor's boxes")
+        band = ib.load_run(root / "growing.ibrun").null_band("cka", sigma=5.0)[-1]
+        for box in boxes.all():
+            layer = int(box.get_attribute("data-layer"))
+            assert float(box.get_attribute("data-x")) == pytest.approx(band[layer, 0], rel=1e-6)
+            assert float(box.get_attribute("data-y")) == pytest.approx(band[layer, 1], rel=1e-6)
     finally:
         writer.close()
     assert contents and all("content=0" in url for url in contents), contents

@@ -21,7 +21,7 @@ import torch
 
 from ibwidget._vocabulary import GRID_VERSION, SATURATION_RANGE
 from ibwidget.measure import kernels
-from ibwidget.plane._grid import DEFAULT_SIGMAS, plane_grid
+from ibwidget.plane._grid import DEFAULT_SIGMAS, REPORT_BAND_PERMUTATIONS, plane_grid
 from ibwidget.plane._report import grid_html
 from ibwidget.record.run import Run
 
@@ -283,6 +283,26 @@ def test_one_file_html_offline(offline_page, tmp_path):
     assert note.startswith("informative σ") and HOSTILE in note
     page.locator("input.ibwp-fan-toggle").uncheck()
     assert page.locator("path.ibwp-fan-line").count() == 0 and page.locator(".ibwp-fan-note").inner_text() == ""
+
+    # The chance floor: the page holds it for the view it opens on (hsic, fixed σ = 5, labels); a box per visible
+    # layer up to the band's (x, y) at the epoch shown, as run.null_band computes it.
+    page.locator("input.ibwp-sigma").evaluate(
+        "(e, i) => { e.value = String(i); e.dispatchEvent(new Event('input')); }", DEFAULT_SIGMAS.index(5.0)
+    )
+    page.locator("select.ibwp-target").select_option("labels")
+    page.locator("input.ibwp-band-toggle").check()
+    boxes = page.locator("rect.ibwp-band[display='inline']")
+    wait_until(page, lambda: boxes.count() == 2, 5_000, "a chance floor box per visible layer (1 and 4)")
+    band = run.null_band("hsic", sigma=5.0, permutations=REPORT_BAND_PERMUTATIONS)[-1]
+    for box in boxes.all():
+        layer = int(box.get_attribute("data-layer"))
+        assert float(box.get_attribute("data-x")) == pytest.approx(band[layer, 0], rel=1e-9)
+        assert float(box.get_attribute("data-y")) == pytest.approx(band[layer, 1], rel=1e-9)
+        assert float(box.get_attribute("width")) > 0 and float(box.get_attribute("height")) > 0
+    assert page.locator(".ibwp-band-note").inner_text() == ""
+    page.locator("select.ibwp-estimator").select_option(label="cka")  # not the first view: the page has no floor
+    assert boxes.count() == 0 and "first view only" in page.locator(".ibwp-band-note").inner_text()
+    page.locator("input.ibwp-band-toggle").uncheck()
 
     # Offline: nothing was requested; no console errors.
     assert log["blocked"] == [], f"the page tried the network: {log['blocked']}"
