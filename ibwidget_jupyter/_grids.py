@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ibwidget.plane._grid import GridBuilder, band_payload, checked_band_request
+from ibwidget.plane._grid import GridBuilder, band_payload, checked_band_request, cka_payload
 from ibwidget.plane._report import grid_html
 from ibwidget.record._runfile import jsonable
 from ibwidget.record.follow import SUFFIX, Follower
@@ -111,6 +111,11 @@ class _Session:
         except ValueError as exc:
             raise RunProblem(str(exc)) from exc
         return band_payload(self.model.runs, meta, estimator, slot, target)
+
+    def cka(self) -> dict:
+        """The runs' layer-to-layer CKA at every recorded epoch."""
+        self.update()
+        return cka_payload(self.model.runs)
 
     def report(self, title: str) -> str:
         """The one-file HTML report of every slot (waits for the filler)."""

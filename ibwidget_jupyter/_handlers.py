@@ -5,7 +5,8 @@ the ``contents`` read permission, and answers only for paths inside the server's
 P (runs compared), as :func:`ibwidget_jupyter._grids.encode` lays it out; slot K (the σ the viewer shows) computed
 for every epoch first. An ``ETag`` lets a viewer that follows a growing file ask again cheaply (304 when nothing
 changed). ``GET band?path=P&estimator=E&slot=K&target=T``: the chance floor of one selection (JSON, see
-:func:`ibwidget.plane._grid.band_payload`). ``GET report?path=P``: the one-file HTML report of the same runs, as a
+:func:`ibwidget.plane._grid.band_payload`). ``GET cka?path=P``: the runs' layer-to-layer CKA at every epoch (JSON,
+:func:`ibwidget.plane._grid.cka_payload`). ``GET report?path=P``: the one-file HTML report of the same runs, as a
 download. ``GET view?path=P``:
 a page of its own that shows and follows them (``static/<module>.js`` serves its modules).
 
@@ -125,6 +126,18 @@ class BandHandler(_RunHandler):
         self.finish(json.dumps(band, allow_nan=False))
 
 
+class CkaHandler(_RunHandler):
+    """``GET cka?path=P``: the runs' layer-to-layer CKA at every recorded epoch (JSON)."""
+
+    @tornado.web.authenticated
+    @authorized
+    async def get(self) -> None:
+        path = await self._resolve()
+        payload = await self._in_worker(lambda: _sessions().get(path).cka())
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps(payload, allow_nan=False))
+
+
 class ReportHandler(_RunHandler):
     @tornado.web.authenticated
     @authorized
@@ -210,6 +223,7 @@ def add_handlers(serverapp) -> None:
             (url_path_join(base, "grid"), GridHandler),
             (url_path_join(base, "report"), ReportHandler),
             (url_path_join(base, "band"), BandHandler),
+            (url_path_join(base, "cka"), CkaHandler),
             (url_path_join(base, "view"), ViewHandler),
             (url_path_join(base, "static", r"([a-z]+\.js)"), FrontEndHandler),
         ],

@@ -404,6 +404,7 @@ const CSS = `
 .ibwp-readout,.ibwp-history{color:#444;min-height:1.35em;font-variant-numeric:tabular-nums}
 .ibwp-plot{position:relative}
 .ibwp-fan-note{color:#444;min-height:1.35em}
+.ibwp-cka{align-items:flex-start}.ibwp-cka-caption{color:#444}.ibwp-cka-map text{font-size:10px;fill:#333}
 `;
 
 function el(tag, cls, text) {
@@ -469,6 +470,11 @@ function buildControls(ui) {
   fan.title = "draw each layer at every σ of the rule at once; solid where the kernel is informative at this epoch";
   ui.bandInput = el("input", "ibwp-band-toggle");
   ui.bandInput.type = "checkbox";
+  ui.ckaInput = el("input", "ibwp-cka-toggle");
+  ui.ckaInput.type = "checkbox";
+  ui.ckaNote = el("span", "ibwp-cka-note");
+  const cka = labelled("layer CKA ", ui.ckaInput);
+  cka.title = "a heatmap of linear CKA between the input, every layer and the output, at the epoch shown (Kornblith et al. 2019)";
   ui.bandNote = el("span", "ibwp-band-note");
   const band = labelled("chance floor ", ui.bandInput);
   band.title =
@@ -482,6 +488,8 @@ function buildControls(ui) {
     fan,
     band,
     ui.bandNote,
+    cka,
+    ui.ckaNote,
   );
 }
 
@@ -558,11 +566,12 @@ function buildDom(uid) {
     tooltip: el("div", "ibwp-tooltip"),
     gauge: el("div", "ibwp-row ibwp-gauge"),
     fanNote: el("div", "ibwp-fan-note"),
+    ckaBox: el("div", "ibwp-row ibwp-cka"),
     readout: el("div", "ibwp-readout"),
     historyLine: el("div", "ibwp-history"),
     note: el("div", "ibwp-note"),
   };
-  root.append(ui.title, ui.controls, ui.layerRow, ui.player, ui.plot, ui.gauge, ui.fanNote, ui.historyLine, ui.readout, ui.note);
+  root.append(ui.title, ui.controls, ui.layerRow, ui.player, ui.plot, ui.ckaBox, ui.gauge, ui.fanNote, ui.historyLine, ui.readout, ui.note);
   buildControls(ui);
   buildPlayer(ui);
   buildGauge(ui);
@@ -586,6 +595,9 @@ function initialState() {
     speed: 5,
     visibleLayers: [],
     visibleRuns: [],
+    showCka: false, // the layer-to-layer CKA heatmap
+    cka: null, // its data, received (a report's meta.cka holds it)
+    ckaCells: [], // per heatmap: {r, cells: [[rect]]}
     showBand: false, // the chance floor of the selection
     bands: [], // chance floors received (a report's meta.bands holds its default view's)
     band: null, // the one for the selection, when there is one
@@ -955,6 +967,7 @@ function fullRedraw(view, kind) {
         : "waiting for the first epoch";
   ui.root.dataset.computing = computing ? "1" : "";
   drawColorbar(view);
+  buildCka(view);
   const sigma = describeSelection(view, est);
   Object.assign(ui.root.dataset, { estimator: est.name, rule: state.rule, sigma: String(sigma), target, block: String(block) });
   epochRedraw(view, null);
@@ -986,6 +999,13 @@ function receiveBand(view, band) {
   fullRedraw(view, "band");
 }
 
+/** The CKA heatmaps' data arrives (for the epochs recorded when it was computed). */
+function receiveCka(view, cka) {
+  view.state.cka = cka;
+  view.askedCka = null;
+  fullRedraw(view, "cka");
+}
+
 /** Each item's chance floor at epoch index e: the box from the axes' origin to the band's (x, y). */
 function drawBand(view, e) {
   const { ui, state } = view;
@@ -1012,6 +1032,75 @@ function drawBand(view, e) {
   ui.root.dataset.band = band ? `${band.estimator}|${band.slot}|${band.target}` : "";
   ui.bandInput.title = band ? `chance floor: ${Math.round(band.q * 100)}% quantile over ${band.permutations} permutations` : ui.bandInput.title;
   return shown;
+}
+
+/** The CKA data for the view: received, else the page's own; null when neither covers every epoch held. */
+function ckaData(state) {
+  const data = state.cka || state.meta.cka || null;
+  if (!data) return null;
+  const complete = state.meta.runs.every((run, r) => data.runs[r] && data.runs[r].values.length >= run.epochs.length);
+  return complete ? data : null;
+}
+
+/** One heatmap per visible run (names as text), cells coloured at each epoch by drawCka; asks for the data once
+ * per epoch count when the view has none that covers every epoch. */
+function buildCka(view) {
+  const { ui, state } = view;
+  ui.ckaBox.textContent = "";
+  state.ckaCells = [];
+  const data = state.showCka ? ckaData(state) : null;
+  if (state.showCka && !data && view.model.send && view.askedCka !== state.dims.E) {
+    view.askedCka = state.dims.E;
+    view.model.send({ type: "cka" });
+  }
+  ui.ckaNote.textContent = !state.showCka || data ? "" : view.model.send ? "computing…" : "(not in this page)";
+  if (!data) return;
+  const cell = 22;
+  data.runs.forEach((run, r) => {
+    if (!state.visibleRuns[r] || !run.names.length) return;
+    const n = run.names.length;
+    const pad = 84;
+    const svg = svgEl("svg", { width: pad + n * cell + 4, height: pad + n * cell + 4, "data-run": r }, "ibwp-cka-map");
+    const cells = [];
+    run.names.forEach((name, i) => {
+      const left = svgEl("text", { x: pad - 4, y: pad + i * cell + cell * 0.65, "text-anchor": "end" }, "ibwp-tick");
+      left.textContent = name;
+      const top = svgEl("text", { transform: `translate(${pad + i * cell + cell * 0.65},${pad - 4}) rotate(-60)` }, "ibwp-tick");
+      top.textContent = name;
+      svg.append(left, top);
+      cells.push(
+        run.names.map((_, j) => {
+          const rect = svgEl("rect", { x: pad + j * cell, y: pad + i * cell, width: cell - 1, height: cell - 1, "data-i": i, "data-j": j }, "ibwp-cka-cell");
+          rect.appendChild(svgEl("title"));
+          svg.appendChild(rect);
+          return rect;
+        }),
+      );
+    });
+    const caption = el("div", "ibwp-cka-caption", (data.runs.length > 1 ? state.meta.runs[r].name + ": " : "") + "linear CKA");
+    const box = el("div", "ibwp-cka-one");
+    box.append(caption, svg);
+    ui.ckaBox.appendChild(box);
+    state.ckaCells.push({ r, names: run.names, values: run.values, cells });
+  });
+}
+
+/** The heatmaps at epoch index e (each run clamped to its last epoch). */
+function drawCka(view, e) {
+  const { state } = view;
+  for (const { r, names, values, cells } of state.ckaCells) {
+    const ee = Math.min(e, state.meta.runs[r].epochs.length - 1);
+    const m = values[ee] || [];
+    cells.forEach((row, i) =>
+      row.forEach((rect, j) => {
+        const v = m[i] ? m[i][j] : null;
+        const ok = v !== null && v !== undefined && Number.isFinite(v);
+        rect.setAttribute("fill", ok ? viridis(Math.min(1, Math.max(0, v))) : "#eee");
+        rect.dataset.value = ok ? String(v) : "";
+        rect.firstChild.textContent = `${names[i]} × ${names[j]}: ${ok ? formatValue(v, 3) : "–"}`;
+      }),
+    );
+  }
 }
 
 /** One thin path per σ of the fan for each item (none while the fan is off). */
@@ -1144,6 +1233,7 @@ function epochRedraw(view, kind) {
   drawGauge(view, e);
   drawBand(view, e);
   drawFanEpoch(view, e);
+  drawCka(view, e);
   drawHistory(view, e, epochNumber);
   if (kind) recordRedraw(view, kind, now() - t0);
 }
@@ -1297,6 +1387,10 @@ function bindEvents(view) {
     state.showBand = ui.bandInput.checked;
     fullRedraw(view, "band");
   });
+  on(ui.ckaInput, "change", () => {
+    state.showCka = ui.ckaInput.checked;
+    fullRedraw(view, "cka");
+  });
   on(ui.scrub, "input", () => setEpoch(view, Number(ui.scrub.value), "scrub"));
   on(ui.playButton, "click", () => setPlaying(view, !state.playing));
   on(ui.backButton, "click", () => setEpoch(view, state.epoch - 1, "step"));
@@ -1354,7 +1448,11 @@ function bindModel(view) {
       loadGrid(view);
     });
   };
-  const onCustom = (msg, buffers) => (msg && msg.type === "band" ? receiveBand(view, msg.band) : appendLive(view, msg, buffers));
+  const onCustom = (msg, buffers) => {
+    if (msg && msg.type === "band") receiveBand(view, msg.band);
+    else if (msg && msg.type === "cka") receiveCka(view, msg.cka);
+    else appendLive(view, msg, buffers);
+  };
   for (const event of SYNCED) model.on(event, queueReload);
   model.on("msg:custom", onCustom);
   return () => {

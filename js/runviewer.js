@@ -131,6 +131,8 @@ export class RunViewer {
           this.load();
         } else if (msg && msg.type === "band") {
           this.fetchBand(msg);
+        } else if (msg && msg.type === "cka") {
+          this.fetchCka();
         }
       };
       this.cleanup = render({ model: this.model, el: this.plane });
@@ -146,6 +148,16 @@ export class RunViewer {
     try {
       const response = await this.request("band", { estimator, slot: String(slot), target });
       this.model.receive({ type: "band", band: await response.json() });
+    } catch (error) {
+      this.problem.textContent = String(error.message || error);
+    }
+  }
+
+  /** The runs' layer-to-layer CKA at every epoch, computed by the server. */
+  async fetchCka() {
+    try {
+      const response = await this.request("cka", {});
+      this.model.receive({ type: "cka", cka: await response.json() });
     } catch (error) {
       this.problem.textContent = String(error.message || error);
     }

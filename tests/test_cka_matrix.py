@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from ibwidget.measure import kernels
+from ibwidget.measure import estimators, kernels
 from ibwidget.record.run import Run
 
 M, C = 40, 4
@@ -87,3 +87,15 @@ def test_an_epoch_without_a_snapshot_is_refused():
     layers, x, output = _features()
     with pytest.raises(ValueError, match=r"epoch 4 has no snapshot; recorded epochs: \[3\]"):
         _run(layers, output, x).cka_matrix(4)
+
+
+def test_cka_pairs_is_cka_of_every_pair():
+    layers, x, output = _features(4)
+    Ks = torch.stack([kernels.gaussian(kernels.gram(a), 2.0) for a in [x, *layers.values(), output]]).double()
+    got = estimators.cka_pairs(Ks)
+    for i in range(len(Ks)):
+        for j in range(len(Ks)):
+            assert float(got[i, j]) == pytest.approx(float(estimators.cka(Ks[i], Ks[j])), rel=1e-12, abs=1e-15)
+    assert float(estimators.cka_pairs(torch.ones(2, M, M, dtype=torch.float64))[0, 1]) == 0.0  # constant: 0
+    with pytest.raises(ValueError, match=r"\(n, m, m\)"):
+        estimators.cka_pairs(torch.ones(M, M))

@@ -302,3 +302,16 @@ def test_the_band_endpoint_answers_a_selections_chance_floor(server):
     assert status == 422 and "Unknown estimator in this grid 'nope'" in json.loads(body)["message"]
     assert server.get("ibwidget/band?path=runs/band.ibrun&estimator=hsic&slot=x&target=labels")[0] == 400
     assert server.get(f"ibwidget/band?{query}", token=False)[0] in (302, 403)
+
+
+def test_the_cka_endpoint_answers_every_epochs_layer_cka(server):
+    _record(server.root / "runs" / "cka.ibrun", epochs=2, seed=7, name="cka")
+    status, headers, body = server.get("ibwidget/cka?path=runs/cka.ibrun")
+    assert status == 200 and headers["Content-Type"] == "application/json"
+    (one,) = json.loads(body)["runs"]
+    run = ib.load_run(server.root / "runs" / "cka.ibrun")
+    assert one["names"] == run.cka_names(0) and len(one["values"]) == 3
+    for i, epoch in enumerate(run.epochs):
+        np.testing.assert_allclose(np.array(one["values"][i], dtype=float), run.cka_matrix(epoch, None, None))
+    assert server.get("ibwidget/cka?path=runs/cka.ibrun", token=False)[0] in (302, 403)
+    assert server.get("ibwidget/cka?path=../x.ibrun")[0] == 403

@@ -666,3 +666,20 @@ def test_a_report_carries_the_chance_floor_of_its_first_view(run, tmp_path):
         permutations=band["permutations"],
     )
     np.testing.assert_allclose(np.array(band["values"], dtype=float)[0], want, rtol=1e-12, equal_nan=True)
+    (cka,) = meta["cka"]["runs"]  # and the layers' CKA at every epoch, for its heatmap
+    assert cka["names"] == run.cka_names(run.epochs[0]) and len(cka["values"]) == run.num_snapshots
+    np.testing.assert_allclose(np.array(cka["values"][-1], dtype=float), run.cka_matrix(run.epochs[-1], None, None))
+
+
+def test_a_cka_request_is_answered_with_every_epochs_cka_matrix(run, monkeypatch):
+    view = ib.PlaneView(run, estimators=["hsic"], sigmas=[5.0])
+    sent, done = [], threading.Event()
+    monkeypatch.setattr(type(view), "send", lambda self, content, buffers=None: (sent.append(content), done.set()))
+    view._on_msg(view, {"type": "cka"}, [])
+    assert done.wait(120)
+    (payload,) = [m["cka"] for m in sent]
+    (one,) = payload["runs"]
+    assert payload["kind"] == "linear" and one["names"] == run.cka_names(run.epochs[0])
+    for i, epoch in enumerate(run.epochs):
+        np.testing.assert_allclose(np.array(one["values"][i], dtype=float), run.cka_matrix(epoch, None, None))
+    view.close()

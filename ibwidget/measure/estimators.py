@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 __all__ = [
     "hsic",
     "cka",
+    "cka_pairs",
     "nhsic",
     "renyi_entropy",
     "renyi_mi",
@@ -134,6 +135,19 @@ def cka(K: Matrix, L: Matrix, debiased: bool = False) -> torch.Tensor:
     """
     K, L, _ = check_pair(K, L, min_m=4 if debiased else 2)
     return _cka(K, L, debiased).to(K.dtype)
+
+
+def cka_pairs(Ks: Matrix) -> torch.Tensor:
+    """CKA between every two of ``n`` kernel matrices ``Ks`` (n, m, m): an (n, n) float64 matrix, each entry
+    :func:`cka` of the pair (Kornblith et al. 2019, eq. 3), with every matrix centred once: ``<HK_iH, HK_jH>_F /
+    (||HK_iH||_F ||HK_jH||_F)``; 1 on the diagonal of a non-constant representation, 0 against a constant one."""
+    Ks = as_float_tensor(Ks, "Ks").double()
+    if Ks.ndim != 3 or Ks.shape[-1] != Ks.shape[-2]:
+        raise ValueError(f"Ks must be (n, m, m) kernel matrices, got shape {tuple(Ks.shape)}.")
+    centred = _center(Ks).reshape(Ks.shape[0], -1)
+    products = centred @ centred.T
+    norms = products.diagonal()
+    return _safe_ratio(products, norms[:, None] * norms[None, :])
 
 
 def _cka(K: torch.Tensor, L: torch.Tensor, debiased: bool) -> torch.Tensor:

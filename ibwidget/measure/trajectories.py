@@ -588,12 +588,7 @@ def cka_matrix(
         width = _kernels.sigma_from_distances(dist, rule.name, 5.0 if sigma is None else float(sigma), dims)
         width = torch.as_tensor(width, dtype=torch.float64, device=dist.device).expand(len(names))
         K = unpack(torch.exp(dist * _kernels.exponent_factor(width)[:, None]), snap.m, 1.0)
-    n = len(names)
-    out = np.eye(n)
-    for i in range(n):
-        for j in range(i + 1, n):
-            out[i, j] = out[j, i] = float(_estimators.cka(K[i], K[j]))
-    return names, out
+    return names, _estimators.cka_pairs(K).cpu().numpy()
 
 
 def _generic(snap: Snapshots, spec, kernel: str, index, sigmas, K_x, K_y) -> np.ndarray:

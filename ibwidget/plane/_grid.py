@@ -429,6 +429,18 @@ def _json_floats(nested):
     return [_json_floats(v) for v in nested] if isinstance(nested, list) else _finite_or_none(nested)
 
 
+def cka_payload(runs: Sequence) -> dict:
+    """Linear CKA between the probe's input, every tracked layer and the output, at every recorded epoch of each
+    run (:meth:`ibwidget.Run.cka_matrix` with ``sigma=None, sigma_rule=None``), JSON-able: per run its ``names``
+    and ``values`` (epochs, n, n), null where undefined. The front-end's heatmap follows the epoch player."""
+    out = []
+    for run in _as_runs(runs):
+        names = run.cka_names(run.epochs[0]) if run.epochs else []
+        values = np.stack([run.cka_matrix(e, sigma=None, sigma_rule=None) for e in run.epochs]) if run.epochs else []
+        out.append({"names": names, "values": _json_floats(np.asarray(values, dtype=float).tolist())})
+    return {"kind": "linear", "runs": out}
+
+
 def checked_band_request(meta: dict, request: dict) -> tuple[str, int, str]:
     """(estimator, slot, target) of a front-end's request for a chance floor, checked against the grid's axes (a
     ``ValueError`` names what is not in it)."""

@@ -22,7 +22,7 @@ import numpy as np
 from ibwidget._version import __version__
 from ibwidget._vocabulary import NAN_CODE
 from ibwidget.measure._validate import clean_text
-from ibwidget.plane._grid import REPORT_BAND_PERMUTATIONS, Grid, default_band, plane_grid
+from ibwidget.plane._grid import REPORT_BAND_PERMUTATIONS, Grid, cka_payload, default_band, plane_grid
 from ibwidget.record._atomic import atomic_write
 
 __all__ = ["write_html", "grid_html", "quantize", "static_file"]
@@ -114,11 +114,13 @@ def _module_source() -> str:
 
 def grid_html(grid: Grid, title: str | None = None, notes: str | None = None, runs=None) -> str:
     """The one-file HTML page of a computed grid (see :func:`write_html`); given the grid's ``runs``, it carries the
-    chance floor of the view it opens on (:func:`~ibwidget.plane._grid.default_band`)."""
+    chance floor of the view it opens on (:func:`~ibwidget.plane._grid.default_band`) and the layers' CKA at every
+    epoch (:func:`~ibwidget.plane._grid.cka_payload`)."""
     meta = dict(grid.meta)
     meta["encoding"] = "u16"
     if runs is not None:
         meta["bands"] = [default_band(runs, grid, REPORT_BAND_PERMUTATIONS)]
+        meta["cka"] = cka_payload(runs)
     codes, scales = quantize(grid.values)
     module = _module_source()
     digest = base64.b64encode(hashlib.sha256(module.encode("utf-8")).digest()).decode("ascii")

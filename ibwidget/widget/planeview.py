@@ -26,7 +26,15 @@ import numpy as np
 import traitlets
 
 from ibwidget.measure._typing import PathLike
-from ibwidget.plane._grid import DEFAULT_RULES, TARGETS, GridBuilder, _as_runs, band_payload, checked_band_request
+from ibwidget.plane._grid import (
+    DEFAULT_RULES,
+    TARGETS,
+    GridBuilder,
+    _as_runs,
+    band_payload,
+    checked_band_request,
+    cka_payload,
+)
 from ibwidget.plane._report import static_file, write_grid_html, write_html
 from ibwidget.record.follow import Follower
 from ibwidget.record.run import Run
@@ -265,6 +273,10 @@ class PlaneView(anywidget.AnyWidget):
         if isinstance(content, dict) and content.get("type") == "band":
             self._send_band(content)
             return
+        if isinstance(content, dict) and content.get("type") == "cka":
+            runs = list(self._runs)
+            self._in_thread(lambda: {"type": "cka", "cka": cka_payload(runs)})
+            return
         if not isinstance(content, dict) or content.get("type") != "resync":
             return
         with self._flag_lock:
@@ -282,12 +294,11 @@ class PlaneView(anywidget.AnyWidget):
         except ValueError:
             return  # not a selection of this grid: a stale or foreign message
         runs = list(self._runs)
+        self._in_thread(lambda: {"type": "band", "band": band_payload(runs, meta, estimator, slot, target)})
 
-        def compute() -> None:
-            band = band_payload(runs, meta, estimator, slot, target)
-            self.send({"type": "band", "band": band})
-
-        threading.Thread(target=compute, name="ibwidget-band", daemon=True).start()
+    def _in_thread(self, message: Callable[[], dict]) -> None:
+        """Compute ``message()`` in a thread of its own (a front-end asked for it) and send it when it is there."""
+        threading.Thread(target=lambda: self.send(message()), name="ibwidget-request", daemon=True).start()
 
 
 def live_plane_view(model: PlaneModel, wake: Callable[[], None]) -> PlaneView:

@@ -113,8 +113,9 @@ def _write(path, epochs: int, seed: int = 0, name: str | None = None) -> None:
 
 def _open_url(server, path: str) -> str:
     """The URL that opens ``path`` with its default viewer in the server's front-end."""
-    route = "lab/tree/" if server.frontend == "lab" else "edit/"
-    return server.page_url(route + urllib.parse.quote(path))
+    if server.frontend == "lab":  # ?reset: no tabs restored from the workspace of an earlier test
+        return server.page_url(f"lab/tree/{urllib.parse.quote(path)}?reset")
+    return server.page_url("edit/" + urllib.parse.quote(path))
 
 
 def _panel_epochs(panel) -> int:
@@ -157,6 +158,10 @@ def test_a_run_file_opens_in_a_tab_that_draws_and_follows_it(frontend, jupyter_s
             layer = int(box.get_attribute("data-layer"))
             assert float(box.get_attribute("data-x")) == pytest.approx(band[layer, 0], rel=1e-6)
             assert float(box.get_attribute("data-y")) == pytest.approx(band[layer, 1], rel=1e-6)
+        panel.locator("input.ibwp-cka-toggle").check()  # the layers' CKA, computed by the server on request
+        cells = panel.locator("rect.ibwp-cka-cell")
+        names = ib.load_run(root / "growing.ibrun").cka_names(0)
+        wait_until(page, lambda: cells.count() == len(names) ** 2, OPEN_TIMEOUT, "the CKA heatmap")
     finally:
         writer.close()
     assert contents and all("content=0" in url for url in contents), contents

@@ -304,6 +304,26 @@ def test_one_file_html_offline(offline_page, tmp_path):
     assert boxes.count() == 0 and "first view only" in page.locator(".ibwp-band-note").inner_text()
     page.locator("input.ibwp-band-toggle").uncheck()
 
+    # The layers' CKA heatmap follows the epoch player: at each epoch, run.cka_matrix (linear) of that epoch.
+    page.locator("input.ibwp-cka-toggle").check()
+    names = run.cka_names(0)
+    cells = page.locator("rect.ibwp-cka-cell")
+    assert cells.count() == len(names) ** 2
+    assert page.locator(".ibwp-cka-map text").all_text_contents()[0] == names[0]
+    assert HOSTILE in page.locator(".ibwp-cka-map").first.text_content()  # a layer name as text, nothing run
+
+    def heatmap() -> np.ndarray:
+        flat = cells.evaluate_all("(els) => els.map((e) => Number(e.dataset.value))")
+        return np.array(flat).reshape(len(names), len(names))
+
+    shown = epoch(page)
+    np.testing.assert_allclose(heatmap(), run.cka_matrix(shown, None, None), rtol=1e-12)
+    page.locator("button.ibwp-step-back").click()
+    assert epoch(page) == shown - 1
+    np.testing.assert_allclose(heatmap(), run.cka_matrix(shown - 1, None, None), rtol=1e-12)
+    page.locator("input.ibwp-cka-toggle").uncheck()
+    assert cells.count() == 0
+
     # Offline: nothing was requested; no console errors.
     assert log["blocked"] == [], f"the page tried the network: {log['blocked']}"
     errors = [t for kind, t in log["console"] if kind == "error"] + log["errors"]
