@@ -207,6 +207,34 @@ def test_controls_redraw_exactly_as_run_trajectories(trained, view):
     set_view(trainer)
 
 
+def test_the_chance_floor_shades_each_layers_null_band(trained):
+    trainer, _ = trained
+    set_view(trainer, estimator="cka", sigma_rule="median_d2")
+    assert not trainer.marks["dep_y_band"][0][0].visible  # hidden until asked for
+    trainer.controls.band.value = True
+    trainer.sync(120)
+    band = trainer.run.null_band("cka", sigma_rule="median_d2", q=0.95, permutations=100)
+    epochs = np.asarray(trainer.run.epochs, dtype=np.float32)
+    plane_x = trainer.figures["plane"].marks[0].scales["x"]
+    for i in range(len(trainer.run.layer_names)):
+        for c, key in enumerate(("dep_x_band", "dep_y_band")):
+            mark = trainer.marks[key][0][i]
+            assert mark.visible and mark.fill == "bottom"
+            np.testing.assert_array_equal(mark.x, epochs)
+            np.testing.assert_allclose(mark.y, band[:, i, c].astype(np.float32), rtol=1e-6)
+        box = trainer.marks["plane_band"][0][i]
+        assert box.visible and box.fill == "inside"
+        np.testing.assert_allclose(box.x[1:3], band[-1, i, 0], rtol=1e-6)
+        np.testing.assert_allclose(box.y[2:4], band[-1, i, 1], rtol=1e-6)
+        assert box.x[0] == np.float32(plane_x.min) and box.x[0] < box.x[1]
+    trainer.controls.layers[0].value = False  # a hidden layer hides its floor
+    trainer.sync(120)
+    assert not trainer.marks["plane_band"][0][0].visible and trainer.marks["plane_band"][0][1].visible
+    trainer.controls.band.value = False
+    set_view(trainer)
+    assert not any(m.visible for m in trainer.marks["dep_x_band"][0] + trainer.marks["plane_band"][0])
+
+
 def test_layer_toggle_hides_marks_and_rescales_to_visible_layers(trained):
     trainer, _ = trained
     run = trainer.run
@@ -297,7 +325,7 @@ def test_saturation_gauge(trained):
 
 
 def test_saturation_gauge_hints_switch_at_its_thresholds(trained):
-    """Just inside and just outside (0.05, 0.9): the hint appears exactly when the reading leaves the range."""
+    """Just inside and just outside (0.05, 0.95): the hint appears exactly when the reading leaves the range."""
     trainer, _ = trained
 
     def sigma_for(target: float) -> float:  # saturation grows with sigma: bisect log sigma
@@ -307,7 +335,7 @@ def test_saturation_gauge_hints_switch_at_its_thresholds(trained):
             lo, hi = (mid, hi) if trainer.run.saturation(math.exp(mid))[-1].mean() < target else (lo, mid)
         return math.exp(0.5 * (lo + hi))
 
-    for target, hint in ((0.93, "too large"), (0.87, ""), (0.06, ""), (0.04, "too small")):
+    for target, hint in ((0.97, "too large"), (0.93, ""), (0.06, ""), (0.04, "too small")):
         set_view(trainer, sigma=sigma_for(target))
         reading = trainer.saturation.value
         assert float(reading.split()[2]) == pytest.approx(target, abs=0.005), reading

@@ -16,7 +16,7 @@ from ibwidget.measure import estimators as _estimators
 from ibwidget.widget._applier import _Applier, _Batch
 from ibwidget.widget._controls import Controls, View
 from ibwidget.widget._figures import Figures, RunData
-from ibwidget.widget._viewmodel import OnDemand, PlaneModel, fast_builder
+from ibwidget.widget._viewmodel import OnDemand, PlaneModel, band_of, fast_builder
 
 FIGURE_NAMES = ("plane", "dep_x", "dep_y", "loss", "accuracy")
 #: The gauge's informative range of kernel saturation (mean off-diagonal kernel value); outside it, σ is off.
@@ -121,6 +121,7 @@ class _RunsBox(widgets.VBox):
         )
         self._model.listen(self._request_redraw)  # slots filled in: the view may be one of them
         self._on_demand = OnDemand(self._request_redraw)
+        self._bands = OnDemand(self._request_redraw, compute=band_of)  # the chance floor, when it is shown
         self._grid_listeners: list[Callable[[bool], None]] = []  # called from this UI thread after each catch-up
         labels, tips = _layer_labels(self._runs)
         self._controls = Controls(labels, tips, estimators, sigma, sigma_rule, target, self._request_redraw)
@@ -167,8 +168,9 @@ class _RunsBox(widgets.VBox):
         if not self._model.wait_idle(timeout, viewed_only=True):
             raise TimeoutError(f"the view's grid was not computed within {timeout} s.")
         self._applier.sync(timeout)  # ... and are redrawn with them
-        if not self._on_demand.wait_idle(timeout):
-            raise TimeoutError(f"the view's values off the grid did not arrive within {timeout} s.")
+        for worker, what in ((self._on_demand, "values off the grid"), (self._bands, "chance floor")):
+            if not worker.wait_idle(timeout):
+                raise TimeoutError(f"the view's {what} did not arrive within {timeout} s.")
         self._applier.sync(timeout)
 
     def wait_filled(self, timeout: float | None = 60.0) -> bool:
@@ -198,6 +200,8 @@ class _RunsBox(widgets.VBox):
             self._applier.close()
         if hasattr(self, "_on_demand"):
             self._on_demand.close()
+        if hasattr(self, "_bands"):
+            self._bands.close()
         if hasattr(self, "_model"):  # a grid still filling in holds the runs until it ends
             self._model.close()
         for w in _walk(self):
@@ -326,7 +330,7 @@ class _RunsBox(widgets.VBox):
         y_name = "Y" if target == "labels" else "Ŷ"
         with self._figures.hold():
             self._figures.set_labels(spec.axis_label("T", "X"), spec.axis_label("T", y_name))
-            self._figures.update_trajectories(data, view.visible, self._epoch_max)
+            self._figures.update_trajectories(data, view.visible, self._epoch_max, self._band(view, params))
             self._figures.update_history(data, self._epoch_max)
         self._controls.sigma.disabled = not self._controls.sigma_enabled(view)
         if note:
@@ -334,6 +338,20 @@ class _RunsBox(widgets.VBox):
         elif self._notice_kind in ("estimator", "error"):
             self._set_notice("", "")
         self._drawn = (params, tuple(self._model.counts))
+
+    def _band(self, view: View, params: tuple) -> list | None:
+        """The chance floor of the values drawn, when shown and computed (it is queued otherwise, and says so)."""
+        if not view.band:
+            return None
+        found = self._bands.get(params, self._runs)
+        if isinstance(found, BaseException):
+            self._set_notice("band", f"chance floor: {found}")
+            return None
+        if found is None:
+            self._set_notice("band", "computing the chance floor…")
+        elif self._notice_kind == "band":
+            self._set_notice("", "")
+        return found
 
     def _update_saturation(self, view: View, force: bool = False) -> None:
         """The gauge: mean off-diagonal Gaussian kernel value over the visible layers at the last epoch.

@@ -25,6 +25,7 @@ class View:
     sigma_rule: str
     target: str
     visible: tuple[bool, ...]
+    band: bool = False  #: the chance floor shown
 
     @property
     def params(self) -> tuple:
@@ -95,6 +96,14 @@ class Controls:
             style={"button_width": "70px"},
         )
         self.target.add_class("ibw-target")
+        self.band = widgets.ToggleButton(
+            value=False,
+            description="chance floor",
+            tooltip="shade each layer's 95% quantile under permuted inputs and labels (run.null_band): below it, "
+            "chance alone",
+            layout=widgets.Layout(width="auto"),
+        )
+        self.band.add_class("ibw-band")
         self.layers: list[widgets.ToggleButton] = []
         for i, (label, tip) in enumerate(zip(layer_labels, layer_tips, strict=True)):
             color = layer_color(i)
@@ -109,19 +118,20 @@ class Controls:
             button.add_class(f"ibw-layer-{i}")
             self.layers.append(button)
         self._view = View(
-            self.estimator.value, float(self.sigma.value), sigma_rule, target, tuple(True for _ in self.layers)
+            self.estimator.value, float(self.sigma.value), sigma_rule, target, tuple(True for _ in self.layers), False
         )
         self.estimator.observe(self._changed, names="value")
         self.sigma.observe(self._changed, names="value")
         self.sigma_rule.observe(self._changed, names="value")
         self.target.observe(self._changed, names="value")
+        self.band.observe(self._changed, names="value")
         for button in self.layers:
             button.observe(self._changed, names="value")
         self.box = widgets.VBox(
             [
                 widgets.HBox(self.layers, layout=widgets.Layout(flex_flow="row wrap")),
                 widgets.HBox(
-                    [self.estimator, self.sigma, self.sigma_rule, self.target],
+                    [self.estimator, self.sigma, self.sigma_rule, self.target, self.band],
                     layout=widgets.Layout(flex_flow="row wrap", align_items="center"),
                 ),
             ]
@@ -137,6 +147,7 @@ class Controls:
                 str(self.sigma_rule.value),
                 str(self.target.value),
                 tuple(bool(b.value) for b in self.layers),
+                bool(self.band.value),
             )
         self._on_change()
 
@@ -156,5 +167,6 @@ class Controls:
             "sigma": self.sigma,
             "sigma_rule": self.sigma_rule,
             "target": self.target,
+            "band": self.band,
             "layers": list(self.layers),
         }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -115,6 +116,9 @@ class Figures:
             "plane_points": [],
             "dep_x": [],
             "dep_y": [],
+            "plane_band": [],  # per run, per layer: the chance floor's box at the last epoch
+            "dep_x_band": [],  # per run, per layer: the chance floor over the epochs, shaded from 0
+            "dep_y_band": [],
             "loss": [],
             "accuracy": [],
             "legend": [],
@@ -159,6 +163,7 @@ class Figures:
         ac = bq.ColorAxis(scale=sc, side="right", label="epoch", tick_format=".0f", tick_values=_epoch_ticks(sc.max))
         self.axes["plane"] = [ax, ay, ac]
         lines_all, points_all = [], []
+        bands = self._band_marks("plane_band", sx, sy, fill="inside")
         for r, layers in enumerate(self.run_layers):
             style, marker = run_style(r)
             lines, points, tips = [], [], []
@@ -204,7 +209,31 @@ class Figures:
             self.tooltips.append(tips)
             lines_all += lines
             points_all += points
-        self._figure("plane", lines_all + points_all, [ax, ay, ac], "540px", "440px", right=80)
+        self._figure("plane", bands + lines_all + points_all, [ax, ay, ac], "540px", "440px", right=80)
+
+    def _band_marks(self, key: str, sx, sy, fill: str) -> list:
+        """Hidden filled Lines, one per (run, layer), for the chance floor (drawn under the trajectories)."""
+        out = []
+        for layers in self.run_layers:
+            marks = [
+                bq.Lines(
+                    x=_EMPTY,
+                    y=_EMPTY,
+                    scales={"x": sx, "y": sy},
+                    colors=[layer_color(i)],
+                    fill=fill,
+                    fill_colors=[layer_color(i)],
+                    fill_opacities=[0.12],
+                    opacities=[0.35],
+                    stroke_width=1,
+                    visible=False,
+                    display_legend=False,
+                )
+                for i in range(len(layers))
+            ]
+            self.marks[key].append(marks)
+            out += marks
+        return out
 
     def _build_dependence(self, key: str, epoch_max: int) -> None:
         sx, sy = bq.LinearScale(min=0.0, max=float(max(epoch_max, 1))), bq.LinearScale()
@@ -212,7 +241,7 @@ class Figures:
         ax = bq.Axis(scale=sx, label="epoch", tick_format=".0f", tick_values=_epoch_ticks(sx.max))
         ay = bq.Axis(scale=sy, side="left", label=TITLES[key], tick_format=".3~g", label_offset="55px")
         self.axes[key] = [ax, ay]
-        all_marks = []
+        all_marks = self._band_marks(f"{key}_band", sx, sy, fill="bottom")
         for r, layers in enumerate(self.run_layers):
             style, marker = run_style(r)
             marks = [
@@ -302,8 +331,15 @@ class Figures:
             for tip in tips:
                 tip.labels = ["layer", "epoch", x_label, y_label]
 
-    def update_trajectories(self, data: Sequence[RunData | None], visible: Sequence[bool], epoch_max: int) -> None:
-        """Set every layer's marks from ``data`` (one entry per run) and fit the scales to the visible layers."""
+    def update_trajectories(
+        self,
+        data: Sequence[RunData | None],
+        visible: Sequence[bool],
+        epoch_max: int,
+        bands: Sequence[np.ndarray] | None = None,
+    ) -> None:
+        """Set every layer's marks from ``data`` (one entry per run) and fit the scales to the visible layers (and
+        their chance floor, ``bands``, per run (epochs, layers, 2) or None: hidden)."""
         xs, ys, epochs_seen = [], [], [0.0]
         for r, d in enumerate(data):
             if d is None or d.traj is None:
@@ -328,14 +364,49 @@ class Figures:
                 if show:
                     xs.append(x)
                     ys.append(y)
+                band = None if bands is None or r >= len(bands) else bands[r]
+                if show and band is not None and band.shape[0]:
+                    xs.append(_f32(band[-1:, i, 0]))  # the plane shows the last epoch's box
+                    ys.append(_f32(band[-1:, i, 1]))
         top = float(max(epoch_max, max(epochs_seen), 1))
         plane, (ax, ay, ac) = self.scales["plane"], self.axes["plane"]
         _set_domain(plane["x"], _domain(xs), ax)
         _set_domain(plane["y"], _domain(ys), ay)
         _set_epochs(plane["color"], ac, top)
-        for key, values in (("dep_x", xs), ("dep_y", ys)):
+        for key, c, values in (("dep_x", 0, xs), ("dep_y", 1, ys)):
             _set_epochs(self.scales[key]["x"], self.axes[key][0], top)
-            _set_domain(self.scales[key]["y"], _domain(values), self.axes[key][1])
+            floors = [
+                _f32(b[:, i, c]) for b in bands or [] for i in range(b.shape[1]) if i < len(visible) and visible[i]
+            ]
+            _set_domain(self.scales[key]["y"], _domain(values + floors), self.axes[key][1])
+        self._update_bands(bands, data, visible)
+
+    def _update_bands(self, bands: Sequence[np.ndarray] | None, data: Sequence[RunData | None], visible) -> None:
+        """The chance floor: shaded from 0 under each dependence curve, and on the plane the box from the axes'
+        lower corner to the last epoch's (x, y)."""
+        plane = self.scales["plane"]
+        for r, layers in enumerate(self.run_layers):
+            band = None if bands is None or r >= len(bands) else bands[r]
+            d = data[r] if r < len(data) else None
+            for i in range(len(layers)):
+                box = self.marks["plane_band"][r][i]
+                curves = self.marks["dep_x_band"][r][i], self.marks["dep_y_band"][r][i]
+                show = band is not None and d is not None and (bool(visible[i]) if i < len(visible) else True)
+                if not show or band.shape[0] == 0:
+                    for mark in (box, *curves):
+                        mark.visible = False
+                    continue
+                epochs = _f32(d.epochs)[: band.shape[0]]
+                for c, curve in enumerate(curves):
+                    e, v, _ = _finite_pair(epochs, band[: len(epochs), i, c])
+                    curve.x, curve.y, curve.visible = e, v, bool(len(e))
+                bx, by = (float(band[len(epochs) - 1, i, c]) for c in (0, 1))
+                x0 = plane["x"].min if plane["x"].min is not None else 0.0
+                y0 = plane["y"].min if plane["y"].min is not None else 0.0
+                ok = math.isfinite(bx) and math.isfinite(by)
+                box.x = _f32([x0, bx, bx, x0, x0]) if ok else _EMPTY
+                box.y = _f32([y0, y0, by, by, y0]) if ok else _EMPTY
+                box.visible = ok
 
     def update_history(self, data: Sequence[RunData | None], epoch_max: int) -> None:
         """Loss and accuracy, train and val, per run (history index k is epoch k + 1)."""

@@ -20,8 +20,16 @@ import numpy as np
 
 from ibwidget.measure import estimators as _estimators
 from ibwidget.measure import trajectories as _trajectories
-from ibwidget.measure.trajectories import is_packed
-from ibwidget.plane._grid import DEFAULT_RULES, DEFAULT_SIGMAS, Grid, GridBuilder, builder_grid
+from ibwidget.measure.trajectories import Snapshots, is_packed
+from ibwidget.plane._grid import (
+    BAND_PERMUTATIONS,
+    BAND_Q,
+    DEFAULT_RULES,
+    DEFAULT_SIGMAS,
+    Grid,
+    GridBuilder,
+    builder_grid,
+)
 from ibwidget.widget._applier import yield_to_training
 
 _KEPT_RESULTS = 8  # exact off-grid views kept (the latest ones)
@@ -431,8 +439,12 @@ class OnDemand:
     ``on_ready`` is called (from the worker) when a result lands.
     """
 
-    def __init__(self, on_ready: Callable[[], None]):
+    def __init__(self, on_ready: Callable[[], None], compute: Callable[[tuple, Snapshots], np.ndarray] | None = None):
+        """``compute(params, snapshots)``: the values of ``params`` for those snapshots, (epochs, layers, 2); each
+        epoch's must depend on its own snapshot only (new epochs are computed alone and appended). Default: the
+        trajectories."""
         self._on_ready = on_ready
+        self._of = compute or _trajectories_of
         self._cond = threading.Condition()
         self._pending: tuple | None = None
         self._busy = False
@@ -463,7 +475,7 @@ class OnDemand:
     def compute_now(self, params: tuple, runs: Sequence) -> None:
         """Compute ``params`` on the calling thread and keep the result (a first view drawn before its grid)."""
         try:
-            result: list | BaseException = self._compute(params, recorded(runs), None)
+            result: list | BaseException = self._compute(params, recorded(runs), None, self._of)
         except Exception as exc:  # noqa: BLE001 - shown by the view, as from the worker
             result = exc
         with self._cond:
@@ -494,7 +506,7 @@ class OnDemand:
                 self._busy = True
                 known = self._results.get(params)
             try:
-                result = self._compute(params, snaps, known if isinstance(known, list) else None)
+                result = self._compute(params, snaps, known if isinstance(known, list) else None, self._of)
             except Exception as exc:  # noqa: BLE001 - shown by the view, e.g. binning without activations
                 result = exc
             with self._cond:
@@ -507,16 +519,33 @@ class OnDemand:
             self._on_ready()
 
     @staticmethod
-    def _compute(params: tuple, snaps: list, known: list | None) -> list[np.ndarray]:
-        estimator, sigma, rule, target = params
+    def _compute(params: tuple, snaps: list, known: list | None, of: Callable) -> list[np.ndarray]:
         out = []
         for r, snap in enumerate(snaps):
             have = 0 if known is None else min(len(known[r]), snap.num_snapshots)
             head = known[r][:have] if have else np.zeros((0, len(snap.layer_names), 2))
             if snap.num_snapshots > have:
-                new = _trajectories.trajectories(
-                    snap.since(have), estimator, sigma=sigma, target=target, sigma_rule=rule
-                )
+                new = of(params, snap.since(have))
                 head = np.concatenate([head, new]) if have else new
             out.append(head)
         return out
+
+
+def _trajectories_of(params: tuple, snap: Snapshots) -> np.ndarray:
+    estimator, sigma, rule, target = params
+    return _trajectories.trajectories(snap, estimator, sigma=sigma, target=target, sigma_rule=rule)
+
+
+def band_of(params: tuple, snap: Snapshots) -> np.ndarray:
+    """The chance floor of ``params`` (the views' quantile and permutations, seeded: an epoch's is the same computed
+    alone or with the others)."""
+    estimator, sigma, rule, target = params
+    return _trajectories.null_band(
+        snap,
+        BAND_Q,
+        estimator=estimator,
+        sigma=sigma,
+        target=target,
+        sigma_rule=rule,
+        permutations=BAND_PERMUTATIONS,
+    )
