@@ -101,7 +101,7 @@ def test_meta_carries_the_vocabulary(grid):
     assert (meta["format"], meta["version"]) == (_vocabulary.GRID_FORMAT, _vocabulary.GRID_VERSION)
     assert meta["palette"] == list(_vocabulary.PALETTE)
     assert meta["dashes"] == ["", "6,4", "2,3", "6,3,2,3"]
-    assert meta["nan_code"] == 65535 and meta["saturation_range"] == [0.05, 0.9]
+    assert meta["nan_code"] == 65535 and meta["saturation_range"] == [0.05, 0.95]
     assert meta["sigma_rules"] == {r: _kernels.SIGMA_RULES[r] for r in ("fixed", "median_d2", "median_d")}
     assert meta["target_symbols"] == {"labels": "Y", "output": "Ŷ"}
     hsic = meta["estimators"][0]

@@ -177,3 +177,21 @@ def test_a_header_whose_derived_layers_keep_no_activations_is_refused(tmp_path):
     path = _rewrite_header(run.save(tmp_path / "r.ibrun"), derived_layers=["0"])  # the wide layer: no activations
     with pytest.raises(ValueError, match="invalid header: 'derived_layers' must list layers that keep their activ"):
         ib.load_run(path)
+
+
+def test_a_run_with_narrow_layers_and_no_epoch_yet_has_snapshots(tmp_path):
+    """A reader that polls a growing file between its header and its first epoch gets a run with no snapshot: it
+    must still hand out (empty) snapshots, as one without narrow layers does."""
+    g = torch.Generator().manual_seed(0)
+    run = Run(
+        "empty",
+        ["wide", "narrow"],
+        [40, 6],
+        torch.randn(16, 3, generator=g),
+        torch.arange(16) % 2,
+        derived_layers=["narrow"],
+    )
+    snap = run.snapshots()
+    assert snap.num_snapshots == 0 and snap.activations["narrow"].shape == (0, 16, 6)
+    with pytest.raises(ValueError, match="no snapshot yet"):  # what a run without snapshots says
+        run.trajectories("hsic")

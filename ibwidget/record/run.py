@@ -295,7 +295,10 @@ class Run:
                 stored_norms=self._norms.view(n) if self._norms is not None else empty(S, self.m),
                 derived_layers=tuple(self.layer_names.index(name) for name in derived),
                 outputs=outputs,
-                activations={name: grown.view(n) for name, grown in self._acts.items()},
+                activations={  # a derived layer's, even before its first epoch (a file read right after its header)
+                    **{name: empty(self.m, self.layer_dims[self.layer_names.index(name)]) for name in derived},
+                    **{name: grown.view(n) for name, grown in self._acts.items()},
+                },
                 probe_x=self.probe_x,
                 x_dist=self._x_dist,
                 x_norms=self._x_norms,

@@ -441,6 +441,18 @@ def test_planeview_in_jupyter(frontend, jupyter_server, browser_page):
     )
     assert view.locator("text.ibwp-xlabel").text_content().startswith("CKA(T, X)")
     print(f"\n{frontend}: PlaneView toggle redraw {float(page.evaluate('window.__ibwp_last_redraw_ms')):.2f} ms")
+    # The chance floor and the layers' CKA, which the kernel computes when the page asks for them.
+    view.locator("input.ibwp-band-toggle").check()
+    boxes = view.locator("rect.ibwp-band[display='inline']")
+    wait_until(page, lambda: boxes.count() == 3, STEP_TIMEOUT, "the kernel's chance floor: a box per layer")
+    assert all(float(b.get_attribute("width")) > 0 for b in boxes.all())
+    view.locator("input.ibwp-cka-toggle").check()
+    cells = view.locator("rect.ibwp-cka-cell")
+    wait_until(page, lambda: cells.count() >= 16, STEP_TIMEOUT, "the kernel's CKA heatmap")  # input, 3 layers(, out)
+    diagonal = view.locator("rect.ibwp-cka-cell[data-i='1'][data-j='1']").get_attribute("data-value")
+    assert float(diagonal) == pytest.approx(1.0)
+    view.locator("input.ibwp-cka-toggle").uncheck()
+    view.locator("input.ibwp-band-toggle").uncheck()
 
     # The Trainer: open its Player tab, start training, and watch the epochs arrive in the browser.
     wait_rendered(page, ".ibw-trainer .ibw-start")
