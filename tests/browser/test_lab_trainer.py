@@ -280,6 +280,35 @@ def test_trainer(frontend, jupyter_server, browser_page):
         lambda: f"layer 0 to hide: {visible_count(plane, lines)} lines, {visible_count(plane, dots)} dots shown",
     )
 
+    # The chance floor: the toggle shades each visible layer's null band under its dependence curves (bqplot fills a
+    # Lines(fill="bottom") in its path.area) and boxes it on the plane (a Lines(fill="inside") fills its path.line).
+    dep_y = root.locator(".ibw-dep-y").first
+    shown = """(els, kind) => els.filter((e) => {
+        for (let n = e; n && n.nodeType === 1 && n.tagName.toLowerCase() !== "svg"; n = n.parentElement) {
+            const a = getComputedStyle(n);
+            if (a.display === "none" || a.visibility === "hidden" || parseFloat(a.opacity) === 0) return false;
+        }
+        const s = getComputedStyle(e);
+        return kind === "area" ? (e.getAttribute("d") || "").length > 10 : s.fill !== "none" && s.fill !== "";
+    }).length"""
+
+    def floors() -> tuple[int, int]:
+        curves = dep_y.locator("path.area").evaluate_all(shown, "area")
+        boxes = plane.locator("path.line").evaluate_all(shown, "line")
+        return curves, boxes
+
+    assert floors() == (0, 0)
+    band = _button(root, ".ibw-band")
+    band.click()
+    wait_until(
+        page,
+        lambda: floors() == (n_layers - 1, n_layers - 1),  # layer 0 is hidden: its floor too
+        4 * STEP_TIMEOUT,
+        lambda: f"the chance floor of {n_layers - 1} layers (shaded curves, boxes: {floors()})",
+    )
+    band.click()
+    wait_until(page, lambda: floors() == (0, 0), STEP_TIMEOUT, lambda: f"the chance floor to go ({floors()})")
+
     assert "finished" in text(root, ".ibw-status")
     assert_no_console_errors(browser_page)
 
