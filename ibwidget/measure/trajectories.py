@@ -36,6 +36,7 @@ __all__ = [
     "null_samples",
     "null_band",
     "cka_matrix",
+    "cka_representations",
 ]
 
 _CHUNK = 32  # matrices unpacked at once on the generic path
@@ -550,35 +551,39 @@ def null_band(snap: Snapshots, q: float = 0.95, **null) -> np.ndarray:
     return np.quantile(null_samples(snap, **null), float(q), axis=0)
 
 
-def cka_matrix(
-    snap: Snapshots, index: int, sigma: float | None = None, sigma_rule: str | None = "median_d2"
-) -> tuple[list[str], np.ndarray]:
-    """(names, CKA between every two representations of snapshot ``index``): the probe inputs ("input"), each
-    tracked layer, and the model's raw output ("output", left out when it equals the last tracked layer), as a
-    symmetric float64 matrix with a unit diagonal (Kornblith et al. 2019, *Similarity of neural network
-    representations revisited*, eq. 3 with the biased HSIC; their figures compare layers this way). Linear CKA (each
-    Gram matrix) when ``sigma`` and ``sigma_rule`` are None; else Gaussian kernels, of width ``sigma`` for every
-    representation when it is given (a rule of the data, such as the medians, is then not used), otherwise
-    ``sigma_rule``'s width per representation."""
+def cka_representations(snap: Snapshots, index: int) -> tuple[list[str], list[int], torch.Tensor, torch.Tensor]:
+    """(names, widths, packed squared distances (n, P), squared norms (n, m)), float64, of the representations of the
+    probe at snapshot ``index`` that :func:`cka_matrix` compares: the probe inputs ("input"), each tracked layer, and
+    the model's raw output ("output"), left out when it equals the last tracked layer."""
     _require_snapshot(snap)
     one = snap.window(index, index + 1)
     dist, norms = one.distances()
     names = ["input", *snap.layer_names]
     dims = [snap.input_dim, *snap.layer_dims]
-    dist = torch.cat([snap.x_dist[None].to(dist), dist[0]])
-    norms = torch.cat([snap.x_norms[None].to(norms), norms[0]])
+    dist = torch.cat([snap.x_dist[None].to(dist), dist[0]]).double()
+    norms = torch.cat([snap.x_norms[None].to(norms), norms[0]]).double()
     out_dist, out_norms = _kernels.pack_gram(_kernels.gram(one.outputs[0].double()))
-    last = (dist[-1].double(), norms[-1].double())
     scale = float(out_norms.abs().max()) or 1.0
-    same = torch.allclose(out_dist, last[0], atol=1e-5 * scale) and torch.allclose(
-        out_norms, last[1], atol=1e-5 * scale
+    same = torch.allclose(out_dist, dist[-1], atol=1e-5 * scale) and torch.allclose(
+        out_norms, norms[-1], atol=1e-5 * scale
     )
     if not same:
         names.append("output")
         dims.append(int(one.outputs.shape[-1]))
         dist = torch.cat([dist, out_dist[None].to(dist)])
         norms = torch.cat([norms, out_norms[None].to(norms)])
-    dist, norms = dist.double(), norms.double()
+    return names, dims, dist, norms
+
+
+def cka_matrix(
+    snap: Snapshots, index: int, sigma: float | None = None, sigma_rule: str | None = "median_d2"
+) -> np.ndarray:
+    """CKA between every two :func:`cka_representations` of snapshot ``index``, a symmetric float64 matrix with a
+    unit diagonal (Kornblith et al. 2019, *Similarity of neural network representations revisited*, eq. 3 with the
+    biased HSIC; their figures compare layers this way). Linear CKA (each Gram matrix) when ``sigma`` and
+    ``sigma_rule`` are None; else Gaussian kernels, of width ``sigma`` for every representation when it is given (a
+    rule of the data, such as the medians, is then not used), otherwise ``sigma_rule``'s width per representation."""
+    names, dims, dist, norms = cka_representations(snap, index)
     if sigma is None and sigma_rule is None:
         K = 0.5 * (norms[:, :, None] + norms[:, None, :] - unpack(dist, snap.m))
     else:
@@ -588,7 +593,7 @@ def cka_matrix(
         width = _kernels.sigma_from_distances(dist, rule.name, 5.0 if sigma is None else float(sigma), dims)
         width = torch.as_tensor(width, dtype=torch.float64, device=dist.device).expand(len(names))
         K = unpack(torch.exp(dist * _kernels.exponent_factor(width)[:, None]), snap.m, 1.0)
-    return names, _estimators.cka_pairs(K).cpu().numpy()
+    return _estimators.cka_pairs(K).cpu().numpy()
 
 
 def _generic(snap: Snapshots, spec, kernel: str, index, sigmas, K_x, K_y) -> np.ndarray:

@@ -369,12 +369,12 @@ class Run:
         last tracked layer; :meth:`cka_names` gives the order). Linear CKA when ``sigma`` and ``sigma_rule`` are
         None; else Gaussian, of width ``sigma`` for every representation, or ``sigma_rule``'s per representation
         (Kornblith et al. 2019)."""
-        return _trajectories.cka_matrix(self.snapshots(), self._epoch_index(epoch), sigma, sigma_rule)[1]
+        return _trajectories.cka_matrix(self.snapshots(), self._epoch_index(epoch), sigma, sigma_rule)
 
     def cka_names(self, epoch: int = 0) -> list[str]:
         """The rows of :meth:`cka_matrix` at ``epoch``: "input", the tracked layers, then "output" unless the model's
         output equals the last tracked layer."""
-        return _trajectories.cka_matrix(self.snapshots(), self._epoch_index(epoch), None, None)[0]
+        return _trajectories.cka_representations(self.snapshots(), self._epoch_index(epoch))[0]
 
     def _epoch_index(self, epoch: int) -> int:
         if epoch not in self.epochs:
