@@ -74,6 +74,19 @@ class _RunHandler(JupyterHandler):
             raise tornado.web.HTTPError(404, f"{path} is hidden (the server does not show hidden files).")
         return Path(full)
 
+    def _slot(self, required: bool) -> int | None:
+        """The ``slot`` argument, a whole number (None when absent and not ``required``), else a 400."""
+        text = self.get_argument("slot", None)
+        if text is None and not required:
+            return None
+        if text is None or not text.isdigit():
+            raise tornado.web.HTTPError(400, f"slot must be a whole number, got {text!r}.")
+        return int(text)
+
+    def _finish_json(self, payload) -> None:
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps(payload, allow_nan=False))
+
     async def _in_worker(self, fn, *args):
         from ibwidget_jupyter._grids import RunProblem
 
@@ -87,11 +100,8 @@ class GridHandler(_RunHandler):
     @tornado.web.authenticated
     @authorized
     async def get(self) -> None:
-        slot_text = self.get_argument("slot", None)
-        if slot_text is not None and not slot_text.isdigit():
-            raise tornado.web.HTTPError(400, f"slot must be a whole number, got {slot_text!r}.")
+        slot = self._slot(required=False)
         path = await self._resolve()
-        slot = None if slot_text is None else int(slot_text)
         tag, body = await self._in_worker(lambda: _sessions().get(path).answer(slot))
         self.set_header("ETag", tag)
         self.set_header("Cache-Control", "no-cache")
@@ -112,18 +122,13 @@ class BandHandler(_RunHandler):
     @tornado.web.authenticated
     @authorized
     async def get(self) -> None:
-        slot_text = self.get_argument("slot", "")
-        if not slot_text.isdigit():
-            raise tornado.web.HTTPError(400, f"slot must be a whole number, got {slot_text!r}.")
         request = {
             "estimator": self.get_argument("estimator", ""),
-            "slot": int(slot_text),
+            "slot": self._slot(required=True),
             "target": self.get_argument("target", ""),
         }
         path = await self._resolve()
-        band = await self._in_worker(lambda: _sessions().get(path).band(request))
-        self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps(band, allow_nan=False))
+        self._finish_json(await self._in_worker(lambda: _sessions().get(path).band(request)))
 
 
 class CkaHandler(_RunHandler):
@@ -133,9 +138,7 @@ class CkaHandler(_RunHandler):
     @authorized
     async def get(self) -> None:
         path = await self._resolve()
-        payload = await self._in_worker(lambda: _sessions().get(path).cka())
-        self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps(payload, allow_nan=False))
+        self._finish_json(await self._in_worker(lambda: _sessions().get(path).cka()))
 
 
 class ReportHandler(_RunHandler):

@@ -130,9 +130,9 @@ export class RunViewer {
           this.etag = null;
           this.load();
         } else if (msg && msg.type === "band") {
-          this.fetchBand(msg);
+          this.relay("band", { estimator: msg.estimator, slot: String(msg.slot), target: msg.target });
         } else if (msg && msg.type === "cka") {
-          this.fetchCka();
+          this.relay("cka");
         }
       };
       this.cleanup = render({ model: this.model, el: this.plane });
@@ -143,21 +143,12 @@ export class RunViewer {
     }
   }
 
-  /** The chance floor of a selection, computed by the server; handed to the view as a kernel would send it. */
-  async fetchBand({ estimator, slot, target }) {
+  /** What the view asked for (`type`: "band" or "cka"), computed by the server's endpoint of that name and handed
+   * to the view as a kernel would send it: the chance floor of a selection, the layers' CKA at every epoch. */
+  async relay(type, query = {}) {
     try {
-      const response = await this.request("band", { estimator, slot: String(slot), target });
-      this.model.receive({ type: "band", band: await response.json() });
-    } catch (error) {
-      this.problem.textContent = String(error.message || error);
-    }
-  }
-
-  /** The runs' layer-to-layer CKA at every epoch, computed by the server. */
-  async fetchCka() {
-    try {
-      const response = await this.request("cka", {});
-      this.model.receive({ type: "cka", cka: await response.json() });
+      const response = await this.request(type, query);
+      this.model.receive({ type, [type]: await response.json() });
     } catch (error) {
       this.problem.textContent = String(error.message || error);
     }
