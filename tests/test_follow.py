@@ -3,6 +3,7 @@ with real writer processes; ``ibwidget report`` on a file still being written.""
 
 from __future__ import annotations
 
+import threading
 import time
 
 import numpy as np
@@ -92,6 +93,19 @@ def test_a_runview_of_a_folder_takes_in_each_new_run(tmp_path, monkeypatch):
     for proc in (first, second):
         proc.stdin.close()
         assert proc.wait(timeout=30) == 0
+    # The Player tab reads the same grid: the joined run is in it, and its layer-CKA request covers both runs.
+    player = view.plane_view
+    view.sync()
+    assert [r["name"] for r in player.meta["runs"]] == ["seed 0", "seed 1"] and player.values is view._model.values
+    np.testing.assert_array_equal(np.frombuffer(player.grid, "<f4"), view._model.values.ravel())
+    sent, done = [], threading.Event()
+    monkeypatch.setattr(type(player), "send", lambda self, content, buffers=None: (sent.append(content), done.set()))
+    player._on_msg(player, {"type": "cka"}, [])
+    assert done.wait(60)
+    runs = sent[0]["cka"]["runs"]
+    for answer, run in zip(runs, [ib.load_run(tmp_path / n) for n in ("a.ibrun", "b.ibrun")], strict=True):
+        want = run.cka_matrix(run.epochs[-1], sigma=None, sigma_rule=None)
+        np.testing.assert_allclose(np.array(answer["values"][-1], dtype=float), want, rtol=1e-6)
     view.close()
 
 

@@ -612,7 +612,13 @@ def test_runview_overlays_runs_with_a_legend(trained, digits, tmp_path):
     for r, run in enumerate(view.runs):
         assert not view.marks["plane_points"][r][0].visible and view.marks["plane_points"][r][1].visible
         assert_marks_match(view, run.trajectories("cka"), run_index=r)
-    assert RunView(trainer.run).marks["plane_points"][0][0].x.shape == (EPOCHS + 1,)
+    tabs = view.children[-1]  # the figures, and the Player: a PlaneView of the same grid (fan, floor, CKA)
+    assert tabs.titles == ("Figures", "Player") and tabs.children[1] is view.plane_view
+    assert view.plane_view.values is view._model.values and view.plane_view.meta["n_runs"] == 2
+    alone = RunView(trainer.run, plane_view=False)
+    assert alone.plane_view is None and alone.children[-1] is alone._figure_box
+    assert alone.marks["plane_points"][0][0].x.shape == (EPOCHS + 1,)
+    alone.close()
     with pytest.raises(TypeError, match="RunView takes"):
         RunView([42])
     view.close()
@@ -767,9 +773,12 @@ def test_a_runview_opens_before_its_grid_is_computed(trained, monkeypatch):
     try:
         assert not view._model.ready.is_set()
         assert_marks_match(view, trainer.run.trajectories("hsic", sigma=5.0))
+        assert view.plane_view.meta == {} and view.plane_view.grid == b""  # the Player says "no grid yet"
         release.set()
         view.sync()
         assert view._model.ready.is_set() and view._model.lookup("hsic", 5.0, "fixed", "labels").exact
+        assert view.wait_filled(60)  # the Player is sent the grid once it is there
+        np.testing.assert_array_equal(np.frombuffer(view.plane_view.grid, "<f4"), view._model.values.ravel())
     finally:
         release.set()
         view.close()

@@ -17,6 +17,7 @@ from ibwidget.widget._applier import _Applier, _Batch
 from ibwidget.widget._controls import Controls, View
 from ibwidget.widget._figures import Figures, RunData
 from ibwidget.widget._viewmodel import OnDemand, PlaneModel, band_of, fast_builder
+from ibwidget.widget.planeview import PlaneView, live_plane_view
 
 FIGURE_NAMES = ("plane", "dep_x", "dep_y", "loss", "accuracy")
 #: The gauge's informative range of kernel saturation (mean off-diagonal kernel value); outside it, σ is off.
@@ -137,6 +138,19 @@ class _RunsBox(widgets.VBox):
         self.export_button.on_click(lambda _: self._applier.put("export", self.export_format.value))
         self._estimators = estimators
         self._figure_box = widgets.VBox(_figure_rows(self._figures.figures))
+        self._plane_view: PlaneView | None = None
+
+    def _body(self, plane_view: bool) -> widgets.Widget:
+        """The figures; with ``plane_view``, in a tab beside a second one, "Player": the kernel-free PlaneView of
+        the same grid (epoch player, σ fan, chance floor, layer CKA), sent each catch-up's new epochs from this UI
+        thread."""
+        if not plane_view:
+            return self._figure_box
+        view = self._plane_view = live_plane_view(self._model, wake=lambda: self._applier.put("planeview"))
+        self._grid_listeners.append(lambda final: view.refresh(full=final))
+        tabs = widgets.Tab(children=[self._figure_box, view], titles=["Figures", "Player"])
+        tabs.add_class("ibw-tabs")
+        return tabs
 
     # ------------------------------------------------------------------------------------------ public
 
@@ -159,6 +173,11 @@ class _RunsBox(widgets.VBox):
     @property
     def runs(self) -> list:
         return list(self._runs)
+
+    @property
+    def plane_view(self) -> PlaneView | None:
+        """The :class:`~ibwidget.PlaneView` in the "Player" tab (None with ``plane_view=False``)."""
+        return self._plane_view
 
     def sync(self, timeout: float | None = 10.0) -> None:
         """Block until every pending update (the widths shown, training events, control changes, values computed

@@ -85,16 +85,17 @@ class PlaneView(anywidget.AnyWidget):
             default = {"estimator": estimator, "sigma": sigma, "rule": sigma_rule, "target": target}
             model = PlaneModel(_as_runs(runs), builder, default)
         self._model = model
-        self._runs = model.runs
         self._builder = model.builder
-        self._sent = (model.version, model.fills, tuple(model.counts))  # what the front-end holds
+        self._sent: tuple | None = None  # (version, fills, counts) the front-end holds; None: nothing yet
         self._follower: Follower | None = None
         self._update_lock = threading.RLock()  # one writer of the traits at a time
         self._flag_lock = threading.Lock()
         self._want_full = False
         self._last_push = 0.0
         super().__init__(**kwargs)
-        self._push_full(model.meta(), model.values, model.saturation)
+        if model.ready.is_set():  # else (a RunView's grid computing its first view) the owner's catch-up sends it
+            self._sent = (model.version, model.fills, tuple(model.counts))
+            self._push_full(model.meta(), model.values, model.saturation)
         self.add_class("ibwp-widget")
         self.on_msg(self._on_msg)
         if self._computes:
@@ -105,6 +106,10 @@ class PlaneView(anywidget.AnyWidget):
     @property
     def runs(self) -> list:
         return list(self._runs)
+
+    @property
+    def _runs(self) -> list:
+        return self._model.runs  # runs may join the model (a followed folder): never a copy of an earlier list
 
     @property
     def values(self) -> np.ndarray:
@@ -146,7 +151,6 @@ class PlaneView(anywidget.AnyWidget):
         def changed(new_runs: list, grew: bool) -> None:  # the follower's thread
             if new_runs:
                 plane._model.add_runs(new_runs)
-                plane._runs = plane._model.runs
             plane._catch_up(full=bool(new_runs))
 
         follower.start(changed)
@@ -220,15 +224,17 @@ class PlaneView(anywidget.AnyWidget):
         with self._update_lock:
             with self._flag_lock:
                 resync, self._want_full = self._want_full, False
-            full = full or resync
             model = self._model
+            if not model.ready.is_set():
+                return  # no grid yet: its owner calls again once the first view is computed
+            full = full or resync or self._sent is None
             if self._computes:  # else the owner (a Trainer's UI thread) computes new epochs, then calls refresh
                 model.catch_up()
             with model.lock:
                 version, fills, counts = model.version, model.fills, tuple(model.counts)
                 meta, values, saturation = model.meta(), model.values, model.saturation
                 appended = None
-                sent_version, sent_fills, sent_counts = self._sent
+                sent_version, sent_fills, sent_counts = self._sent or (version, fills, counts)
                 if (version, fills) != (sent_version, sent_fills) or (len(counts) > 1 and counts != sent_counts):
                     full = True  # runs joined, slots filled in, or several runs grew: the whole state
                 elif counts != sent_counts:
@@ -288,6 +294,8 @@ class PlaneView(anywidget.AnyWidget):
 
     def _send_band(self, request: dict) -> None:
         """Compute the chance floor a front-end asked for (its selection) in a thread of its own, then send it."""
+        if not self._model.ready.is_set():
+            return  # no grid yet: the front-end cannot have selected in it
         meta = self._model.meta()
         try:
             estimator, slot, target = checked_band_request(meta, request)
@@ -302,5 +310,6 @@ class PlaneView(anywidget.AnyWidget):
 
 
 def live_plane_view(model: PlaneModel, wake: Callable[[], None]) -> PlaneView:
-    """The live view of a Trainer: the grid its figures read, appended from its UI thread (``wake`` asks it)."""
+    """The Player tab of a Trainer or RunView: the grid its figures read, appended from its UI thread (``wake`` asks
+    it)."""
     return PlaneView(model.runs, _model=model, _wake=wake)

@@ -45,6 +45,8 @@ class RunView(_RunsBox):
     """Saved runs (``Run`` objects or ``.ibrun`` paths) in the Trainer's figures, one line style per run.
 
     The controls redraw every run from its stored snapshots; layer toggle i shows or hides layer i of every run.
+    ``plane_view``: a second tab, "Player", with the :class:`~ibwidget.PlaneView` of the same grid (epoch player,
+    σ fan, chance floor, layer CKA heatmap).
     """
 
     def __init__(
@@ -54,6 +56,8 @@ class RunView(_RunsBox):
         sigma: float = 5.0,
         sigma_rule: str = "fixed",
         target: str = "labels",
+        *,
+        plane_view: bool = True,
     ) -> None:
         super().__init__()
         runs = _as_runs(runs)
@@ -64,7 +68,8 @@ class RunView(_RunsBox):
         self.legend.add_class("ibw-legend")
         self._info = widgets.HBox([self.saturation, self.notice, self.export_format, self.export_button])
         self._follower: Follower | None = None
-        self.children = [self.legend, self._controls.box, self._info, self._figure_box]
+        self._body_box = self._body(plane_view)
+        self.children = [self.legend, self._controls.box, self._info, self._body_box]
         self.add_class("ibw-runview")
         if not self._model.ready.is_set():  # the grid fills in behind: the first view is computed here, exactly
             self._on_demand.compute_now(self._controls.view().params, self._runs)
@@ -80,6 +85,7 @@ class RunView(_RunsBox):
         sigma_rule: str = "fixed",
         target: str = "labels",
         *,
+        plane_view: bool = True,
         interval: float = 0.5,
         timeout: float | None = 60.0,
     ) -> RunView:
@@ -91,7 +97,7 @@ class RunView(_RunsBox):
         Following stops when the view is closed.
         """
         follower = Follower(source, interval)
-        view = cls(follower.wait_for_runs(timeout), estimators, sigma, sigma_rule, target)
+        view = cls(follower.wait_for_runs(timeout), estimators, sigma, sigma_rule, target, plane_view=plane_view)
         view._follower = follower
 
         def changed(new_runs: list, grew: bool) -> None:  # the follower's thread: only queue requests
@@ -119,7 +125,7 @@ class RunView(_RunsBox):
             names = _unique([run.name for run in (*self._runs, *batch.new_runs)])
             self._add_runs(batch.new_runs, names)
             self.legend.value = legend_html(names)
-            self.children = [self.legend, self._controls.box, self._info, self._figure_box]
+            self.children = [self.legend, self._controls.box, self._info, self._body_box]
         if batch.data:
             self._epoch_max = max([self._epoch_max, *(run.epochs[-1] for run in self._runs if run.epochs)])
         super()._apply(batch)

@@ -17,7 +17,6 @@ from ibwidget.record.run import Run
 from ibwidget.train.engine import BatchEvent, Engine, device_label, refuse_second_training
 from ibwidget.widget._applier import _Batch
 from ibwidget.widget._base import _label, _RunsBox
-from ibwidget.widget.planeview import PlaneView, live_plane_view
 
 __all__ = ["Trainer"]
 
@@ -134,7 +133,6 @@ class Trainer(_RunsBox):
         if batch_event_interval is not None:  # the widget's refresh of the progress bar
             engine.batch_event_interval = float(batch_event_interval)
         super().__init__()
-        self._plane_view: PlaneView | None = None
         self._engine = engine
         self._target = int(engine.num_epochs)
         self._batch_event: BatchEvent | None = None
@@ -180,14 +178,7 @@ class Trainer(_RunsBox):
         )
         bar.add_class("ibw-runbar")
         info = widgets.HBox([self.saturation, self.notice, self.export_format, self.export_button])
-        body = self._figure_box
-        if plane_view:  # a second tab: the kernel-free PlaneView, fed epoch by epoch from the UI thread
-            self._plane_view = live_plane_view(self._model, wake=lambda: self._applier.put("planeview"))
-            view = self._plane_view
-            self._grid_listeners.append(lambda final: view.refresh(full=final))
-            body = widgets.Tab(children=[self._figure_box, self._plane_view], titles=["Figures", "Player"])
-            body.add_class("ibw-tabs")
-        self.children = [bar, self._controls.box, info, body]
+        self.children = [bar, self._controls.box, info, self._body(plane_view)]
         self.add_class("ibw-trainer")
         self._apply(_Batch(redraw=True, status=True))  # initial state, on this (the main) thread
         self._callbacks = {
@@ -214,11 +205,6 @@ class Trainer(_RunsBox):
     def run(self) -> Run:
         """The :class:`~ibwidget.record.run.Run` being recorded."""
         return self._engine.run
-
-    @property
-    def plane_view(self) -> PlaneView | None:
-        """The :class:`~ibwidget.PlaneView` in the second tab (None with ``plane_view=False``)."""
-        return self._plane_view
 
     @property
     def status(self) -> str:

@@ -405,6 +405,9 @@ for e in range(6):
 view = ib.PlaneView(run, estimators=["hsic", "cka"], sigmas=[1.0, 5.0, 25.0])
 view
 """
+_NOTEBOOK_RUNVIEW = """
+ib.RunView(run)
+"""
 _NOTEBOOK_TRAINER = """
 from ibwidget.cli import seed_model
 import ibwidget.widget.planeview as pv
@@ -418,11 +421,12 @@ trainer
 
 
 def test_planeview_in_jupyter(frontend, jupyter_server, browser_page):
-    """A PlaneView through the kernel (a toggle redraws it), and a Trainer's Player tab filled live by training."""
+    """A PlaneView through the kernel (a toggle redraws it), a RunView's Player tab (σ fan, layer CKA from the
+    kernel), and a Trainer's Player tab filled live by training."""
     name = f"planeview_{frontend}.ipynb"
-    write_notebook(jupyter_server.root / name, _NOTEBOOK_RUN, _NOTEBOOK_TRAINER)
+    write_notebook(jupyter_server.root / name, _NOTEBOOK_RUN, _NOTEBOOK_RUNVIEW, _NOTEBOOK_TRAINER)
     page = browser_page.page
-    open_and_run_all(page, jupyter_server, name, n_cells=2)
+    open_and_run_all(page, jupyter_server, name, n_cells=3)
 
     # The static view: drawn, and a toggle changes its paths in the browser.
     wait_rendered(page, ".ibwp-root circle.ibwp-point")
@@ -453,6 +457,25 @@ def test_planeview_in_jupyter(frontend, jupyter_server, browser_page):
     assert float(diagonal) == pytest.approx(1.0)
     view.locator("input.ibwp-cka-toggle").uncheck()
     view.locator("input.ibwp-band-toggle").uncheck()
+
+    # The RunView: its Player tab is a PlaneView of the figures' grid, with the σ fan and the kernel's layer CKA.
+    wait_rendered(page, ".ibw-runview .lm-TabBar-tab")
+    runview = page.locator(".ibw-runview").first
+    runview.locator(".lm-TabBar-tab", has_text="Player").click()
+    player = runview.locator(".ibwp-root")
+    wait_until(page, lambda: player.is_visible(), STEP_TIMEOUT, "the RunView's Player tab to show the PlaneView")
+    wait_until(page, lambda: player.locator("circle.ibwp-point").count() == 3, STEP_TIMEOUT, "3 points in its Player")
+    player.locator("input.ibwp-fan-toggle").check()
+    fans = player.locator("g.ibwp-layer[data-layer='1'] path.ibwp-fan-line")
+    wait_until(page, lambda: fans.count() == len(DEFAULT_SIGMAS), STEP_TIMEOUT, "a fan line per fixed σ of the grid")
+    assert player.locator(".ibwp-fan-note").inner_text() != ""
+    player.locator("input.ibwp-cka-toggle").check()
+    cells = player.locator("rect.ibwp-cka-cell")
+    wait_until(page, lambda: cells.count() >= 16, STEP_TIMEOUT, "the kernel's CKA heatmap in the RunView's Player")
+    values = [float(v) for v in cells.evaluate_all("(els) => els.map((e) => e.getAttribute('data-value'))")]
+    diagonal = player.locator("rect.ibwp-cka-cell[data-i='2'][data-j='2']").get_attribute("data-value")
+    assert float(diagonal) == pytest.approx(1.0)
+    assert all(0.0 < v <= 1.0 + 1e-9 for v in values) and min(values) < 0.99
 
     # The Trainer: open its Player tab, start training, and watch the epochs arrive in the browser.
     wait_rendered(page, ".ibw-trainer .ibw-start")
