@@ -38,6 +38,23 @@ SVG_DASHES = {"solid": "", "dashed": "6,4", "dotted": "2,3", "dash_dotted": "6,3
 #: (the saturation gauge, and the sigma fan's marked range).
 SATURATION_RANGE = (0.05, 0.95)
 
+#: Per-layer geometric diagnostics recorded with every snapshot (``Run.diagnostics()``), in the order the views list
+#: them: the saturated fraction, mean |activation| and weight norm of the layer, and its weights' gradient over the
+#: epoch (norm of the mean, norm of the standard deviation, their ratio). See :mod:`ibwidget.record.diagnostics`.
+DIAGNOSTICS = ("saturated_fraction", "mean_abs_activation", "weight_norm", "grad_mean", "grad_std", "grad_snr")
+#: What the views call each diagnostic.
+DIAGNOSTIC_LABELS = {
+    "saturated_fraction": "saturated fraction",
+    "mean_abs_activation": "mean |activation|",
+    "weight_norm": "weight norm",
+    "grad_mean": "gradient mean (norm)",
+    "grad_std": "gradient std (norm)",
+    "grad_snr": "gradient SNR",
+}
+#: What a layer's output is, for its saturated fraction (declare one with ``nonlinearities={...}``): a linear layer
+#: (e.g. the logits) has none to measure.
+NONLINEARITIES = ("tanh", "sigmoid", "relu", "linear")
+
 #: The precomputed plane grid's format (``meta["format"]``, ``meta["version"]``), read by js/planeview.js.
 GRID_FORMAT = "ibwidget.planegrid"
 GRID_VERSION = 2

@@ -52,8 +52,9 @@ class InformationPlane(*_callback_bases()):  # type: ignore[misc]  # the Callbac
     ``probe``: ``(x, labels)`` tensors, a Dataset or a DataLoader (a seeded subset of ``probe_size`` samples).
     ``layers``: module names in the LightningModule (e.g. ``["net.0", "net.2"]``; default every leaf module with
     parameters). ``path``: the run file, appended epoch by epoch (follow it with ``ib.RunView.follow(path)``).
-    ``every_n_epochs`` / ``snapshot_epochs``, ``resume``, ``forward``, ``keep_activations``, ``memory_budget``
-    and ``seed`` are :func:`ibwidget.record`'s. :attr:`run` is the :class:`~ibwidget.Run` (on rank 0).
+    ``every_n_epochs`` / ``snapshot_epochs``, ``resume``, ``forward``, ``keep_activations``, ``memory_budget``,
+    ``seed`` and ``nonlinearities`` are :func:`ibwidget.record`'s; every backward pass adds to the epoch's gradient
+    diagnostics (``Run.diagnostics()``). :attr:`run` is the :class:`~ibwidget.Run` (on rank 0).
     """
 
     def __init__(
@@ -71,6 +72,7 @@ class InformationPlane(*_callback_bases()):  # type: ignore[misc]  # the Callbac
         keep_activations: str = "narrow",
         memory_budget: int = DEFAULT_MEMORY_BUDGET,
         seed: int = 0,
+        nonlinearities: dict[str, str] | None = None,
     ) -> None:
         super().__init__()
         self._options: dict[str, Any] = {
@@ -86,6 +88,7 @@ class InformationPlane(*_callback_bases()):  # type: ignore[misc]  # the Callbac
             "keep_activations": keep_activations,
             "memory_budget": memory_budget,
             "seed": seed,
+            "nonlinearities": nonlinearities,
         }
         self.recording: Recording | None = None  #: made at the first ``on_train_start``
 
@@ -106,6 +109,11 @@ class InformationPlane(*_callback_bases()):  # type: ignore[misc]  # the Callbac
             options["name"] = options["name"] or type(pl_module).__name__
             self.recording = record(pl_module, device=pl_module.device, **options)
         self.recording.__enter__()
+
+    def on_after_backward(self, trainer, pl_module) -> None:
+        """A backward pass is done (under DDP, its gradients averaged): add them to the epoch's statistics."""
+        if self.recording is not None:
+            self.recording.step()
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         """Record the epoch, with every scalar metric Lightning has logged for it."""

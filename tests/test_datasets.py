@@ -16,6 +16,7 @@ import torch
 from _mnist import write_idx_images, write_idx_labels
 from torch.utils.data import DataLoader, SubsetRandomSampler, TensorDataset
 
+import ibwidget as ib
 from ibwidget.datasets import DatasetNotFoundError, cifar10, digits, mnist, num_classes, to_tensors
 
 N_MNIST_TRAIN, N_MNIST_TEST = 60, 20
@@ -366,3 +367,55 @@ def test_loaders_without_torchvision_say_what_to_install(tmp_path):
     (error,) = run.stderr.strip().splitlines()  # one line, no traceback
     assert error.startswith("ibwidget train: error: MNIST is read through torchvision") and "[vision]" in error
     assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+# ------------------------------------------------------------------------------------------ ib12
+
+
+def _vertex_permutation(rotation: np.ndarray) -> np.ndarray:
+    """The permutation of the icosahedron's vertices a rotation makes (each vertex lands on a vertex)."""
+    p = ib.datasets.ib12.vertices()
+    moved = p @ rotation.T
+    distances = np.linalg.norm(moved[:, None, :] - p[None, :, :], axis=-1)
+    assert np.allclose(distances.min(1), 0.0, atol=1e-9), "not a symmetry of the icosahedron"
+    return distances.argmin(1)
+
+
+def test_ib12_holds_every_pattern_once_balanced_and_invariant_under_the_icosahedrons_rotations():
+    x, y = ib.datasets.ib12.patterns()
+    assert x.shape == (4096, 12) and x.dtype == torch.float32 and y.dtype == torch.int64
+    assert set(x.unique().tolist()) == {0.0, 1.0} and set(y.unique().tolist()) == {0, 1}
+    assert len({tuple(row) for row in x.int().tolist()}) == 4096
+    assert x[5].tolist() == [0.0] * 9 + [1.0, 0.0, 1.0]  # pattern k holds the bits of k
+    assert abs(float(y.float().mean()) - 0.5) < 0.01  # the threshold closest to balance
+    p = ib.datasets.ib12.vertices()
+    assert np.allclose(np.linalg.norm(p, axis=1), 1.0)
+    nearest = np.sort(np.linalg.norm(p[0] - p[1:], axis=1))[:5]
+    assert np.allclose(nearest, nearest[0])  # a regular icosahedron: each vertex has five nearest neighbours
+    axis, angle = p[0], 2 * np.pi / 5  # a fifth of a turn about a vertex (Rodrigues' formula)
+    k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+    rotation = np.eye(3) + np.sin(angle) * k + (1 - np.cos(angle)) * k @ k
+    for symmetry in (rotation, -np.eye(3)):
+        perm = _vertex_permutation(symmetry)
+        moved = torch.zeros_like(x)
+        moved[:, torch.from_numpy(perm)] = x  # bit i goes to the vertex the symmetry takes vertex i to
+        index = (moved.long() * (2 ** torch.arange(11, -1, -1))).sum(1)
+        assert torch.equal(y[index], y) and not torch.equal(index, torch.arange(4096))
+
+
+def test_ib12_loaders_split_stratified_seeded_and_hold_every_pattern_third():
+    train, val, every = ib.datasets.ib12.load_data(batch_size=128, validation_split=0.25, seed=3)
+    tr, va = train.dataset, val.dataset
+    assert len(tr) + len(va) == 4096 and len(every.dataset) == 4096
+    assert set(tr.indices.tolist()).isdisjoint(va.indices.tolist())
+    _, y = ib.datasets.ib12.patterns()
+    for label in (0, 1):
+        assert int((va.targets == label).sum()) == int(0.25 * int((y == label).sum()))  # stratified
+    assert torch.equal(every.dataset.targets, y) and torch.equal(every.dataset.indices, torch.arange(4096))
+    again = ib.datasets.ib12.load_data(batch_size=128, validation_split=0.25, seed=3)[1].dataset
+    other = ib.datasets.ib12.load_data(batch_size=128, validation_split=0.25, seed=4)[1].dataset
+    assert torch.equal(again.indices, va.indices) and not torch.equal(other.indices, va.indices)
+    x0, y0 = next(iter(train))
+    assert x0.shape == (128, 12) and y0.shape == (128,)
+    with pytest.raises(ValueError, match="validation_split"):
+        ib.datasets.ib12.load_data(validation_split=1.0)

@@ -62,6 +62,15 @@ def test_torchrun_records_on_rank_0_what_one_process_records(mode, one_process, 
         ours, single = run.trajectories(estimator), one_process.trajectories(estimator)
         np.testing.assert_allclose(ours, single, rtol=1e-4, atol=1e-4 * np.abs(single).max())
     assert np.abs(np.diff(one_process.trajectories("cka")[:, :, 1], axis=0)).max() > 1e-3  # training moved them
+    ours, single = run.diagnostics(), one_process.diagnostics()
+    np.testing.assert_allclose(ours["mean_abs_activation"], single["mean_abs_activation"], rtol=1e-4)
+    if mode == "ddp":  # rank 0 steps with the allreduced gradient of the global batch: the single process's
+        for name in ("weight_norm", "grad_mean", "grad_std", "grad_snr"):
+            np.testing.assert_allclose(ours[name][1:], single[name][1:], rtol=1e-4)
+        assert np.isnan(ours["grad_mean"][0]).all() and np.isfinite(ours["grad_mean"][1:]).all()
+    else:  # each FSDP rank holds shards of the weights: no weight or gradient statistics, and a note says so
+        assert np.isnan(ours["grad_mean"]).all() and np.isnan(ours["weight_norm"]).all()
+        assert any("FSDP" in note for note in run.diagnostics_notes)
 
 
 def test_tensor_parallel_parameters_are_refused_saying_what_is_supported():
@@ -116,6 +125,8 @@ def test_lightning_records_each_epoch_with_its_logged_metrics(package_name, tmp_
     with torch.no_grad():
         z = module.net[0](x[:64])
     assert torch.allclose(run.snapshots().norms[-1, 0], (z * z).sum(1), rtol=1e-4, atol=1e-5)
+    grads = run.diagnostics()["grad_mean"]  # every backward pass reached the epoch's gradient statistics
+    assert np.isnan(grads[0]).all() and np.isfinite(grads[1:]).all() and (grads[1:] > 0).all()
 
 
 def test_a_module_without_forward_is_refused_with_what_to_pass(tmp_path):

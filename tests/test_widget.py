@@ -19,6 +19,7 @@ from _training import WAIT, hold_at
 from torch import nn
 
 import ibwidget as ib
+from ibwidget._vocabulary import DIAGNOSTIC_LABELS
 from ibwidget.measure import estimators as measure_estimators
 from ibwidget.widget import RunView, Trainer
 from ibwidget.widget._base import FIGURE_NAMES
@@ -235,6 +236,32 @@ def test_the_chance_floor_shades_each_layers_null_band(trained):
     assert not any(m.visible for m in trainer.marks["dep_x_band"][0] + trainer.marks["plane_band"][0])
 
 
+def test_the_diagnostics_figure_shows_the_chosen_diagnostic_of_each_layer(trained):
+    """Beside the plane: each layer's geometric diagnostic per recorded epoch, as ``run.diagnostics()`` holds it."""
+    trainer, _ = trained
+    run = trainer.run
+    diagnostics = run.diagnostics()
+    marks = trainer.marks["diagnostics"][0]
+    for name in ("saturated_fraction", "weight_norm", "grad_snr", "mean_abs_activation"):
+        trainer.controls.diagnostic.value = name
+        trainer.sync()
+        for i, mark in enumerate(marks):
+            column = diagnostics[name][:, i]
+            keep = np.isfinite(column)
+            np.testing.assert_array_equal(mark.x, np.asarray(run.epochs, dtype=np.float32)[keep])
+            np.testing.assert_allclose(mark.y, column[keep].astype(np.float32))
+        assert trainer._figures.axes["diagnostics"][1].label == DIAGNOSTIC_LABELS[name]
+        if name == "grad_snr":  # every epoch but 0, which had no step
+            assert len(marks[0].y) == EPOCHS and np.all(np.asarray(marks[0].y) > 0)
+    trainer.controls.diagnostic.value = "saturated_fraction"
+    trainer.controls.layers[2].value = False  # the logits hidden: no layer without values is shown
+    trainer.sync()
+    assert trainer.figures["diagnostics"].title == "Diagnostics: saturated fraction"
+    assert list(marks[0].y) == list(diagnostics["saturated_fraction"][:, 0].astype(np.float32))  # dead ReLUs
+    trainer.controls.layers[2].value = True
+    trainer.sync()
+
+
 def test_layer_toggle_hides_marks_and_rescales_to_visible_layers(trained):
     trainer, _ = trained
     run = trainer.run
@@ -363,6 +390,8 @@ def test_css_classes_for_the_browser_tests(trained):
         trainer.figures["dep_y"]: "ibw-dep-y",
         trainer.figures["loss"]: "ibw-loss",
         trainer.figures["accuracy"]: "ibw-acc",
+        trainer.figures["diagnostics"]: "ibw-diagnostics",
+        trainer.controls.diagnostic: "ibw-diagnostic",
         trainer.export_button: "ibw-export",
     }
     tree = {id(w) for w in all_widgets(trainer)}
@@ -374,6 +403,7 @@ def test_css_classes_for_the_browser_tests(trained):
         "Dependence on Y",
         "Loss",
         "Accuracy",
+        "Diagnostics: saturated fraction · none for dense_3",  # the logits: linear, nothing saturates
     ]
     assert all(f.animation_duration == 0 for f in trainer.figures.values())
     options = list(trainer.controls.estimator.options)
@@ -387,8 +417,9 @@ def test_export_png_svg_and_run_file(trained, tmp_path, monkeypatch):
     sent = []
     monkeypatch.setattr(bq.Figure, "send", lambda fig, msg, buffers=None: sent.append((fig, msg)))
     files = trainer.save_png(tmp_path)
-    assert files == [str(tmp_path / f"{k}.png") for k in ("plane", "dep_x", "dep_y", "loss", "accuracy")]
-    assert [m["type"] for _, m in sent] == ["save_png"] * 5 and [m["filename"] for _, m in sent] == files
+    names = ("plane", "dep_x", "dep_y", "loss", "accuracy", "diagnostics")
+    assert files == [str(tmp_path / f"{k}.png") for k in names]
+    assert [m["type"] for _, m in sent] == ["save_png"] * 6 and [m["filename"] for _, m in sent] == files
     assert [f for f, _ in sent] == list(trainer.figures.values())
     sent.clear()
     assert trainer.save_svg(tmp_path / "fig.svg")[0] == str(tmp_path / "fig-plane.svg")

@@ -1,10 +1,11 @@
-"""Datasets as ``(train, val, test)`` DataLoaders: ``digits`` (offline), ``mnist`` and ``cifar10`` (torchvision).
+"""Datasets as ``(train, val, test)`` DataLoaders: ``digits`` (offline), ``ib12`` (Tishby's 12-bit task,
+generated), ``mnist`` and ``cifar10`` (torchvision).
 
 Each submodule has ``load_data(batch_size=64, num_workers=0, validation_split=0.2, ...)`` (PyGlow's argument order).
 Importing this package loads no data (and does not import torchvision or scikit-learn).
 """
 
-from ibwidget.datasets import cifar10, digits, mnist
+from ibwidget.datasets import cifar10, digits, ib12, mnist
 from ibwidget.datasets._common import (
     DatasetNotFoundError,
     TorchvisionMissingError,
@@ -16,6 +17,7 @@ from ibwidget.datasets._common import (
 __all__ = [
     "cifar10",
     "digits",
+    "ib12",
     "mnist",
     "DatasetNotFoundError",
     "TorchvisionMissingError",

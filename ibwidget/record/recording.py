@@ -12,7 +12,7 @@ once every hook of the epoch has run, :meth:`Recording.on_epoch_end` (the epoch 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -23,6 +23,7 @@ from torch.utils.data import Dataset
 from ibwidget.measure._typing import PathLike
 from ibwidget.record import runfile
 from ibwidget.record._distributed import Placement, clean_name, placement
+from ibwidget.record.diagnostics import GradientMoments, activation_diagnostics, layer_nonlinearities, weight_norms
 from ibwidget.record.recorder import DEFAULT_MEMORY_BUDGET, PendingSnapshot, Recorder, make_probe
 from ibwidget.record.run import Run
 from ibwidget.record.taps import default_layer_names, resolve_layers
@@ -41,6 +42,7 @@ OPTIONS = (
     "resume",
     "every_n_epochs",
     "snapshot_epochs",
+    "nonlinearities",
 )
 
 #: what a snapshot listener receives: (epoch, the model's raw output on the probe, every tracked layer's activations)
@@ -90,6 +92,11 @@ class Recording:
     refused unless ``resume=True``, which continues it (same name, layers and probe; training goes on from its last
     epoch). ``every_n_epochs`` or ``snapshot_epochs`` (a list, e.g. log-spaced epochs of a long run) choose which
     epochs are snapshotted (epoch 0 always); every epoch's logs are kept. Bad values are refused before training.
+    Each snapshot also records the layers' geometric diagnostics (:mod:`ibwidget.record.diagnostics`;
+    ``Run.diagnostics()``): ``nonlinearities`` (layer name -> ``"tanh"``, ``"sigmoid"``, ``"relu"`` or
+    ``"linear"``) declares what a tracked layer's output is where it is not an ``nn.Tanh``/``nn.Sigmoid``/
+    ``nn.ReLU`` module or an IBSequential layer, for its saturated fraction; the gradient statistics come from
+    :meth:`step` (the engine calls it after every backward pass).
     E.g. ``ib.Engine(model, train, val, recording=Recording(probe=256, path="runs/a.ibrun"))``.
     """
 
@@ -106,6 +113,7 @@ class Recording:
         resume: bool = False,
         every_n_epochs: int | None = None,
         snapshot_epochs: Sequence[int] | None = None,
+        nonlinearities: Mapping[str, str] | None = None,
     ) -> None:
         self.probe = DEFAULT_PROBE if probe is None else probe
         self.probe_data = probe_data
@@ -116,6 +124,12 @@ class Recording:
         self.path = None if path is None else Path(path)
         self.resume = bool(resume)
         self._scheduled = _schedule(every_n_epochs, snapshot_epochs)
+        if nonlinearities is not None and not isinstance(nonlinearities, Mapping):
+            raise TypeError(f"nonlinearities maps layer names to 'tanh', 'sigmoid' or 'relu', got {nonlinearities!r}.")
+        self.nonlinearities = dict(nonlinearities or {})
+        self._modules: list[nn.Module | None] = []  # the tracked modules, for weight norms
+        self._nonlinearity: list[str | None] = []
+        self._moments: GradientMoments | None = None  # the epoch's gradient sums (the recording rank, not FSDP)
         self.recorder: Recorder | None = None  #: set by :meth:`setup` (or on entering :func:`record`)
         self.run: Run | None = None  #: set by :meth:`setup` (or on entering :func:`record`)
         self.epoch = 0  #: the epochs recorded so far (logs), in a loop of your own
@@ -159,11 +173,15 @@ class Recording:
                 f"{self.path} exists; pass resume=True to continue that run, or choose another path (nothing is "
                 "overwritten)."
             )
+        modules = dict(model.named_modules())
+        tracked = {name: modules.get(name) for name in layers}
+        self._nonlinearity = layer_nonlinearities(tracked, self.nonlinearities)
         probe_x, probe_y = make_probe(source, self.probe, seed=seed)
         keep, budget = self.keep_activations, self.memory_budget
         recorder = Recorder(model, layers, probe_x, probe_y, device, keep, budget, forward=forward)
         recorder.check_budget(epochs + 1)
-        config = {"probe": int(probe_x.shape[0]), "mode": "probe", **self.config}
+        config = {"probe": int(probe_x.shape[0]), "mode": "probe", "nonlinearities": self._nonlinearity}
+        config.update(self.config)
         if self._placement.world > 1:
             config.update(world_size=self._placement.world, parallel=self._placement.kind)
         self._names = {name: clean_name(name) for name in layers}  # the FSDP wrapper's segments removed
@@ -199,6 +217,9 @@ class Recording:
                 raise
         self.recorder, self.run = recorder, run
         self.epoch = len(run.history.get("loss", []))
+        self._modules = list(tracked.values())
+        if self._placement.records and self._placement.kind != "fsdp":
+            self._moments = GradientMoments(self._modules, recorder.device)  # (FSDP ranks hold weight shards)
         return run
 
     def setup(self, engine: EngineLike) -> None:
@@ -243,6 +264,10 @@ class Recording:
         """Append what the previous hooks added (epoch 0 and its listeners' values) to the file."""
         self._flush()
 
+    def on_after_backward(self, engine: EngineLike) -> None:
+        """A step's gradients are computed: add them to the epoch's gradient statistics."""
+        self.step()
+
     def on_train_steps_end(self, engine: EngineLike, epoch: int) -> None:
         """The epoch's last step is done: begin its snapshot (if scheduled), which on a CUDA device runs on a side
         stream beside the validation that follows."""
@@ -253,8 +278,9 @@ class Recording:
     def on_train_epoch_end(self, engine: EngineLike, epoch: int, logs: dict) -> None:
         """The snapshot after ``epoch`` (if scheduled; the one begun after its last step) and its logs."""
         _, run = self._set_up()
+        gradients = self._epoch_gradients()
         if self._scheduled(epoch):
-            self._snapshot(epoch)
+            self._snapshot(epoch, gradients)
         run.log_epoch(logs)
         self.epoch = epoch
 
@@ -287,6 +313,13 @@ class Recording:
         self._flush()
         return self
 
+    def step(self) -> None:
+        """Add the gradients the tracked layers' weights hold now to the epoch's statistics (``grad_mean``,
+        ``grad_std``, ``grad_snr`` of :meth:`~ibwidget.Run.diagnostics`): in a loop of your own, call it after each
+        ``loss.backward()`` (under DDP that is after the gradients' allreduce). Optional; other ranks: nothing."""
+        if self._moments is not None:
+            self._moments.add()
+
     def snapshot(self, logs: dict | None = None) -> None:
         """Record one epoch: its ``logs`` (e.g. ``{"loss": ..., "val_accuracy": ...}``) always, the probe's
         snapshot when the schedule says so; appended to the file before this returns."""
@@ -297,8 +330,9 @@ class Recording:
         if scheduled and self._placement.records:  # a loop of unknown length: the budget is checked as it grows
             self._set_up()[0].check_budget(run.num_snapshots + 1)
         self.epoch += 1
+        gradients = self._epoch_gradients()
         if scheduled:
-            self._snapshot(self.epoch)
+            self._snapshot(self.epoch, gradients)
         if self._placement.records:  # other ranks return at once (DDP), or after the probe forward (FSDP)
             run.log_epoch(dict(logs or {}))
             self._flush()
@@ -317,9 +351,10 @@ class Recording:
 
     # ------------------------------------------------------------------------------------------ internals
 
-    def _snapshot(self, epoch: int) -> None:
-        """Snapshot the model's current weights on the probe into the run as ``epoch`` (on rank 0; under FSDP the
-        other ranks join the probe forward and keep nothing)."""
+    def _snapshot(self, epoch: int, gradients: dict | None = None) -> None:
+        """Snapshot the model's current weights on the probe into the run as ``epoch``, with the layers'
+        diagnostics and the epoch's ``gradients`` statistics (on rank 0; under FSDP the other ranks join the probe
+        forward and keep nothing)."""
         recorder, run = self._set_up()
         if not self._placement.probes:
             return
@@ -335,8 +370,24 @@ class Recording:
             assert recorder.layer_dims is not None  # the snapshot just taken set them
             run.layer_dims = list(recorder.layer_dims)
         run.add_snapshot(epoch, grams, output, kept)
+        run.add_diagnostics(self._diagnostics([activations[n] for n in run.layer_names], gradients))
         for listener in self._listeners:
             listener(epoch, output, activations)
+
+    def _epoch_gradients(self) -> dict | None:
+        """The gradient statistics of the epoch that just ended (None when no step was reported), the next one
+        begun."""
+        if self._moments is None or not self._moments.steps:
+            return None
+        return self._moments.take()
+
+    def _diagnostics(self, activations: list[torch.Tensor], gradients: dict | None) -> dict:
+        """A snapshot's diagnostics, as device tensors (layers,): nothing here waits for the device."""
+        out = activation_diagnostics(activations, self._nonlinearity or [None] * len(activations))
+        device = activations[0].device
+        if self._moments is not None:  # the weights are whole on this rank (not FSDP shards)
+            out["weight_norm"] = weight_norms(self._modules, device)
+        return {**out, **{k: v.to(device) for k, v in (gradients or {}).items()}}
 
     def _settle(self, epoch: int | None = None) -> PendingSnapshot | None:
         """Take the snapshot begun for ``epoch``; one begun for another epoch (a validation that failed) is waited
@@ -372,18 +423,20 @@ def record(
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
     config: dict | None = None,
     seed: int = 0,
+    nonlinearities: Mapping[str, str] | None = None,
 ) -> Recording:
     """Record ``model`` from a training loop of your own: use it as ``with ib.record(...) as rec:`` and call
-    ``rec.snapshot(logs={...})`` after each epoch; ``rec.run`` is the :class:`~ibwidget.Run` (also in ``path``).
+    ``rec.snapshot(logs={...})`` after each epoch (and, for the gradient diagnostics, ``rec.step()`` after each
+    ``loss.backward()``); ``rec.run`` is the :class:`~ibwidget.Run` (also in ``path``).
 
     ``probe``: ``(x, labels)`` tensors (all of them, in order), or a Dataset or DataLoader (a seeded random subset of
     ``probe_size`` samples). ``layers``: module names as in ``model.named_modules()`` (or the modules; default every
     leaf module with parameters). ``forward(x)`` replaces ``model(x)`` for models that take dicts or keywords.
     ``device``: where the probe runs (default: the model's). The probe is taken in eval mode, without gradients,
     and the model's mode restored; forward hooks exist only during that pass. ``path``, ``resume``,
-    ``every_n_epochs``, ``snapshot_epochs``, ``keep_activations``, ``memory_budget``, ``name`` and ``config`` are
-    :class:`Recording`'s. Errors (an unknown layer, a probe without labels, a path that cannot be written, a file
-    of another run) are raised here, before any training.
+    ``every_n_epochs``, ``snapshot_epochs``, ``keep_activations``, ``memory_budget``, ``name``, ``config`` and
+    ``nonlinearities`` are :class:`Recording`'s. Errors (an unknown layer, a probe without labels, a path that
+    cannot be written, a file of another run) are raised here, before any training.
 
     Under torchrun (``torch.distributed`` initialised) call it on every rank with the same arguments: with DDP, rank
     0 probes the unwrapped module and writes the file while the other ranks' ``snapshot()`` returns at once; with
@@ -419,6 +472,7 @@ def record(
         resume=resume,
         every_n_epochs=every_n_epochs,
         snapshot_epochs=snapshot_epochs,
+        nonlinearities=nonlinearities,
     )
     horizon = max(snapshot_epochs or [0], default=0)
     rec.bind(model, names, torch.device(device), where.forward, probe, seed, horizon, placement=where)

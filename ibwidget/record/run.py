@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ibwidget._vocabulary import KERNELS, TARGETS
+from ibwidget._vocabulary import DIAGNOSTICS, KERNELS, TARGETS
 from ibwidget.measure import kernels as _kernels
 from ibwidget.measure import trajectories as _trajectories
 from ibwidget.measure._typing import PathLike
@@ -126,6 +126,8 @@ class Run:
         self.history: dict[str, list[float]] = {k: [] for k in _HISTORY_KEYS}
         self.custom_dynamics: dict[str, list[np.ndarray]] = {}
         self.batch_dynamics: list[np.ndarray] = []
+        # snapshot index -> name -> (layers,) float64: a device tensor until first read, then an ndarray
+        self._diagnostics: dict[int, dict[str, torch.Tensor | np.ndarray]] = {}
         self._lock = threading.RLock()
         self._snapshots: Snapshots | None = None  # the last one handed out, while nothing new is recorded
         self._snapshots_key: tuple = ()
@@ -375,6 +377,73 @@ class Run:
         """The rows of :meth:`cka_matrix` at ``epoch``: "input", the tracked layers, then "output" unless the model's
         output equals the last tracked layer."""
         return _trajectories.cka_representations(self.snapshots(), self._epoch_index(epoch))[0]
+
+    def add_diagnostics(self, values: dict) -> None:
+        """Attach per-layer geometric diagnostics to the latest snapshot: ``values`` maps names of
+        :data:`~ibwidget._vocabulary.DIAGNOSTICS` to tensors or arrays of one value per tracked layer (kept as
+        given, on their device, until read)."""
+        unknown = sorted(set(values) - set(DIAGNOSTICS))
+        if unknown:
+            raise ValueError(f"unknown diagnostics {unknown}; the known ones are {', '.join(DIAGNOSTICS)}.")
+        with self._lock:
+            if not self.epochs:
+                raise ValueError("add_diagnostics describes a snapshot: record one first (add_snapshot).")
+            row: dict[str, torch.Tensor | np.ndarray] = {}
+            for name, v in values.items():
+                t = torch.as_tensor(v).detach().to(dtype=torch.float64).reshape(-1)
+                if t.numel() != len(self.layer_names):
+                    raise ValueError(f"diagnostic {name!r} has {t.numel()} values for {len(self.layer_names)} layers.")
+                row[name] = t
+            self._diagnostics.setdefault(len(self.epochs) - 1, {}).update(row)
+
+    def diagnostics_at(self, index: int) -> dict[str, np.ndarray]:
+        """The diagnostics recorded with snapshot ``index`` (not an epoch number), as float64 arrays (layers,)."""
+        with self._lock:
+            row = self._diagnostics.get(index, {})
+            out = {}
+            for name, values in row.items():
+                if isinstance(values, torch.Tensor):  # read once from the device, then kept on the host
+                    values = row[name] = values.cpu().numpy()
+                out[name] = values
+            return out
+
+    def diagnostics(self) -> dict[str, np.ndarray]:
+        """Per-layer geometric diagnostics of every snapshot (see :mod:`ibwidget.record.diagnostics`): a dict of
+        float64 ndarrays (epochs, layers), one per name of :data:`~ibwidget._vocabulary.DIAGNOSTICS` —
+        ``saturated_fraction``, ``mean_abs_activation``, ``weight_norm``, ``grad_mean``, ``grad_std``,
+        ``grad_snr`` — NaN where a snapshot has none (epoch 0's gradients, a layer of unknown nonlinearity, a run
+        recorded before they existed; :attr:`diagnostics_notes` says why)."""
+        with self._lock:
+            n = len(self.epochs)
+            rows = [self.diagnostics_at(i) for i in range(n)]
+        out = {}
+        for name in DIAGNOSTICS:
+            values = np.full((n, len(self.layer_names)), np.nan)
+            for i, row in enumerate(rows):
+                if name in row:
+                    values[i] = row[name]
+            out[name] = values
+        return out
+
+    @property
+    def diagnostics_notes(self) -> list[str]:
+        """Why some diagnostics are missing: layers whose nonlinearity is unknown (no saturated fraction), a run
+        recorded under FSDP (no weight or gradient statistics)."""
+        notes = []
+        if self.config.get("parallel") == "fsdp":
+            notes.append("weight norms and gradient statistics are not recorded under FSDP (each rank holds shards).")
+        kinds = self.config.get("nonlinearities")
+        if not isinstance(kinds, list) or len(kinds) != len(self.layer_names):
+            return notes
+        unknown = [n for n, k in zip(self.layer_names, kinds, strict=True) if k is None]
+        if not unknown:
+            return notes
+        names = ", ".join(unknown)
+        return notes + [
+            f"saturated fraction unknown for {names}: their nonlinearity is not known (nn.Tanh, nn.Sigmoid, nn.ReLU "
+            f"modules and IBSequential layers are); declare it, e.g. nonlinearities={{{unknown[0]!r}: 'tanh'}} "
+            "('tanh', 'sigmoid', 'relu' or 'linear')."
+        ]
 
     def _epoch_index(self, epoch: int) -> int:
         if epoch not in self.epochs:

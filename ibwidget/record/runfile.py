@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ibwidget._vocabulary import DIAGNOSTICS
 from ibwidget.measure._typing import PathLike
 from ibwidget.record import _runfile, _runlog
 from ibwidget.record._atomic import atomic_write, fsync_directory
@@ -56,7 +57,8 @@ def _epoch_records(run, snapshots: range, logs: range) -> list[bytes]:
         arrays: dict[str, np.ndarray] = {}
         if s is not None:
             custom = sorted(name for name, values in run.custom_dynamics.items() if len(values) > s)
-            meta["snapshot"] = {"epoch": snap.epochs[s], "custom": custom}
+            diagnostics = run.diagnostics_at(s)
+            meta["snapshot"] = {"epoch": snap.epochs[s], "custom": custom, "diagnostics": sorted(diagnostics)}
             arrays["dist"] = _host(snap.stored_dist[s])  # the stored layers' only: derived ones keep activations
             arrays["norms"] = _host(snap.stored_norms[s])
             arrays["output"] = _host(snap.outputs[s])
@@ -65,6 +67,8 @@ def _epoch_records(run, snapshots: range, logs: range) -> list[bytes]:
                     arrays[f"acts/{i}"] = _host(snap.activations[name][s])
             for name in custom:
                 arrays[f"custom/{name}"] = np.asarray(run.custom_dynamics[name][s], dtype=np.float64)
+            for name, values in diagnostics.items():
+                arrays[f"diag/{name}"] = values
         if row is not None:
             if row < _logged(snap):
                 meta["logs"] = {key: _number(values[row]) for key, values in snap.history.items() if row < len(values)}
@@ -200,6 +204,14 @@ def _apply(run, record, where: str) -> int:
         for name in custom:
             values = _checked(arrays, f"custom/{name}", (L, 2), where, finite=False, dtype=np.float64)
             run.custom_dynamics.setdefault(name, []).append(values)
+        diagnostics = snapshot.get("diagnostics", [])
+        if not isinstance(diagnostics, list) or not all(isinstance(n, str) for n in diagnostics):
+            raise ValueError(f"{where}: 'diagnostics' must list names.")
+        known = [n for n in diagnostics if n in DIAGNOSTICS]  # names a later version adds are skipped
+        if known:
+            run.add_diagnostics(
+                {n: _checked(arrays, f"diag/{n}", (L,), where, finite=False, dtype=np.float64) for n in known}
+            )
         added = 1
     if logs is not None:
         if not isinstance(logs, dict) or not all(v is None or _runfile.is_number(v) for v in logs.values()):

@@ -47,7 +47,8 @@ _EVENTS = ("on_epoch_end", "on_batch_end", "on_pause", "on_exception", "on_finis
 #: the Lightning-style hooks a callback may define, each called with the engine first, in this order of a training:
 #: ``setup(engine)`` when added, ``on_fit_start(engine, epochs)`` in ``start()`` (``epochs``: the run's length once
 #: this training ends; raising refuses the start), then in the training thread ``on_train_start(engine)``, per epoch
-#: ``on_train_epoch_start(engine, epoch)``, per batch ``on_train_batch_start(engine, x)`` and
+#: ``on_train_epoch_start(engine, epoch)``, per batch ``on_train_batch_start(engine, x)``,
+#: ``on_after_backward(engine)`` (the gradients computed, the optimizer step next) and
 #: ``on_train_batch_end(engine, x, output)``, ``on_train_steps_end(engine, epoch)`` (after the epoch's last step,
 #: before validation), ``on_train_epoch_end(engine, epoch, logs)`` (after validation), and
 #: ``teardown(engine)`` when the thread ends (finished, stopped or failed)
@@ -57,6 +58,7 @@ HOOKS = (
     "on_train_start",
     "on_train_epoch_start",
     "on_train_batch_start",
+    "on_after_backward",
     "on_train_batch_end",
     "on_train_steps_end",
     "on_train_epoch_end",
@@ -575,6 +577,7 @@ class Engine:
             loss, output = self.compute_loss(x, y)
             guard.observe(loss, epoch, b)
             loss.backward()
+            self._hook("on_after_backward")
             self.optimizer.step()
             n = x.shape[0]
             total_loss += loss.detach().double() * n

@@ -19,7 +19,7 @@ from ibwidget.widget._figures import Figures, RunData
 from ibwidget.widget._viewmodel import OnDemand, PlaneModel, band_of, fast_builder
 from ibwidget.widget.planeview import PlaneView, live_plane_view
 
-FIGURE_NAMES = ("plane", "dep_x", "dep_y", "loss", "accuracy")
+FIGURE_NAMES = ("plane", "dep_x", "dep_y", "loss", "accuracy", "diagnostics")
 #: The gauge's informative range of kernel saturation (mean off-diagonal kernel value); outside it, σ is off.
 _EXPORTS = {"trainer": [("PNG", "png"), ("SVG", "svg"), ("run file", "run")], "view": [("PNG", "png"), ("SVG", "svg")]}
 
@@ -70,11 +70,11 @@ def _walk(root: widgets.Widget) -> list[widgets.Widget]:
 
 
 def _figure_rows(figs: dict) -> list[widgets.Widget]:
-    """The figures laid out: the plane beside the two dependence plots, then loss and accuracy."""
+    """The figures laid out: the plane beside the two dependence plots and the diagnostics, then loss and
+    accuracy."""
+    wrap = widgets.Layout(flex_flow="row wrap")
     return [
-        widgets.HBox(
-            [figs["plane"], widgets.VBox([figs["dep_x"], figs["dep_y"]])], layout=widgets.Layout(flex_flow="row wrap")
-        ),
+        widgets.HBox([figs["plane"], widgets.VBox([figs["dep_x"], figs["dep_y"]]), figs["diagnostics"]], layout=wrap),
         widgets.HBox([figs["loss"], figs["accuracy"]], layout=widgets.Layout(flex_flow="row wrap")),
     ]
 
@@ -161,7 +161,7 @@ class _RunsBox(widgets.VBox):
 
     @property
     def figures(self) -> dict:
-        """The bqplot figures by name: plane, dep_x, dep_y, loss, accuracy."""
+        """The bqplot figures by name: plane, dep_x, dep_y, loss, accuracy, diagnostics."""
         return dict(self._figures.figures)
 
     @property
@@ -245,6 +245,7 @@ class _RunsBox(widgets.VBox):
         )
         if view.estimator in controls.estimator.options:
             controls.estimator.value = view.estimator
+        controls.band.value, controls.diagnostic.value = view.band, view.diagnostic
         for button, visible in zip(controls.layers, view.visible, strict=False):
             button.value = visible
         self._controls = controls
@@ -351,6 +352,8 @@ class _RunsBox(widgets.VBox):
             self._figures.set_labels(spec.axis_label("T", "X"), spec.axis_label("T", y_name))
             self._figures.update_trajectories(data, view.visible, self._epoch_max, self._band(view, params))
             self._figures.update_history(data, self._epoch_max)
+            diagnostics = [(list(run.epochs), run.diagnostics()) for run in self._runs]
+            self._figures.update_diagnostics(diagnostics, view.diagnostic, view.visible, self._epoch_max)
         self._controls.sigma.disabled = not self._controls.sigma_enabled(view)
         if note:
             self._set_notice("estimator", note)

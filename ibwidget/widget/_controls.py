@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import ipywidgets as widgets
 
+from ibwidget._vocabulary import DIAGNOSTIC_LABELS
 from ibwidget.measure import estimators as _estimators
 from ibwidget.measure import kernels as _kernels
 from ibwidget.record.run import TARGETS
@@ -26,6 +27,7 @@ class View:
     target: str
     visible: tuple[bool, ...]
     band: bool = False  #: the chance floor shown
+    diagnostic: str = "saturated_fraction"  #: what the Diagnostics figure shows (a name of DIAGNOSTICS)
 
     @property
     def params(self) -> tuple:
@@ -104,6 +106,14 @@ class Controls:
             layout=widgets.Layout(width="auto"),
         )
         self.band.add_class("ibw-band")
+        self.diagnostic = widgets.Dropdown(
+            options=[(label, name) for name, label in DIAGNOSTIC_LABELS.items()],
+            value="saturated_fraction",
+            description="diagnostic",
+            tooltip="what the Diagnostics figure shows for each layer, per recorded epoch (run.diagnostics())",
+            layout=widgets.Layout(width="270px"),
+        )
+        self.diagnostic.add_class("ibw-diagnostic")
         self.layers: list[widgets.ToggleButton] = []
         for i, (label, tip) in enumerate(zip(layer_labels, layer_tips, strict=True)):
             color = layer_color(i)
@@ -125,13 +135,14 @@ class Controls:
         self.sigma_rule.observe(self._changed, names="value")
         self.target.observe(self._changed, names="value")
         self.band.observe(self._changed, names="value")
+        self.diagnostic.observe(self._changed, names="value")
         for button in self.layers:
             button.observe(self._changed, names="value")
         self.box = widgets.VBox(
             [
                 widgets.HBox(self.layers, layout=widgets.Layout(flex_flow="row wrap")),
                 widgets.HBox(
-                    [self.estimator, self.sigma, self.sigma_rule, self.target, self.band],
+                    [self.estimator, self.sigma, self.sigma_rule, self.target, self.band, self.diagnostic],
                     layout=widgets.Layout(flex_flow="row wrap", align_items="center"),
                 ),
             ]
@@ -148,6 +159,7 @@ class Controls:
                 str(self.target.value),
                 tuple(bool(b.value) for b in self.layers),
                 bool(self.band.value),
+                str(self.diagnostic.value),
             )
         self._on_change()
 
@@ -168,5 +180,6 @@ class Controls:
             "sigma_rule": self.sigma_rule,
             "target": self.target,
             "band": self.band,
+            "diagnostic": self.diagnostic,
             "layers": list(self.layers),
         }

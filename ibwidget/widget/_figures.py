@@ -11,6 +11,7 @@ import bqplot as bq
 import ipywidgets as widgets
 import numpy as np
 
+from ibwidget._vocabulary import DIAGNOSTIC_LABELS
 from ibwidget.widget._style import EPOCH_SCHEME, TRAIN_COLOR, VAL_COLOR, layer_color, run_style
 
 _EMPTY = np.zeros(0, dtype=np.float32)
@@ -21,6 +22,7 @@ FIGURE_CLASSES = {
     "dep_y": "ibw-dep-y",
     "loss": "ibw-loss",
     "accuracy": "ibw-acc",
+    "diagnostics": "ibw-diagnostics",
 }
 TITLES = {
     "plane": "Information plane",
@@ -28,6 +30,7 @@ TITLES = {
     "dep_y": "Dependence on Y",
     "loss": "Loss",
     "accuracy": "Accuracy",
+    "diagnostics": "Diagnostics",
 }
 
 
@@ -101,7 +104,7 @@ def _set_domain(scale, domain, axis: bq.Axis | None = None) -> None:
 
 
 class Figures:
-    """The five figures of a Trainer/RunView and their marks (one Lines + one Scatter per layer per run)."""
+    """The six figures of a Trainer/RunView and their marks (one Lines + one Scatter per layer per run)."""
 
     def __init__(self, run_names: Sequence[str], run_layers: Sequence[Sequence[str]], epoch_max: int, compare: bool):
         self.run_names = list(run_names)
@@ -121,6 +124,7 @@ class Figures:
             "dep_y_band": [],
             "loss": [],
             "accuracy": [],
+            "diagnostics": [],  # per run, per layer: the chosen diagnostic over the epochs
             "legend": [],
         }
         self.figures: dict[str, bq.Figure] = {}
@@ -129,6 +133,7 @@ class Figures:
             self._build_dependence(key, epoch_max)
         for key in ("loss", "accuracy"):
             self._build_history(key, epoch_max)
+        self._build_dependence("diagnostics", epoch_max)  # the same per-layer lines over the epochs
         for key, fig in self.figures.items():
             fig.add_class(FIGURE_CLASSES[key])
 
@@ -241,7 +246,7 @@ class Figures:
         ax = bq.Axis(scale=sx, label="epoch", tick_format=".0f", tick_values=_epoch_ticks(sx.max))
         ay = bq.Axis(scale=sy, side="left", label=TITLES[key], tick_format=".3~g", label_offset="55px")
         self.axes[key] = [ax, ay]
-        all_marks = self._band_marks(f"{key}_band", sx, sy, fill="bottom")
+        all_marks = self._band_marks(f"{key}_band", sx, sy, fill="bottom") if key != "diagnostics" else []
         for r, layers in enumerate(self.run_layers):
             style, marker = run_style(r)
             marks = [
@@ -261,7 +266,7 @@ class Figures:
             ]
             self.marks[key].append(marks)
             all_marks += marks
-        if self.compare:  # one legend entry per run, in its line style
+        if self.compare and key != "diagnostics":  # one legend entry per run, in its line style
             for r, name in enumerate(self.run_names):
                 style, marker = run_style(r)
                 entry = bq.Lines(
@@ -425,6 +430,31 @@ class Figures:
                     top = max(top, float(len(series)))
             _set_epochs(self.scales[key]["x"], self.axes[key][0], top)
             _set_domain(self.scales[key]["y"], _domain(values), self.axes[key][1])
+
+    def update_diagnostics(
+        self, runs: Sequence[tuple[Sequence[int], dict]], name: str, visible: Sequence[bool], epoch_max: int
+    ) -> None:
+        """The Diagnostics figure: per run ``(epochs, run.diagnostics())``, diagnostic ``name`` of each layer over
+        the epochs; the title names the visible layers that have none (unknown nonlinearity, no weights...)."""
+        values, missing = [], []
+        for r, (epochs, diagnostics) in enumerate(runs):
+            series = diagnostics.get(name)
+            for i, layer in enumerate(self.run_layers[r]):
+                show = bool(visible[i]) if i < len(visible) else True
+                column = series[:, i] if series is not None and series.shape[0] else np.zeros(0)
+                e, v, _ = _finite_pair(np.asarray(epochs, dtype=np.float32)[: len(column)], column)
+                mark = self.marks["diagnostics"][r][i]
+                mark.x, mark.y, mark.visible = e, v, show
+                if show and len(v):
+                    values.append(v)
+                elif show and len(column):
+                    missing.append(layer)
+        label = DIAGNOSTIC_LABELS.get(name, name)
+        self.axes["diagnostics"][1].label = label
+        none = f" · none for {', '.join(dict.fromkeys(missing))}" if missing else ""
+        self.figures["diagnostics"].title = f"{TITLES['diagnostics']}: {label}{none}"
+        _set_epochs(self.scales["diagnostics"]["x"], self.axes["diagnostics"][0], float(max(epoch_max, 1)))
+        _set_domain(self.scales["diagnostics"]["y"], _domain(values), self.axes["diagnostics"][1])
 
     @contextlib.contextmanager
     def hold(self):

@@ -39,6 +39,7 @@ with ib.record(model, probe=(x[:64], y[:64]), layers=["0", "2", "4"], path=path,
             loss = nn.functional.cross_entropy(model(xb), yb)
             opt.zero_grad()
             loss.backward()
+            rec.step()  # the gradient diagnostics: after DDP's allreduce
             opt.step()
         rec.snapshot(logs={"loss": float(loss.detach())})
 print(f"rank {rank} of {world}: {rec.run.num_snapshots} snapshots", flush=True)
