@@ -33,7 +33,7 @@ PARAMETERS = {
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
 
 
-def test_the_six_notebooks_are_there():
+def test_the_seven_notebooks_are_there():
     assert NOTEBOOKS == [
         "01_hsic_training_dynamics.ipynb",
         "02_dropout_and_regularization.ipynb",
@@ -41,6 +41,7 @@ def test_the_six_notebooks_are_there():
         "04_custom_estimator.ipynb",
         "05_any_pytorch_model.ipynb",
         "06_your_training_loop.ipynb",
+        "07_information_bottleneck_debate.ipynb",
     ]
 
 
@@ -201,3 +202,11 @@ def test_notebook_runs_without_error(name, tmp_path, data_root, monkeypatch):
         assert files == ["lightning.ibrun", "loop.ibrun", "torchrun.ibrun"]
         for file in files:
             assert load_run(work / "runs" / "06" / file).epochs == [0, 1, 2, 3]
+    if name.startswith("07_"):  # Saxe et al. 2018 at the CI settings: the tanh layer compresses, the ReLU one not
+        line = r"last hidden layer I\(X;T\), binning_saxe, (\w+): peak ([\d.]+) bits \(epoch \d+\) -> end ([\d.]+) bits"
+        found = {act: (float(peak), float(end)) for act, peak, end in re.findall(line, stdout(nb))}
+        assert set(found) == {"tanh", "relu"}, stdout(nb)[-3000:]
+        peak, end = found["tanh"]
+        assert end < peak - 1.0, found  # falls from its peak by more than a bit
+        peak, end = found["relu"]
+        assert end > peak - 1.0 and peak > 2.0, found

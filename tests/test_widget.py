@@ -815,6 +815,27 @@ def test_a_runview_opens_before_its_grid_is_computed(trained, monkeypatch):
         view.close()
 
 
+def test_a_view_of_binning_alone_keeps_one_width(trained):
+    """Binning takes no width: the grid keeps only the gauge's (each width is a pass over every kernel, m² values a
+    layer and epoch: 27 of them filled a RunView of a 4096-sample probe in 9 minutes)."""
+    trainer, _ = trained
+    view = RunView(trainer.run, estimators=("binning_saxe", "binning"))
+    try:
+        assert view._model.builder.slots == [("fixed", 5.0)]
+        assert [s.name for s in view._model.builder.specs] == ["binning_saxe", "binning"]
+        assert view.saturation.value.startswith("kernel saturation")
+        view.controls.sigma.value = 1.0  # off the grid: computed on demand, the plane unchanged
+        view.sync()
+        assert view.last_error == ""
+        traj = trainer.run.trajectories("binning_saxe", layers=trainer.run.layer_names[1:])
+        np.testing.assert_allclose(view.marks["plane_points"][0][1].x, traj[:, 0, 0], rtol=1e-6)
+    finally:
+        view.close()
+    kernels = RunView(trainer.run, estimators=("hsic",), plane_view=False)
+    assert len(kernels._model.builder.slots) > 20
+    kernels.close()
+
+
 @pytest.mark.skipif(not hasattr(os, "setpriority"), reason="per-thread nice values are a Linux feature")
 def test_view_threads_yield_the_cores_to_training(digits):
     """The UI thread and the on-demand worker run at a lower priority than the training thread (a higher nice

@@ -338,7 +338,32 @@ def _integer_codes(Z: Matrix, name: str, m: int, batch_shape: tuple = ()) -> tor
     Z = check_samples(Z, name, m, batch_shape)
     if Z.ndim == 1 and not Z.is_floating_point():
         return Z.long()
-    return torch.unique(Z.reshape(m, -1), dim=0, return_inverse=True)[1]
+    rows = Z.reshape(m, -1)
+    if rows.is_floating_point():  # equal values, equal bits (-0.0 made 0.0): exact, as unique(dim=0) compares
+        rows = (rows.double() + 0.0).view(torch.int64)
+    return _row_codes(rows.long())
+
+
+def _row_codes(rows: torch.Tensor) -> torch.Tensor:
+    """Codes (m,) of the distinct rows of an integer array (m, d): equal rows, equal codes (the partition of
+    ``torch.unique(rows, dim=0, return_inverse=True)``, numbered otherwise). Columns are packed into one int64 key
+    while it fits, the key made dense again (a 1-d unique) when the next column would overflow it: a few 1-d sorts
+    instead of one sort of rows, many times faster."""
+    m = rows.shape[0]
+    key = torch.zeros(m, dtype=torch.long, device=rows.device)
+    span = 1  # the key's values lie in [0, span)
+    for column in rows.T:
+        values = column - column.min()
+        radix = int(values.max()) + 1
+        if radix >= 2**31:  # a wide column: its distinct values, densely numbered
+            values = torch.unique(values, return_inverse=True)[1]
+            radix = int(values.max()) + 1
+        if span * radix >= 2**62:
+            key = torch.unique(key, return_inverse=True)[1]
+            span = int(key.max()) + 1
+        key = key * radix + values
+        span *= radix
+    return torch.unique(key, return_inverse=True)[1]
 
 
 def _entropy_bits(codes: torch.Tensor) -> torch.Tensor:
@@ -378,9 +403,9 @@ def binning_mi(
     m = T.shape[0]
     T = T.reshape(m, -1)
     check_finite(T, "T")
-    t_codes = torch.unique(_bin_indices(T, bins, edges, width), dim=0, return_inverse=True)[1]
+    t_codes = _row_codes(_bin_indices(T, bins, edges, width))
     z_codes = _integer_codes(Z, "Z", m).to(t_codes.device)
-    joint = torch.unique(torch.stack([t_codes, z_codes], 1), dim=0, return_inverse=True)[1]
+    joint = _row_codes(torch.stack([t_codes, z_codes], 1))
     mi = _entropy_bits(t_codes) + _entropy_bits(z_codes) - _entropy_bits(joint)
     return mi.clamp_min(0.0).to(T.dtype)
 

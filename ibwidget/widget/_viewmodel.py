@@ -10,8 +10,10 @@ slot (or keep the last plot).
 
 from __future__ import annotations
 
+import atexit
 import math
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -34,6 +36,17 @@ from ibwidget.widget._applier import yield_to_training
 
 _KEPT_RESULTS = 8  # exact off-grid views kept (the latest ones)
 _FILL_BATCH = 4  # slots the filler computes in one pass (as fast per slot as the whole grid at once, measured)
+#: kernel values (epochs x layers x m² per slot) one fill job computes at most, about a second of work: between
+#: jobs the filler sees a close (a big probe's whole run at once took minutes: m = 4096 is 17 M values a kernel)
+_FILL_VALUES = 100_000_000
+_OPEN: weakref.WeakSet = weakref.WeakSet()  # models whose filler may run: stopped at interpreter exit
+
+
+@atexit.register
+def _close_open_models() -> None:
+    """Stop every filler before the interpreter ends: a thread still inside torch then aborts the process."""
+    for model in list(_OPEN):
+        model.close(timeout=30.0)
 
 
 def recorded(runs: Sequence) -> list:
@@ -43,13 +56,17 @@ def recorded(runs: Sequence) -> list:
 
 def fast_builder(estimators, sigma: float, sigma_rule: str, live: bool) -> GridBuilder:
     """The grid of a Trainer (``live``) or RunView: the default widths and rules, and the fast ones of
-    ``estimators`` (slow ones would stall each epoch), plus the first view's ``sigma`` and ``sigma_rule``. A live
-    grid keeps X's statistics of the widths computed each epoch."""
+    ``estimators`` (slow ones would stall each epoch), plus the first view's ``sigma`` and ``sigma_rule``; of
+    estimators that take no width (binning), only that one width (the saturation gauge's: each width costs a pass
+    over every kernel, m² values a layer and epoch). A live grid keeps X's statistics of the widths computed each
+    epoch."""
     names = [estimators] if isinstance(estimators, str) else list(estimators or ())
     specs = [_estimators.get(n) for n in names]
-    fast = [s.name for s in specs if is_packed(s) or s.needs == "activations"] or ["hsic"]
+    fast = [s for s in specs if is_packed(s) or s.needs == "activations"] or [_estimators.get("hsic")]
+    if not any(s.uses_sigma for s in fast):  # binning only: the widths serve the gauge alone, one is enough
+        return GridBuilder([s.name for s in fast], (float(sigma),), sigma_rules=(sigma_rule,), keep_targets=live)
     rules = DEFAULT_RULES + ((sigma_rule,) if sigma_rule not in DEFAULT_RULES else ())
-    return GridBuilder(fast, (*DEFAULT_SIGMAS, float(sigma)), sigma_rules=rules, keep_targets=live)
+    return GridBuilder([s.name for s in fast], (*DEFAULT_SIGMAS, float(sigma)), sigma_rules=rules, keep_targets=live)
 
 
 def _padded(array: np.ndarray, axis: int, size: int, fill: float | bool = np.nan) -> np.ndarray:
@@ -100,6 +117,7 @@ class PlaneModel:
         self._closed = False
         self._working: list[int] = []  # the slots the filler is computing
         self._filler = threading.Thread(target=self._fill_loop, name="ibwidget-grid-fill", daemon=True)
+        _OPEN.add(self)
         self._builder_thread: threading.Thread | None = None
         if on_ready is None:
             self._build()
@@ -297,7 +315,10 @@ class PlaneModel:
             for r, n in enumerate(self.counts):
                 missing = np.flatnonzero(~self.filled[r, :n, k])
                 if missing.size:
-                    todo.append((r, int(missing[0]), int(missing[-1]) + 1))
+                    snap = self._recorded[r]
+                    per_epoch = _FILL_BATCH * max(1, len(snap.layer_names)) * snap.m**2
+                    stop = min(int(missing[-1]) + 1, int(missing[0]) + max(1, _FILL_VALUES // per_epoch))
+                    todo.append((r, int(missing[0]), stop))
             if not todo:
                 continue
             if job is None:
