@@ -150,6 +150,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_record.py
 	$(BIN)/python benchmarks/bench_storage.py
 	$(BIN)/python benchmarks/bench_watching.py
+	$(BIN)/python benchmarks/bench_bigprobe.py
 
 clean:
 	rm -rf $(VENV) $(OLDEST) build dist .pytest_cache .ruff_cache .hypothesis js/node_modules $(LABEXT)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import gc
 import math
 import os
+import subprocess
+import sys
 import threading
 import time
 import weakref
@@ -884,3 +886,26 @@ def test_sync_waits_for_the_widths_shown_and_wait_filled_for_the_rest(trained, m
     finally:
         release.set()
         view.close()
+
+
+_OPEN_AT_EXIT = """
+import torch, ibwidget as ib
+from ibwidget.measure import kernels
+from ibwidget.record.run import Run
+g = torch.Generator().manual_seed(0)
+m, widths, names = 1024, (80, 70), ["a", "b"]
+run = Run("exit", names, list(widths), torch.rand(m, 8, generator=g), torch.arange(m) % 10)
+for e in range(6):
+    grams = {n: kernels.gram(torch.randn(m, w, generator=g)) for n, w in zip(names, widths)}
+    run.add_snapshot(e, grams, torch.randn(m, 10, generator=g))
+view = ib.RunView(run, estimators=("hsic",))  # its grid fills in behind, in torch, when the script ends
+print("opened", flush=True)
+"""
+
+
+def test_a_script_that_ends_with_a_view_open_exits_cleanly():
+    """The grid's filler is inside torch when the interpreter ends: it is stopped first (it aborted the process,
+    'terminate called without an active exception', exit status 134)."""
+    done = subprocess.run([sys.executable, "-c", _OPEN_AT_EXIT], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "opened", done.stderr[-2000:]
+    assert "terminate called" not in done.stderr
