@@ -151,6 +151,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_storage.py
 	$(BIN)/python benchmarks/bench_watching.py
 	$(BIN)/python benchmarks/bench_bigprobe.py
+	$(BIN)/python benchmarks/bench_diagnostics.py
 
 clean:
 	rm -rf $(VENV) $(OLDEST) build dist .pytest_cache .ruff_cache .hypothesis js/node_modules $(LABEXT)

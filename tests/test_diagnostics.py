@@ -190,3 +190,26 @@ def test_the_engine_reports_every_step_of_every_epoch():
     assert np.isnan(diag["grad_mean"][0]).all() and (diag["grad_mean"][1:] > 0).all()
     assert np.isnan(diag["saturated_fraction"][:, -1]).all() and (diag["saturated_fraction"][:, :3] < 0.5).all()
     assert all(v.shape == (3, 4) for v in diag.values())
+
+
+def test_a_big_layers_gradient_statistics_come_from_a_fixed_sample_of_its_weights():
+    """Above the sample size, the norms are estimated (unbiased) from a seeded sample of the weights, scaled by the
+    layer's size over the sample's: close to the exact ones, and exact when the sample is the whole layer."""
+    torch.manual_seed(0)
+    layer = nn.Linear(300, 300)  # 90,000 weights
+    g = torch.Generator().manual_seed(1)
+    base = torch.randn(300, 300, generator=g) * torch.linspace(0.1, 3.0, 300)  # heterogeneous rows
+    exact = GradientMoments([layer], torch.device("cpu"), 10**9)
+    sampled = GradientMoments([layer], torch.device("cpu"), 20_000)
+    assert exact._layers[0][2] == 1.0 and sampled._layers[0][2] == pytest.approx(90_000 / 20_000)
+    grads = [base + torch.randn(300, 300, generator=g) for _ in range(6)]
+    for grad in grads:
+        layer.weight.grad = grad
+        exact.add()
+        sampled.add()
+    want, got = exact.take(), sampled.take()
+    stack = torch.stack(grads).double()
+    assert float(want["grad_mean"][0]) == pytest.approx(float(stack.mean(0).norm()), rel=1e-9)
+    assert float(want["grad_std"][0]) == pytest.approx(float(stack.std(0, correction=0).norm()), rel=1e-9)
+    for name in ("grad_mean", "grad_std", "grad_snr"):
+        assert float(got[name][0]) == pytest.approx(float(want[name][0]), rel=0.05), name

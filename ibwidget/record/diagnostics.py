@@ -13,9 +13,10 @@ snapshot also records, per layer (the names are :data:`ibwidget._vocabulary.DIAG
 - ``mean_abs_activation``: the mean |a| over the probe and the layer's units.
 - ``weight_norm``: the Frobenius norm of the layer's weights (its parameters named ``weight``; NaN if none).
 - ``grad_mean``, ``grad_std``, ``grad_snr``: over the epoch's steps, ||E[g]|| and ||Std[g]|| of the gradient g of
-  the layer's weights (each taken elementwise over the steps, then the Frobenius norm), and their ratio. NaN for an
-  epoch without steps (epoch 0) and for a loop that does not report its steps (``rec.step()``); one step has no
-  spread (std 0, SNR infinite).
+  the layer's weights (each taken elementwise over the steps, then the Frobenius norm), and their ratio; a layer of
+  more than :data:`SAMPLED_WEIGHTS` weights is estimated from a fixed sample of them (see :class:`GradientMoments`).
+  NaN for an epoch without steps (epoch 0) and for a loop that does not report its steps (``rec.step()``); one
+  step has no spread (std 0, SNR infinite).
 """
 
 from __future__ import annotations
@@ -112,48 +113,78 @@ def weight_norms(modules: Sequence[nn.Module | None], device: torch.device) -> t
     return torch.stack(norms)
 
 
+#: weights of a layer whose gradients are followed each step; a bigger layer's statistics are estimated from a fixed,
+#: seeded sample of this many of them (the full tensors cost a step's worth of memory traffic: 2x a seed-model step)
+SAMPLED_WEIGHTS = 65_536
+
+
 class GradientMoments:
     """Sums of the gradient of each module's weights and of its square over the steps of an epoch, so that
     :meth:`take` gives the epoch's ``grad_mean``, ``grad_std`` and ``grad_snr`` (see the module). :meth:`add` after
-    each backward (after DDP's allreduce, so rank 0 sees the averaged gradient); float64 sums on the weights'
-    device, two elementwise operations per weight tensor and step."""
+    each backward (after DDP's allreduce, so rank 0 sees the averaged gradient).
 
-    def __init__(self, modules: Sequence[nn.Module | None], device: torch.device):
-        self._weights = [_weights(module) for module in modules]
+    A layer of at most :data:`SAMPLED_WEIGHTS` weights is followed whole (exact); a bigger one through a fixed,
+    seeded sample of that many of its weights, the sums scaled by its size over the sample's (unbiased estimates of
+    ||E[g]||² and ||Std[g]||², their ratio the SNR): each step then costs a gather of at most that many values a
+    layer and two float64 operations on them, whatever the layer's size.
+    """
+
+    def __init__(self, modules: Sequence[nn.Module | None], device: torch.device, sample: int = SAMPLED_WEIGHTS):
         self._device = device
-        self._sums: list[list[torch.Tensor]] | None = None
-        self._squares: list[list[torch.Tensor]] | None = None
+        generator = torch.Generator().manual_seed(0)
+        self._picks: list[tuple[torch.nn.Parameter, torch.Tensor | None, int]] = []  # (weight, flat indices, count)
+        self._layers: list[tuple[int, int, float]] = []  # per layer: (start, stop) in the sampled vector, scale
+        start = 0
+        for module in modules:
+            weights = _weights(module)
+            total = sum(w.numel() for w in weights)
+            if total <= sample:
+                chosen = [(w, None, w.numel()) for w in weights]
+            else:
+                flat = torch.randperm(total, generator=generator)[:sample].sort().values
+                chosen, offset = [], 0
+                for w in weights:
+                    local = flat[(flat >= offset) & (flat < offset + w.numel())] - offset
+                    chosen.append((w, local.to(w.device), int(local.numel())))
+                    offset += w.numel()
+            count = sum(n for _, _, n in chosen)
+            self._picks += chosen
+            self._layers.append((start, start + count, total / count if count else math.nan))
+            start += count
+        self._sum = torch.zeros(start, dtype=torch.float64, device=device)
+        self._squares = torch.zeros(start, dtype=torch.float64, device=device)
         self.steps = 0
 
     def add(self) -> None:
         """Add the gradients the weights hold now (a weight without a gradient adds zeros)."""
-        if self._sums is None or self._squares is None:
-            self._sums = [[torch.zeros_like(w, dtype=torch.float64) for w in ws] for ws in self._weights]
-            self._squares = [[torch.zeros_like(w, dtype=torch.float64) for w in ws] for ws in self._weights]
-        for ws, sums, squares in zip(self._weights, self._sums, self._squares, strict=True):
-            for w, s, q in zip(ws, sums, squares, strict=True):
-                if w.grad is not None:
-                    g = w.grad.detach().double()
-                    s.add_(g)
-                    q.addcmul_(g, g)
+        parts = []
+        for w, index, count in self._picks:
+            if w.grad is None:
+                parts.append(torch.zeros(count, dtype=torch.float64, device=self._device))
+                continue
+            flat = w.grad.detach().reshape(-1)
+            parts.append((flat if index is None else flat[index]).to(self._device, torch.float64))
+        if parts:
+            g = torch.cat(parts)
+            self._sum.add_(g)
+            self._squares.addcmul_(g, g)
         self.steps += 1
 
     def take(self) -> dict[str, torch.Tensor]:
         """The epoch's statistics, float64 tensors (layers,) (NaN without steps), and start the next epoch."""
         n = self.steps
-        nan = torch.full((len(self._weights),), math.nan, dtype=torch.float64, device=self._device)
+        nan = torch.full((len(self._layers),), math.nan, dtype=torch.float64, device=self._device)
         out = {k: nan.clone() for k in ("grad_mean", "grad_std", "grad_snr")}
-        if n and self._sums is not None and self._squares is not None:
-            for i, (sums, squares) in enumerate(zip(self._sums, self._squares, strict=True)):
-                if not sums:
+        if n:
+            mean = self._sum / n
+            var = (self._squares / n - mean.square()).clamp_min(0)
+            for i, (start, stop, scale) in enumerate(self._layers):
+                if stop == start:
                     continue
-                mean_sq = sum((s / n).square().sum() for s in sums)
-                var = sum((q / n - (s / n).square()).clamp_min(0).sum() for s, q in zip(sums, squares, strict=True))
-                mean, std = torch.sqrt(mean_sq).to(self._device), torch.sqrt(var).to(self._device)
-                out["grad_mean"][i], out["grad_std"][i] = mean, std
-                out["grad_snr"][i] = mean / std
-            for part in (*self._sums, *self._squares):
-                for t in part:
-                    t.zero_()
+                norm = torch.sqrt(scale * mean[start:stop].square().sum())
+                spread = torch.sqrt(scale * var[start:stop].sum())
+                out["grad_mean"][i], out["grad_std"][i], out["grad_snr"][i] = norm, spread, norm / spread
+            self._sum.zero_()
+            self._squares.zero_()
         self.steps = 0
         return out
