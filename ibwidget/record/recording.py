@@ -125,7 +125,9 @@ class Recording:
         self.resume = bool(resume)
         self._scheduled = _schedule(every_n_epochs, snapshot_epochs)
         if nonlinearities is not None and not isinstance(nonlinearities, Mapping):
-            raise TypeError(f"nonlinearities maps layer names to 'tanh', 'sigmoid' or 'relu', got {nonlinearities!r}.")
+            raise TypeError(
+                f"nonlinearities maps layer names to 'tanh', 'sigmoid', 'relu' or 'linear', got {nonlinearities!r}."
+            )
         self.nonlinearities = dict(nonlinearities or {})
         self._modules: list[nn.Module | None] = []  # the tracked modules, for weight norms
         self._nonlinearity: list[str | None] = []

@@ -21,6 +21,9 @@ from ibwidget.widget.planeview import PlaneView, live_plane_view
 
 FIGURE_NAMES = ("plane", "dep_x", "dep_y", "loss", "accuracy", "diagnostics")
 #: The gauge's informative range of kernel saturation (mean off-diagonal kernel value); outside it, σ is off.
+#: between two figures' save requests: Chromium dropped one of six SVG downloads started together (bqplot clicks a
+#: data-URL link per figure), now and then
+_SAVE_SPACING_S = 0.2
 _EXPORTS = {"trainer": [("PNG", "png"), ("SVG", "svg"), ("run file", "run")], "view": [("PNG", "png"), ("SVG", "svg")]}
 
 
@@ -260,7 +263,9 @@ class _RunsBox(widgets.VBox):
 
     def _save(self, ext: str, path) -> list[str]:
         names = self._export_names(ext, path)
-        for key, filename in names.items():
+        for i, (key, filename) in enumerate(names.items()):
+            if i:
+                time.sleep(_SAVE_SPACING_S)
             fig = self._figures.figures[key]
             fig.save_png(filename) if ext == "png" else fig.save_svg(filename)
         return list(names.values())

@@ -15,6 +15,8 @@ from xml.etree import ElementTree
 
 import pytest
 
+from ibwidget.widget._base import FIGURE_NAMES
+
 from .notebooks import thread_demo_notebook, trainer_notebook
 
 pytestmark = pytest.mark.browser
@@ -316,7 +318,8 @@ def test_trainer(frontend, jupyter_server, browser_page):
 # ------------------------------------------------------------------------------------------------------ export
 
 EXPORT_EPOCHS = 3
-FIGURES = ("plane", "dep_x", "dep_y", "loss", "accuracy")  # what Export writes, one file each
+FIGURES = FIGURE_NAMES  # what Export writes, one file each
+EXPORT_TIMEOUT = 180_000  # ms: bqplot inlines the page's styles into each SVG, seconds a figure in JupyterLab
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 SVG = "{http://www.w3.org/2000/svg}"
 
@@ -326,13 +329,15 @@ def _export(page, root, label: str, downloads: list) -> dict[str, bytes]:
     downloads.clear()
     root.locator(".ibw-export-format select").select_option(label=label)
     _button(root, ".ibw-export").click()
+    started = time.monotonic()
     wait_until(
         page,
         lambda: len(downloads) >= len(FIGURES),
-        STEP_TIMEOUT,
+        EXPORT_TIMEOUT,
         lambda: f"{len(FIGURES)} {label} downloads, got {[d.suggested_filename for d in downloads]}",
     )
-    page.wait_for_timeout(500)  # a sixth file would be a bug: give it the time to show up
+    print(f"\n{label} export of {len(FIGURES)} figures: {time.monotonic() - started:.1f} s")
+    page.wait_for_timeout(500)  # one file more would be a bug: give it the time to show up
     assert len(downloads) == len(FIGURES), [d.suggested_filename for d in downloads]
     files = {}
     for download in downloads:
@@ -418,5 +423,10 @@ def test_export_png_and_svg(frontend, jupyter_server, browser_page):
     for ticks in axes:
         assert_round_steps(ticks)
     assert [0.0, float(EXPORT_EPOCHS)] in [[min(t), max(t)] for t in axes], axes  # the colour bar: every epoch
+    diagnostics = ElementTree.fromstring(svgs["diagnostics"])  # beside the plane: a line per layer with values
+    titles = [t.text for t in diagnostics.iter(f"{SVG}text") if "mainheading" in _classes(t)]
+    assert titles and titles[0].startswith("Diagnostics: saturated fraction"), titles
+    drawn = [p for p in diagnostics.iter(f"{SVG}path") if "line" in _classes(p) and p.get("d")]
+    assert drawn, "the Diagnostics figure drew no line"
     assert "finished" in text(root, ".ibw-status")
     assert_no_console_errors(browser_page)
