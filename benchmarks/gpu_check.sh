@@ -20,7 +20,7 @@ python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.i
 echo "== CUDA variants of the estimator and engine tests"
 python3 -m pytest -q -p no:cacheprovider -k cuda tests/test_kernels.py tests/test_estimators.py \
   tests/test_estimator_errors.py tests/test_engine_reliability.py tests/test_hsic_network.py \
-  tests/test_snapshot_stream.py 2>&1 | tail -3
+  tests/test_snapshot_stream.py tests/test_diagnostics.py 2>&1 | tail -3
 echo "== precision at every sigma"
 python3 -m pytest -q -p no:cacheprovider tests/test_precision.py 2>&1 | tail -3
 echo "== tracking overhead, full epochs"

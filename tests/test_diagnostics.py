@@ -213,3 +213,34 @@ def test_a_big_layers_gradient_statistics_come_from_a_fixed_sample_of_its_weight
     assert float(want["grad_std"][0]) == pytest.approx(float(stack.std(0, correction=0).norm()), rel=1e-9)
     for name in ("grad_mean", "grad_std", "grad_snr"):
         assert float(got[name][0]) == pytest.approx(float(want[name][0]), rel=0.05), name
+
+
+def test_diagnostics_recorded_on_the_models_device_equal_a_recomputation(device):
+    """On the recording's device (CUDA where there is one): the engine's side-stream snapshot and the per-step sums
+    give what the weights, activations and every step's gradient say, read back on the host."""
+    torch.manual_seed(0)
+    train, val, _ = ib.datasets.ib12.load_data(batch_size=512)
+    model = nn.Sequential(nn.Linear(12, 8), nn.Tanh(), nn.Linear(8, 2))
+    steps: list[np.ndarray] = []
+
+    class Grads:
+        def on_after_backward(self, engine):
+            steps.append(engine.model[2].weight.grad.detach().double().cpu().numpy().copy())
+
+    engine = ib.Engine(
+        model, train, val, epochs=1, layers=["1", "2"], lr=0.5, device=device, probe=256, callbacks=[Grads()]
+    )
+    engine.start().wait(timeout=120)
+    run = engine.run
+    diag = run.diagnostics()
+    assert engine.device.type == device.type and len(steps) == len(train)
+    with torch.no_grad():
+        a = model[1](model[0](run.probe_x.to(engine.device))).double().cpu()
+    assert diag["saturated_fraction"][-1, 0] == pytest.approx(float((a.abs() > 0.99).double().mean()), abs=1e-12)
+    assert diag["mean_abs_activation"][-1, 0] == pytest.approx(float(a.abs().mean()), rel=1e-5)
+    assert diag["weight_norm"][-1, 1] == pytest.approx(float(model[2].weight.double().norm()), rel=1e-6)
+    g = np.stack(steps)
+    assert diag["grad_mean"][-1, 1] == pytest.approx(np.linalg.norm(g.mean(0)), rel=1e-9)
+    assert diag["grad_std"][-1, 1] == pytest.approx(np.linalg.norm(g.std(0)), rel=1e-9)
+    assert np.isnan(diag["weight_norm"][:, 0]).all()  # the Tanh module: no weights, no gradients
+    assert run.config["nonlinearities"] == ["tanh", None] and "unknown for 2" in run.diagnostics_notes[0]
