@@ -193,5 +193,7 @@ def test_a_run_with_narrow_layers_and_no_epoch_yet_has_snapshots(tmp_path):
     )
     snap = run.snapshots()
     assert snap.num_snapshots == 0 and snap.activations["narrow"].shape == (0, 16, 6)
+    assert snap.dist.shape == (0, 2, 16 * 15 // 2)  # the narrow layer's distances, from no activations (torch 2.14
+    assert snap.norms.shape == (0, 2, 16)  # refused to reshape the empty batch with a -1: a clean clone caught it)
     with pytest.raises(ValueError, match="no snapshot yet"):  # what a run without snapshots says
         run.trajectories("hsic")

@@ -67,7 +67,8 @@ def pack(full: torch.Tensor) -> torch.Tensor:
     """(..., m, m) -> (..., P): the strict upper triangle, in one gather of the flattened matrices."""
     m = full.shape[-1]
     flat = full.reshape(-1, m * m)
-    return torch.index_select(flat, 1, _flat_triu_cached(m, str(full.device))).reshape(*full.shape[:-2], -1)
+    packed = torch.index_select(flat, 1, _flat_triu_cached(m, str(full.device)))
+    return packed.reshape(*full.shape[:-2], m * (m - 1) // 2)  # P named: an empty batch has no -1 to infer
 
 
 def unpack(k: torch.Tensor, m: int, diagonal: torch.Tensor | float = 0.0) -> torch.Tensor:

@@ -368,7 +368,7 @@ def pack_activations(Z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     D = torch.baddbmm(norms[:, None, :], Z, Z.transpose(1, 2), alpha=-2.0)
     D += norms[:, :, None]
     dist = _packed.pack(D).clamp_(min=0.0)
-    return dist.reshape(*batch, -1), norms.reshape(*batch, m)
+    return dist.reshape(*batch, m * (m - 1) // 2), norms.reshape(*batch, m)
 
 
 def saturation(K: ArrayLike) -> torch.Tensor:
