@@ -20,7 +20,6 @@ from ibwidget.widget._viewmodel import OnDemand, PlaneModel, band_of, fast_build
 from ibwidget.widget.planeview import PlaneView, live_plane_view
 
 FIGURE_NAMES = ("plane", "dep_x", "dep_y", "loss", "accuracy", "diagnostics")
-#: The gauge's informative range of kernel saturation (mean off-diagonal kernel value); outside it, σ is off.
 #: between two figures' save requests: Chromium dropped one of six SVG downloads started together (bqplot clicks a
 #: data-URL link per figure), now and then
 _SAVE_SPACING_S = 0.2

@@ -63,10 +63,10 @@ def fast_builder(estimators, sigma: float, sigma_rule: str, live: bool) -> GridB
     names = [estimators] if isinstance(estimators, str) else list(estimators or ())
     specs = [_estimators.get(n) for n in names]
     fast = [s for s in specs if is_packed(s) or s.needs == "activations"] or [_estimators.get("hsic")]
-    if not any(s.uses_sigma for s in fast):  # binning only: the widths serve the gauge alone, one is enough
-        return GridBuilder([s.name for s in fast], (float(sigma),), sigma_rules=(sigma_rule,), keep_targets=live)
-    rules = DEFAULT_RULES + ((sigma_rule,) if sigma_rule not in DEFAULT_RULES else ())
-    return GridBuilder([s.name for s in fast], (*DEFAULT_SIGMAS, float(sigma)), sigma_rules=rules, keep_targets=live)
+    sigmas, rules = (float(sigma),), (sigma_rule,)  # binning only: the widths serve the gauge alone, one is enough
+    if any(s.uses_sigma for s in fast):
+        sigmas, rules = (*DEFAULT_SIGMAS, *sigmas), DEFAULT_RULES + tuple(r for r in rules if r not in DEFAULT_RULES)
+    return GridBuilder([s.name for s in fast], sigmas, sigma_rules=rules, keep_targets=live)
 
 
 def _padded(array: np.ndarray, axis: int, size: int, fill: float | bool = np.nan) -> np.ndarray:
